@@ -1,0 +1,18 @@
+"""sysid: scientific system identification with known physics and a neural residual.
+
+Write the physics you know in SymPy, let a neural network learn the rest, fit both to
+noisy, partial, irregular measurements in an ``xarray.Dataset``, and get back
+parameters, every state imputed, forecasts and equations.
+"""
+
+from . import datasets, errors
+from ._io import load
+from ._model import MLP, HybridODE, t
+from ._options import FitOptions, FitStatus
+from ._result import FitResult
+from ._train import fit
+
+__version__ = "0.1.0"
+
+__all__ = ["HybridODE", "MLP", "fit", "FitResult", "FitOptions", "FitStatus", "load",
+           "datasets", "errors", "t", "__version__"]

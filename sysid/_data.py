@@ -1,0 +1,220 @@
+"""Data in, one place: validate an ``xarray.Dataset`` and turn it into arrays and masks.
+
+Everything sysid learns from passes through :func:`prepare`. The contract (API.md §1):
+dimension ``time`` (float or datetime64, sorted, unique, irregular spacing allowed),
+optional dimension ``trajectory``, one data variable per measured channel with NaN
+meaning "not measured", inputs as data variables, ``attrs['units']``, ``attrs['long_name']``
+and optional ``attrs['noise_std']`` per variable.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from .errors import DataError, suggest
+
+__all__ = ["DataBundle", "prepare", "time_to_float"]
+
+_TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "D": 86400.0}
+
+
+@dataclass
+class DataBundle:
+    """A validated dataset as dense arrays (trajectory, time, channel)."""
+
+    times: np.ndarray                 # (T,) float, model time unit
+    y: np.ndarray                     # (B, T, C) observations, NaN where missing
+    mask: np.ndarray                  # (B, T, C) bool, True where observed
+    u: np.ndarray                     # (B, T, m) inputs (NaN outside the integration span)
+    channels: list[str]               # names of the observed channels present in the data
+    inputs: list[str]
+    noise_std: list[float | None]     # known noise level per channel (attrs), else None
+    t_first: np.ndarray               # (B,) index of each trajectory's first observation
+    t_last: np.ndarray                # (B,) index of its last observation
+    trajectory: np.ndarray | None     # trajectory coordinate values, None without the dim
+    time_attrs: dict = field(default_factory=dict)
+    var_attrs: dict = field(default_factory=dict)   # name -> attrs of every variable
+    attrs: dict = field(default_factory=dict)       # dataset attrs
+
+    @property
+    def n_trajectories(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def n_observed(self) -> int:
+        return int(self.mask.sum())
+
+
+def _fail(msg: str):
+    raise DataError(msg)
+
+
+def time_to_float(time: xr.DataArray, time_unit: str | None = None, origin=None):
+    """Convert a time coordinate to float; return (values, attrs describing the conversion)."""
+    values = time.values
+    attrs = dict(time.attrs)
+    if np.issubdtype(values.dtype, np.datetime64):
+        stamps = values.astype("datetime64[ns]")
+        origin = stamps[0] if origin is None else np.datetime64(origin, "ns")
+        seconds = (stamps - origin).astype("timedelta64[ns]").astype(np.float64) / 1e9
+        if time_unit is None:
+            step = np.median(np.diff(seconds)) if len(seconds) > 1 else 1.0
+            time_unit = next((u for u in ("D", "h", "min") if step >= _TIME_UNITS[u]), "s")
+        if time_unit not in _TIME_UNITS:
+            _fail(f"time_unit must be one of {list(_TIME_UNITS)}; received {time_unit!r}.")
+        attrs.update(time_origin=str(origin), time_unit=time_unit,
+                     units=f"{time_unit} since {np.datetime_as_string(origin, unit='s')}")
+        return seconds / _TIME_UNITS[time_unit], attrs
+    if values.dtype.kind not in "iuf":
+        _fail(f"The 'time' coordinate must be float or datetime64; received dtype "
+              f"{values.dtype}. Convert it, e.g. ds['time'] = ds['time'].astype(float).")
+    return values.astype(np.float64), attrs
+
+
+def _check_time(ds: xr.Dataset, time_unit):
+    if "time" not in ds.dims:
+        close = difflib.get_close_matches("time", [str(d) for d in ds.dims], n=1, cutoff=0.3)
+        hint = f" ds = ds.rename({{'{close[0]}': 'time'}})" if close else \
+            " Add one with ds.expand_dims(time=[0.0]) or rename your time dimension."
+        _fail(f"The dataset has no 'time' dimension; received dims {tuple(ds.dims)}. "
+              f"sysid needs the sampling times as a dimension named 'time'. Fix:{hint}")
+    if "time" not in ds.coords:
+        _fail("The 'time' dimension has no coordinate values; received an index-only "
+              "dimension. Assign the sampling times: ds = ds.assign_coords(time=times).")
+    times, attrs = time_to_float(ds["time"], time_unit)
+    if not np.all(np.isfinite(times)):
+        _fail("The 'time' coordinate contains NaN or inf; every sample needs a finite time.")
+    steps = np.diff(times)
+    if np.any(steps == 0):
+        dup = times[1:][steps == 0][0]
+        _fail(f"The 'time' coordinate has duplicate values (e.g. {dup!r}); times must be "
+              f"unique. Fix: ds = ds.drop_duplicates('time') or average them with "
+              f"ds.groupby('time').mean().")
+    if np.any(steps < 0):
+        i = int(np.argmax(steps < 0))
+        _fail(f"The 'time' coordinate is not sorted: {times[i]!r} is followed by "
+              f"{times[i + 1]!r}. Fix: ds = ds.sortby('time').")
+    return times, attrs
+
+
+def _variable_array(ds: xr.Dataset, name: str, has_traj: bool) -> np.ndarray:
+    var = ds[name]
+    extra = [d for d in var.dims if d not in ("time", "trajectory")]
+    if extra:
+        _fail(f"Data variable {name!r} has dimension(s) {extra} besides 'time' and "
+              f"'trajectory'; received dims {var.dims}. Rename the experiment dimension to "
+              f"'trajectory' (ds.rename({{'{extra[0]}': 'trajectory'}})) or select one value "
+              f"(ds.isel({extra[0]}=0)).")
+    if "time" not in var.dims:
+        _fail(f"Data variable {name!r} has no 'time' dimension (dims {var.dims}); every "
+              f"channel and input must be a time series. Store constants in attrs or in the "
+              f"model's fixed={{...}} instead.")
+    if var.dtype.kind not in "iufb":
+        _fail(f"Data variable {name!r} is not numeric; received dtype {var.dtype}. Convert it "
+              f"with ds[{name!r}] = ds[{name!r}].astype(float) (non-numbers become NaN via "
+              f"pandas.to_numeric(..., errors='coerce')).")
+    var = var.transpose(*(("trajectory",) if has_traj else ()), "time")
+    arr = np.asarray(var.values, dtype=np.float64)
+    if not has_traj:
+        arr = arr[None, :]
+    elif "trajectory" not in var.dims:
+        arr = np.broadcast_to(arr, (ds.sizes["trajectory"], arr.shape[-1])).copy()
+    if np.isinf(arr).any():
+        b, k = np.argwhere(np.isinf(arr))[0]
+        where = f"time={ds['time'].values[k]!r}" + (f", trajectory {b}" if has_traj else "")
+        _fail(f"Data variable {name!r} contains {int(np.isinf(arr).sum())} infinite value(s), "
+              f"first at {where}. Use NaN for a missing or invalid sample: "
+              f"ds[{name!r}] = ds[{name!r}].where(np.isfinite(ds[{name!r}])).")
+    if np.isnan(arr).all():
+        _fail(f"Data variable {name!r} is all NaN: it holds no measurement. Drop it "
+              f"(ds = ds.drop_vars({name!r})) if the quantity is not measured; the model then "
+              f"treats it as unobserved.")
+    return arr
+
+
+def _classify_variables(ds: xr.Dataset, channels: list[str], inputs: list[str]):
+    known = channels + inputs
+    for name in ds.data_vars:
+        if name not in known:
+            hint = suggest(name, known)
+            _fail(f"Data variable {name!r} matches no state, observation or input of the "
+                  f"model.{hint} Model channels: {channels}; inputs: {inputs}. Rename it, add "
+                  f"it to the model's observations={{...}} or inputs=[...], or drop it with "
+                  f"ds.drop_vars({name!r}).")
+    for name in inputs:
+        if name not in ds.data_vars:
+            _fail(f"The model reads the input {name!r}, but the dataset has no such variable "
+                  f"(variables: {list(ds.data_vars)}).{suggest(name, list(ds.data_vars))} Add "
+                  f"the input signal as a data variable named {name!r}.")
+    present = [c for c in channels if c in ds.data_vars]
+    if not present:
+        _fail(f"No data variable measures the model: none of {channels} is in the dataset "
+              f"(variables: {list(ds.data_vars)}). Name each measured variable like a state "
+              f"or declare observations={{name: expression}}.")
+    return present
+
+
+def _check_inputs(u, names, times, t_first, t_last, has_traj):
+    for j, name in enumerate(names):
+        for b in range(u.shape[0]):
+            span = u[b, t_first[b]:t_last[b] + 1, j]
+            if np.isnan(span).any():
+                k = t_first[b] + int(np.argmax(np.isnan(span)))
+                where = f" of trajectory {b}" if has_traj else ""
+                _fail(f"Input {name!r} is missing (NaN) at time {times[k]!r}{where}, inside "
+                      f"the span where the model must integrate ({times[t_first[b]]!r} to "
+                      f"{times[t_last[b]]!r}). Fill it (e.g. ds[{name!r}] = "
+                      f"ds[{name!r}].interpolate_na('time')) or trim the data.")
+
+
+def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = None) -> DataBundle:
+    """Validate ``ds`` against ``model`` and return a :class:`DataBundle`.
+
+    ``n_fitted`` is the number of physical parameters and initial states to be
+    estimated; the data must hold at least that many observed values.
+    """
+    if isinstance(ds, xr.DataArray):
+        _fail(f"sysid needs an xarray.Dataset; received a DataArray named {ds.name!r}. "
+              f"Convert it with da.to_dataset(name='...') using the state's name.")
+    if not isinstance(ds, xr.Dataset):
+        _fail(f"sysid needs an xarray.Dataset; received {type(ds).__name__}. Build one with "
+              f"xr.Dataset({{'x': ('time', values)}}, coords={{'time': times}}).")
+    times, time_attrs = _check_time(ds, time_unit)
+    has_traj = "trajectory" in ds.dims
+    channel_exprs = model.channels
+    present = _classify_variables(ds, list(channel_exprs), list(model.input_names))
+    y = np.stack([_variable_array(ds, c, has_traj) for c in present], axis=-1)
+    mask = ~np.isnan(y)
+    any_obs = mask.any(axis=-1)                              # (B, T)
+    for b in np.flatnonzero(~any_obs.any(axis=1)):
+        label = ds["trajectory"].values[b] if has_traj else b
+        _fail(f"Trajectory {label!r} has no measurement at all; drop it with "
+              f"ds.drop_sel(trajectory={label!r}).")
+    t_first = np.argmax(any_obs, axis=1)
+    t_last = any_obs.shape[1] - 1 - np.argmax(any_obs[:, ::-1], axis=1)
+    if model.inputs:
+        u = np.stack([_variable_array(ds, n, has_traj) for n in model.input_names], axis=-1)
+        _check_inputs(u, model.input_names, times, t_first, t_last, has_traj)
+    else:
+        u = np.zeros(y.shape[:2] + (0,))
+    if n_fitted is not None and mask.sum() < n_fitted:
+        _fail(f"The data hold {int(mask.sum())} observed values but the model has {n_fitted} "
+              f"unknowns to fit (physical parameters and initial states). Provide more "
+              f"samples, observe more states, or fix some parameters with fixed={{...}}.")
+    noise = []
+    for c in present:
+        value = ds[c].attrs.get("noise_std")
+        if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
+            _fail(f"attrs['noise_std'] of {c!r} must be a positive number; received {value!r}.")
+        noise.append(None if value is None else float(value))
+    var_attrs = {name: dict(ds[name].attrs) for name in ds.data_vars}
+    return DataBundle(
+        times=times, y=y, mask=mask, u=u, channels=present, inputs=list(model.input_names),
+        noise_std=noise, t_first=t_first, t_last=t_last,
+        trajectory=ds["trajectory"].values if has_traj and "trajectory" in ds.coords
+        else (np.arange(ds.sizes["trajectory"]) if has_traj else None),
+        time_attrs=time_attrs, var_attrs=var_attrs, attrs=dict(ds.attrs))

@@ -1,0 +1,85 @@
+"""The hybrid vector field as a torch module: compiled physics + neural residual + observations."""
+
+from __future__ import annotations
+
+import sympy as sp
+import torch
+from torch import nn
+
+from ._model import HybridODE, t as TIME
+from ._parameters import ParameterTransform
+from ._physics import CompiledExprs
+from ._residual import ResidualNet
+
+__all__ = ["HybridField"]
+
+
+class HybridField(nn.Module):
+    """``f(t, x, u) = physics(t, x, u; p) + residual(x, u)`` and the observation map.
+
+    Tensors: ``t`` (B,), ``x`` (B, n), ``u`` (B, m); parameters are shared across the batch.
+    """
+
+    def __init__(self, model: HybridODE, channels: list[str], transform: ParameterTransform,
+                 raw_parameters: torch.Tensor, residual: ResidualNet | None):
+        super().__init__()
+        self.model = model
+        self.channels = list(channels)
+        self.transform = transform
+        self.raw = nn.Parameter(raw_parameters.clone().to(torch.float64))
+        self.residual = residual
+        variables = list(model.states) + list(model.inputs) + [TIME] + list(model.parameters)
+        self._physics = CompiledExprs(model.rhs(), _with_time(variables, model.rhs()))
+        chan = model.channels
+        obs = [sp.sympify(chan[c]).subs(model.fixed) for c in self.channels]
+        self._identity = [model.states.index(e) if e in model.states else None for e in obs]
+        self._observe = None
+        if any(i is None for i in self._identity):
+            self._observe = CompiledExprs(obs, _with_time(variables, obs))
+        self.nfe = 0
+        self._cached: list | None = None
+
+    def freeze_parameters(self, on: bool) -> None:
+        """Evaluate the parameter transform once per solve instead of once per call."""
+        self._cached = list(self.parameter_values().unbind(0)) if on else None
+
+    # -- parameters ----------------------------------------------------------------------
+    def parameter_values(self) -> torch.Tensor:
+        """Physical parameter values (P,)."""
+        return self.transform.forward(self.raw)
+
+    def _values(self, t, x, u):
+        p = self._cached if self._cached is not None else list(self.parameter_values().unbind(0))
+        return [*x.unbind(-1), *u.unbind(-1), t, *p]
+
+    # -- dynamics ------------------------------------------------------------------------
+    def physics(self, t, x, u) -> torch.Tensor:
+        return torch.stack(self._physics(self._values(t, x, u)), dim=-1)
+
+    def residual_term(self, x, u) -> torch.Tensor | None:
+        if self.residual is None:
+            return None
+        return self.residual(torch.cat([x, u], dim=-1))
+
+    def forward(self, t, x, u) -> torch.Tensor:
+        self.nfe += 1
+        f = self.physics(t, x, u)
+        if self.residual is not None:
+            f = f + self.residual(torch.cat([x, u], dim=-1))
+        return f
+
+    def observe(self, t, x, u) -> torch.Tensor:
+        """Predicted channels (..., C) from states (..., n)."""
+        if self._observe is None:
+            return x[..., [i for i in self._identity]]
+        outs = self._observe(self._values(t, x, u))
+        cols = [x[..., i] if i is not None else outs[c] for c, i in enumerate(self._identity)]
+        return torch.stack(cols, dim=-1)
+
+
+def _with_time(variables, exprs):
+    """Use the user's own time symbol if it differs from ours only in assumptions."""
+    names = {s.name: s for e in exprs for s in sp.sympify(e).free_symbols}
+    if "t" in names and names["t"] != TIME:
+        return [names["t"] if v is TIME else v for v in variables]
+    return variables

@@ -1,0 +1,196 @@
+"""Saving and loading results without executing code from the file.
+
+A saved result is one ``torch.save`` file holding only plain data: the model spec with
+equations as text (parsed back by the whitelist parser of :mod:`sysid._spec`), the
+trained tensors, the training data and history as netCDF bytes, and the options.
+It is read with ``torch.load(..., weights_only=True)``, which refuses pickled objects.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+import torch
+import xarray as xr
+
+from ._model import MLP, HybridODE
+from ._spec import expr_to_text, parse_expression
+from .errors import FileFormatError, SysidError
+
+__all__ = ["load", "save_result", "model_to_spec", "model_from_spec"]
+
+FORMAT = "sysid.FitResult"
+VERSION = 1
+_ASSUMPTIONS = ("positive", "negative", "nonnegative", "nonpositive", "real", "integer",
+                "finite", "nonzero", "zero", "extended_real")
+
+
+def _symbol_spec(sym: sp.Symbol, value=None) -> dict:
+    out = {"name": sym.name,
+           "assumptions": {k: bool(v) for k, v in sym._assumptions_orig.items()
+                           if k in _ASSUMPTIONS and v is not None}}
+    if value is not None:
+        out["value"] = float(value)
+    return out
+
+
+def model_to_spec(model: HybridODE) -> dict:
+    """The model as plain data: names, assumptions, equations as text."""
+    exprs = list(model.physics.values()) + list(model.observations.values())
+    time_syms = {s for e in exprs for s in e.free_symbols if s.name == "t"}
+    return {
+        "states": [_symbol_spec(s) for s in model.states],
+        "inputs": [_symbol_spec(s) for s in model.inputs],
+        "parameters": [_symbol_spec(s, v) for s, v in model.parameters.items()],
+        "fixed": [_symbol_spec(s, v) for s, v in model.fixed.items()],
+        "time": [_symbol_spec(s) for s in time_syms],
+        "physics": {s.name: expr_to_text(e) for s, e in model.physics.items()},
+        "observations": {k: expr_to_text(e) for k, e in model.observations.items()},
+        "residual": None if model.residual is None else model.residual.to_dict(),
+    }
+
+
+def _symbol(entry, where) -> sp.Symbol:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+            or not entry["name"].isidentifier():
+        raise FileFormatError(f"Invalid symbol entry in {where}: {entry!r}.")
+    assumptions = entry.get("assumptions", {})
+    if not isinstance(assumptions, dict) or any(
+            k not in _ASSUMPTIONS or not isinstance(v, bool) for k, v in assumptions.items()):
+        raise FileFormatError(f"Invalid assumptions for {entry['name']!r} in {where}: "
+                              f"{assumptions!r}; allowed keys {_ASSUMPTIONS} with bool values.")
+    return sp.Symbol(entry["name"], **assumptions)
+
+
+def _value(entry, where) -> float:
+    v = entry.get("value")
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise FileFormatError(f"Invalid value for {entry.get('name')!r} in {where}: {v!r}.")
+    return float(v)
+
+
+def model_from_spec(spec: dict) -> HybridODE:
+    """Rebuild a :class:`HybridODE` from :func:`model_to_spec` data (no code is run)."""
+    if not isinstance(spec, dict):
+        raise FileFormatError(f"The model spec must be a mapping; received {type(spec).__name__}.")
+    try:
+        states = [_symbol(e, "states") for e in spec["states"]]
+        inputs = [_symbol(e, "inputs") for e in spec.get("inputs", [])]
+        params = {_symbol(e, "parameters"): _value(e, "parameters") for e in spec.get("parameters", [])}
+        fixed = {_symbol(e, "fixed"): _value(e, "fixed") for e in spec.get("fixed", [])}
+        time = [_symbol(e, "time") for e in spec.get("time", [])]
+        table = {s.name: s for s in [*states, *inputs, *params, *fixed, *time]}
+        table.setdefault("t", sp.Symbol("t", real=True))
+        physics = {table[k]: parse_expression(v, table) for k, v in spec.get("physics", {}).items()}
+        obs = {k: parse_expression(v, table) for k, v in spec.get("observations", {}).items()}
+        res = spec.get("residual")
+        residual = None if res is None else MLP(**{k: res[k] for k in (
+            "width", "depth", "states", "inputs", "activation")})
+    except SysidError:
+        raise
+    except (KeyError, TypeError, AttributeError) as err:
+        raise FileFormatError(f"The model spec is incomplete or malformed ({err!r}).") from None
+    return HybridODE(states=states, physics=physics, parameters=params, residual=residual,
+                     inputs=inputs, observations=obs, fixed=fixed)
+
+
+def _netcdf_bytes(ds: xr.Dataset) -> torch.Tensor:
+    def clean(attrs):
+        out = {}
+        for k, v in attrs.items():
+            if isinstance(v, bool):
+                out[k] = int(v)
+            elif isinstance(v, (str, int, float, np.number, np.ndarray)):
+                out[k] = v
+            elif v is not None:
+                out[k] = str(v)
+        return out
+    ds = ds.copy()
+    ds.attrs = clean(ds.attrs)
+    for name in ds.variables:
+        ds[name].attrs = clean(ds[name].attrs)
+    raw = ds.to_netcdf(engine="h5netcdf")
+    return torch.frombuffer(bytearray(bytes(raw)), dtype=torch.uint8).clone()
+
+
+def _open_netcdf(tensor, what) -> xr.Dataset:
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8 or tensor.dim() != 1:
+        raise FileFormatError(f"The saved {what} must be netCDF bytes (a uint8 tensor).")
+    try:
+        return xr.open_dataset(io.BytesIO(tensor.numpy().tobytes()), engine="h5netcdf").load()
+    except Exception as err:  # any decoding failure means a damaged file
+        raise FileFormatError(f"The saved {what} cannot be read as netCDF ({err}).") from None
+
+
+def save_result(result, path) -> None:
+    payload = {
+        "format": FORMAT, "version": VERSION,
+        "spec": model_to_spec(result.model),
+        "options": result.options.to_dict(),
+        "state": {k: v.detach().clone() for k, v in result._problem.state_dict().items()},
+        "data": _netcdf_bytes(result.data),
+        "history": _netcdf_bytes(result.history),
+        "stats": dict(result.stats),
+        "status": {"code": result.status.code, "detail": result.status.detail},
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)          # never leave a half-written file under the real name
+
+
+def load(path):
+    """Load a result written by :meth:`FitResult.save`.
+
+    The file is read with ``torch.load(weights_only=True)`` and its equations with a
+    whitelist parser: nothing in it can execute code. Predictions of the loaded result
+    are bit-identical to the saved one's.
+
+    Examples
+    --------
+    >>> result.save("lynx.sysid")          # doctest: +SKIP
+    >>> again = sysid.load("lynx.sysid")   # doctest: +SKIP
+    """
+    from ._data import prepare
+    from ._options import FitOptions, FitStatus
+    from ._problem import build_problem
+    from ._result import FitResult
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise FileFormatError(
+            f"{path} is not a sysid result file, or it contains objects that sysid refuses to "
+            f"load (only plain data and tensors are accepted): {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise FileFormatError(f"{path} is not a sysid result file (format marker missing).")
+    if payload.get("version") != VERSION:
+        raise FileFormatError(f"{path} has format version {payload.get('version')!r}; this "
+                              f"sysid reads version {VERSION}. Upgrade sysid.")
+    model = model_from_spec(payload.get("spec"))
+    try:
+        options = FitOptions.from_kwargs(**payload["options"])
+        status = FitStatus(**payload["status"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise FileFormatError(f"{path} has invalid fit options or status ({err}).") from None
+    data = _open_netcdf(payload.get("data"), "training data")
+    history = _open_netcdf(payload.get("history"), "training history")
+    bundle = prepare(model, data, time_unit=options.time_unit)
+    problem = build_problem(model, bundle, options)
+    state = payload.get("state")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FileFormatError(f"{path} has no valid tensor state.")
+    try:
+        problem.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise FileFormatError(f"{path}: the saved tensors do not fit the saved model "
+                              f"({str(err).splitlines()[0]}).") from None
+    stats = payload.get("stats") if isinstance(payload.get("stats"), dict) else {}
+    return FitResult(model, data, bundle, problem, options, status, history, stats)

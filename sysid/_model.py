@@ -1,0 +1,263 @@
+"""The model specification: known physics in SymPy plus an optional neural residual.
+
+:class:`HybridODE` only describes the model (symbols, equations, initial guesses);
+it holds no tensors. :mod:`sysid._field` turns it into a torch vector field for a
+given dataset, and :mod:`sysid._io` stores it as text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import sympy as sp
+
+from .errors import ModelError, suggest
+
+__all__ = ["HybridODE", "MLP", "t"]
+
+#: The time symbol. Use it in the physics for explicitly time-dependent terms.
+t = sp.Symbol("t", real=True)
+
+
+@dataclass(frozen=True)
+class MLP:
+    """A neural residual: a multilayer perceptron added to d(state)/dt.
+
+    Parameters
+    ----------
+    width : int
+        Neurons per hidden layer.
+    depth : int
+        Number of hidden layers.
+    states : sequence of Symbol or str, optional
+        States whose derivative receives a residual term (default: all states).
+    inputs : sequence of Symbol or str, optional
+        What the network reads: states and exogenous inputs (default: all of them).
+    activation : {"tanh", "softplus", "gelu", "silu"}
+        Hidden-layer activation; smooth choices keep the adaptive solver efficient.
+
+    Notes
+    -----
+    The last layer starts at zero, so an untrained model is exactly the physics.
+    Inputs are standardised with the data's location and scale, and the output is
+    scaled by each state's typical rate of change, so the same defaults work for
+    data in any units.
+
+    Examples
+    --------
+    >>> import sysid
+    >>> sysid.MLP(width=16, depth=2)
+    MLP(width=16, depth=2, states=None, inputs=None, activation='tanh')
+    """
+
+    width: int = 32
+    depth: int = 2
+    states: Sequence[sp.Symbol | str] | None = None
+    inputs: Sequence[sp.Symbol | str] | None = None
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        for name in ("width", "depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ModelError(
+                    f"MLP {name} must be a positive integer; received {value!r}. "
+                    f"Use e.g. sysid.MLP(width=32, depth=2).")
+        if self.activation not in ("tanh", "softplus", "gelu", "silu"):
+            raise ModelError(
+                f"MLP activation must be one of 'tanh', 'softplus', 'gelu', 'silu'; "
+                f"received {self.activation!r}.")
+        for name in ("states", "inputs"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(str(v) for v in value))
+
+    def to_dict(self) -> dict:
+        return {"width": self.width, "depth": self.depth,
+                "states": None if self.states is None else list(self.states),
+                "inputs": None if self.inputs is None else list(self.inputs),
+                "activation": self.activation}
+
+
+def _as_symbol(obj, what: str) -> sp.Symbol:
+    if isinstance(obj, sp.Symbol):
+        return obj
+    raise ModelError(
+        f"{what} must be SymPy Symbols; received {obj!r} of type {type(obj).__name__}. "
+        f"Create them with sympy.symbols('x y').")
+
+
+def _as_expr(obj, what: str) -> sp.Expr:
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return sp.Float(obj) if isinstance(obj, float) else sp.Integer(obj)
+    if isinstance(obj, sp.Basic):
+        return obj
+    raise ModelError(
+        f"{what} must be a SymPy expression; received {obj!r} of type {type(obj).__name__}. "
+        f"Write it with SymPy symbols, e.g. alpha * x.")
+
+
+class HybridODE:
+    """A hybrid model: known physics in SymPy plus a neural residual.
+
+    ``d(state)/dt = physics(state, inputs, t; parameters) + residual(state, inputs)``
+
+    Parameters
+    ----------
+    states : sequence of Symbol
+        The state vector, in order.
+    physics : dict {Symbol: Expr}
+        The known part of each state's derivative; a state left out has no known physics.
+    parameters : dict {Symbol: float}
+        Learnable physical constants and their initial guesses. SymPy assumptions are
+        honoured: ``positive=True`` (or ``nonnegative``) keeps the parameter positive,
+        ``negative=True`` keeps it negative.
+    residual : MLP or None
+        The neural term; ``None`` fits the physics alone.
+    inputs : sequence of Symbol
+        Exogenous inputs, read from data variables of the same name.
+    observations : dict {str: Expr}, optional
+        Measured channels as functions of states (and inputs, parameters). A data
+        variable named like a state measures that state unless listed here.
+    fixed : dict {Symbol: float}
+        Known constants substituted into the equations and not trained.
+
+    Examples
+    --------
+    >>> import sympy as sp, sysid
+    >>> x, v = sp.symbols("x v")
+    >>> k = sp.Symbol("k", positive=True)
+    >>> model = sysid.HybridODE(states=[x, v], physics={x: v, v: -k * x},
+    ...                         parameters={k: 1.0}, residual=sysid.MLP(8, 1))
+    >>> model.state_names
+    ['x', 'v']
+    """
+
+    def __init__(self, states, physics=None, parameters=None, residual=None, inputs=(),
+                 observations=None, fixed=None):
+        self.states = [_as_symbol(s, "states") for s in states]
+        if not self.states:
+            raise ModelError("A model needs at least one state; received states=[].")
+        self.inputs = [_as_symbol(s, "inputs") for s in (inputs or [])]
+        self.parameters = {_as_symbol(k, "parameter keys"): float(v)
+                           for k, v in (parameters or {}).items()}
+        self.fixed = {_as_symbol(k, "fixed keys"): float(v) for k, v in (fixed or {}).items()}
+        if residual is not None and not isinstance(residual, MLP):
+            raise ModelError(
+                f"residual must be sysid.MLP(...) or None; received {type(residual).__name__}.")
+        self.residual = residual
+        self.physics = {}
+        for key, expr in (physics or {}).items():
+            sym = self._state_symbol(key, "physics")
+            self.physics[sym] = _as_expr(expr, f"physics[{sym}]")
+        self.observations = {}
+        for name, expr in (observations or {}).items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ModelError(
+                    f"Observation names must be valid identifiers (data variable names); "
+                    f"received {name!r}.")
+            self.observations[name] = _as_expr(expr, f"observations[{name!r}]")
+        self._check_names()
+        self._check_symbols()
+        self._check_parameter_values()
+        if residual is not None:
+            self.residual_states = self._subset(residual.states, self.state_names, "MLP states")
+            self.residual_inputs = self._subset(residual.inputs, self.state_names + self.input_names,
+                                                "MLP inputs")
+
+    # -- names ---------------------------------------------------------------------------
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.states]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return [s.name for s in self.parameters]
+
+    @property
+    def channels(self) -> dict[str, sp.Expr]:
+        """Every measurable channel: explicit observations, then states by name."""
+        out = dict(self.observations)
+        for s in self.states:
+            out.setdefault(s.name, s)
+        return out
+
+    def _state_symbol(self, key, where: str) -> sp.Symbol:
+        names = {s.name: s for s in self.states}
+        name = key.name if isinstance(key, sp.Symbol) else str(key)
+        if name not in names:
+            raise ModelError(
+                f"{where} has an entry for {name!r}, which is not a state.{suggest(name, names)} "
+                f"States: {list(names)}.")
+        return names[name]
+
+    def _subset(self, chosen, allowed: list[str], what: str) -> list[str]:
+        if chosen is None:
+            return list(allowed)
+        for name in chosen:
+            if name not in allowed:
+                raise ModelError(f"{what} names {name!r}, which is not one of {allowed}."
+                                 f"{suggest(name, allowed)}")
+        return [a for a in allowed if a in chosen]
+
+    def _check_names(self):
+        groups = {"state": self.states, "input": self.inputs,
+                  "parameter": list(self.parameters), "fixed constant": list(self.fixed)}
+        seen: dict[str, str] = {"t": "time"}
+        for kind, syms in groups.items():
+            for s in syms:
+                if s.name in seen:
+                    raise ModelError(
+                        f"The name {s.name!r} is used as a {seen[s.name]} and as a {kind}; "
+                        f"each symbol must have one role ('t' is reserved for time).")
+                seen[s.name] = kind
+
+    def _check_symbols(self):
+        known = set(self.states) | set(self.inputs) | set(self.parameters) | set(self.fixed)
+        known_names = {s.name: s for s in known}
+        exprs = [(f"physics[{k}]", e) for k, e in self.physics.items()]
+        exprs += [(f"observations[{k!r}]", e) for k, e in self.observations.items()]
+        for where, expr in exprs:
+            for sym in expr.free_symbols:
+                if sym in known or sym.name == "t":
+                    continue
+                if sym.name in known_names:
+                    raise ModelError(
+                        f"{where} uses a symbol {sym.name!r} whose assumptions differ from the "
+                        f"one declared ({known_names[sym.name]!r}); create each symbol once "
+                        f"and reuse it.")
+                raise ModelError(
+                    f"{where} uses the symbol {sym.name!r}, which is not a state, input, "
+                    f"parameter or fixed constant.{suggest(sym.name, known_names)} Add it to "
+                    f"parameters={{...}} (learnable) or fixed={{...}} (known).")
+
+    def _check_parameter_values(self):
+        import math
+        for sym, value in list(self.parameters.items()) + list(self.fixed.items()):
+            if not math.isfinite(value):
+                raise ModelError(f"The value of {sym.name} must be finite; received {value}.")
+        for sym, value in self.parameters.items():
+            if (sym.is_positive and value <= 0) or (sym.is_nonnegative and value < 0):
+                raise ModelError(
+                    f"Parameter {sym.name} is declared positive but its initial guess is "
+                    f"{value}; give a positive initial guess.")
+            if (sym.is_negative and value >= 0) or (sym.is_nonpositive and value > 0):
+                raise ModelError(
+                    f"Parameter {sym.name} is declared negative but its initial guess is "
+                    f"{value}; give a negative initial guess.")
+
+    # -- derived -------------------------------------------------------------------------
+    def rhs(self) -> list[sp.Expr]:
+        """Known physics per state (fixed constants substituted), zero where absent."""
+        return [sp.sympify(self.physics.get(s, 0)).subs(self.fixed) for s in self.states]
+
+    def __repr__(self) -> str:
+        lines = [f"d{s.name}/dt = {self.physics.get(s, 0)}"
+                 + (" + NN" if self.residual is not None and s.name in self.residual_states else "")
+                 for s in self.states]
+        return "HybridODE(\n  " + "\n  ".join(lines) + "\n)"

@@ -1,0 +1,122 @@
+"""Fit options, validated in one place, and the fit status."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ._integrate import SolverOptions
+from .errors import suggest
+
+__all__ = ["FitOptions", "FitStatus"]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Options of :func:`sysid.fit` (see its docstring for each)."""
+
+    seed: int = 0
+    epochs: int = 400
+    lr: float = 0.02
+    lbfgs_iterations: int = 300
+    patience: int = 60
+    shooting: str | int = "auto"
+    continuity: float = 0.01
+    polish_iterations: int = 60
+    residual_penalty: float = 1e-2
+    weight_decay: float = 1e-5
+    noise: str = "gaussian"
+    solver: str = "dopri5"
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    max_steps: int = 20_000
+    substeps: int = 4
+    adjoint: bool = False
+    interpolation: str = "linear"
+    time_unit: str | None = None
+    progress: bool | None = None
+    throw: bool = True
+
+    def __post_init__(self):
+        checks = {
+            "epochs": self.epochs >= 0, "lbfgs_iterations": self.lbfgs_iterations >= 0,
+            "lr": self.lr > 0, "patience": self.patience >= 1,
+            "residual_penalty": self.residual_penalty >= 0, "weight_decay": self.weight_decay >= 0,
+            "rtol": self.rtol > 0, "atol": self.atol > 0, "max_steps": self.max_steps >= 1,
+            "substeps": self.substeps >= 1, "continuity": self.continuity > 0,
+            "polish_iterations": self.polish_iterations >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"fit option {name} is out of range; received "
+                                 f"{getattr(self, name)!r}.")
+        choices = {"solver": ("dopri5", "rk4", "bosh3", "dopri8"),
+                   "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal")}
+        if not (self.shooting in ("auto", "single") or (isinstance(self.shooting, int)
+                                                        and self.shooting >= 2)):
+            raise ValueError(f"fit option shooting must be 'auto', 'single' or a window length "
+                             f"in samples (>= 2); received {self.shooting!r}.")
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"fit option {name} must be one of {allowed}; received "
+                                 f"{getattr(self, name)!r}.")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "FitOptions":
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in kwargs:
+            if key not in names:
+                raise TypeError(f"sysid.fit got an unknown option {key!r}.{suggest(key, names)} "
+                                f"Options: {', '.join(names)}.")
+        return cls(**kwargs)
+
+    def solver_options(self) -> SolverOptions:
+        return SolverOptions(method=self.solver, rtol=self.rtol, atol=self.atol,
+                             max_steps=self.max_steps, substeps=self.substeps,
+                             adjoint=self.adjoint)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_MESSAGES = {
+    "converged": ("The fit converged: the quasi-Newton polish stopped improving the loss.", ""),
+    "max_iterations": ("The iteration budget ran out while the loss was still improving.",
+                       "Increase lbfgs_iterations (or epochs) to continue."),
+    "early_stopped": ("Training stopped early: the loss stopped improving.", ""),
+    "interrupted": ("Training was interrupted (Ctrl-C); the best parameters so far are kept.",
+                    "Call sysid.fit again with more epochs to continue."),
+    "diverged": ("Training diverged (the loss or the solver became non-finite); the best "
+                 "parameters so far are kept.",
+                 "Try a smaller lr, better initial parameter guesses, solver='rk4', or a "
+                 "larger max_steps."),
+    "solver_failed": ("The ODE solver failed (too many steps or step-size underflow: the "
+                      "model became stiff or blew up); the best parameters so far are kept.",
+                      "Try a larger max_steps, looser rtol/atol, better initial guesses, or "
+                      "a smaller lr."),
+}
+
+
+@dataclass(frozen=True)
+class FitStatus:
+    """Why training stopped, in words, with advice. ``success`` is False only for failures."""
+
+    code: str
+    detail: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.code not in ("diverged", "solver_failed")
+
+    @property
+    def message(self) -> str:
+        text, _ = _MESSAGES[self.code]
+        return text + (f" ({self.detail})" if self.detail else "")
+
+    @property
+    def advice(self) -> str:
+        return _MESSAGES[self.code][1]
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" + (f" {self.advice}" if self.advice else "")
+

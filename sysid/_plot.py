@@ -1,0 +1,56 @@
+"""Figures of a fit: data, fitted and imputed states, forecast; labelled from attrs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["plot_result", "label"]
+
+
+def label(attrs: dict, name: str) -> str:
+    """Axis label from ``long_name`` and ``units`` attrs."""
+    text = attrs.get("long_name", name)
+    units = attrs.get("units")
+    return f"{text} [{units}]" if units else text
+
+
+def plot_result(result, *, forecast=None, states=None, figsize=None):
+    """One panel per state (and per observed channel that is not a state)."""
+    import matplotlib.pyplot as plt
+
+    data, bundle = result.data, result._bundle
+    times = bundle.times
+    dense = np.linspace(times[0], times[-1], max(200, 4 * len(times)))
+    if result._is_datetime():
+        dense = result._to_datetime(dense)
+    fit = result.impute(dense)
+    fc = result.forecast(horizon=forecast) if forecast else None
+    names = list(states) if states is not None else result.model.state_names + [
+        c for c in bundle.channels if c not in result.model.state_names]
+    has_traj = "trajectory" in data.dims
+    n_traj = data.sizes.get("trajectory", 1)
+    fig, axes = plt.subplots(len(names), 1, sharex=True, squeeze=False,
+                             figsize=figsize or (8, 2.4 * len(names) + 0.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, name in zip(axes[:, 0], names):
+        for b in range(min(n_traj, 10)):
+            color = colors[b % len(colors)]
+            sel = {"trajectory": b} if has_traj else {}
+            tag = f" (trajectory {data['trajectory'].values[b]})" if has_traj else ""
+            if name in data:
+                ax.plot(data["time"].values, data[name].isel(sel).values, "o", ms=3.5,
+                        color=color, alpha=0.7, label=f"data{tag}" if b < 3 else None)
+            measured = name in bundle.channels
+            ax.plot(fit["time"].values, fit[name].isel(sel).values, "-", color=color, lw=1.6,
+                    label=("fit" if measured else "imputed") + tag if b < 3 else None)
+            if fc is not None:
+                ax.plot(fc["time"].values, fc[name].isel(sel).values, "--", color=color,
+                        lw=1.4, label=f"forecast{tag}" if b < 3 else None)
+        attrs = fit[name].attrs if name in fit else {}
+        ax.set_ylabel(label(attrs, name))
+        ax.legend(fontsize=8, loc="best")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(label(dict(data["time"].attrs), "time"))
+    fig.suptitle(f"sysid fit ({result.status.code})", fontsize=10)
+    fig.tight_layout()
+    return fig

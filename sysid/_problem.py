@@ -1,0 +1,325 @@
+"""A fitting problem: the hybrid field, learnable initial states and the data it must match.
+
+:func:`build_problem` is deterministic given (model, data, options); ``fit`` trains the
+problem it returns, and ``load`` rebuilds the same problem before restoring the trained
+tensors, which is why scaling and initial guesses live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._data import DataBundle
+from ._field import HybridField
+from ._integrate import InputSignal, SolverFailure, SolverOptions, solve_segments
+from ._noise import noise_model
+from ._parameters import transform_for
+from ._residual import ResidualNet
+
+__all__ = ["Problem", "build_problem", "segment_grid", "segment_tensors"]
+
+
+def observed_rows(bundle: DataBundle) -> list[np.ndarray]:
+    """Per trajectory, the time indices where it has at least one observation."""
+    any_obs = bundle.mask.any(axis=-1)
+    return [np.flatnonzero(any_obs[b]) for b in range(bundle.n_trajectories)]
+
+
+def _pad_rows(rows) -> np.ndarray:
+    K = max(len(r) for r in rows)
+    return np.stack([np.concatenate([r, np.full(K - len(r), r[-1])]) for r in rows])
+
+
+def segment_grid(bundle: DataBundle) -> np.ndarray:
+    """Per trajectory, the indices of its observed times, padded by repeating the last."""
+    return _pad_rows(observed_rows(bundle))
+
+
+def _padding(idx) -> np.ndarray:
+    pad = np.zeros(idx.shape, dtype=bool)
+    pad[:, 1:] = idx[:, 1:] == idx[:, :-1]
+    return pad
+
+
+def segment_tensors(bundle: DataBundle, idx, traj=None):
+    """Times, observations, mask and inputs on the segment grid ``idx`` (S, K)."""
+    b = (np.arange(bundle.n_trajectories) if traj is None else np.asarray(traj))[:, None]
+    mask = bundle.mask[b, idx] & ~_padding(idx)[..., None]
+    return (torch.as_tensor(bundle.times[idx], dtype=torch.float64),
+            torch.as_tensor(np.nan_to_num(bundle.y[b, idx]), dtype=torch.float64),
+            torch.as_tensor(mask),
+            torch.as_tensor(np.nan_to_num(bundle.u[b, idx]), dtype=torch.float64))
+
+
+def shooting_windows(bundle: DataBundle, length: int):
+    """Split each trajectory's samples into windows of ``length`` samples that share
+    their end points; return (indices (S, W), trajectory of each window, first-window flag)."""
+    rows, traj, first = [], [], []
+    for b, r in enumerate(observed_rows(bundle)):
+        p = 0
+        while True:
+            stop = p + length
+            if len(r) - stop < max(2, length // 3):   # fold a short tail into this window
+                stop = len(r)
+            rows.append(r[p:stop])
+            traj.append(b)
+            first.append(p == 0)
+            if stop >= len(r):
+                break
+            p = stop - 1
+    return _pad_rows(rows), np.array(traj), np.array(first)
+
+
+class Segments:
+    """Tensors of a batch of segments (trajectories or shooting windows)."""
+
+    def __init__(self, bundle, idx, traj, inputs: InputSignal, skip_first=None):
+        self.idx = idx
+        self.traj = torch.as_tensor(traj, dtype=torch.long)
+        self.tau, self.y, self.mask, self.u_grid = segment_tensors(bundle, idx, traj)
+        if skip_first is not None:           # a shared end point is counted once
+            self.mask[torch.as_tensor(skip_first), 0] = False
+        self.valid = torch.as_tensor(~_padding(idx))
+        self.last = self.valid.long().sum(1) - 1
+        self.inputs = inputs.select(self.traj)
+
+
+class Problem(nn.Module):
+    """Everything the loss needs, as tensors. ``x0 = loc + scale * z`` per trajectory.
+
+    With shooting windows, each window after a trajectory's first starts from its own
+    learnable state, and a continuity penalty ties it to the end of the previous window;
+    ``use_windows(False)`` switches to single shooting from x0 over whole trajectories.
+    """
+
+    def __init__(self, field: HybridField, z0: torch.Tensor, loc, scale, bundle: DataBundle,
+                 solver: SolverOptions, noise: str, interpolation: str,
+                 windows=None, zw: torch.Tensor | None = None, continuity: float = 0.01):
+        super().__init__()
+        self.field = field
+        self.z0 = nn.Parameter(z0)
+        self.register_buffer("loc", torch.as_tensor(loc, dtype=torch.float64))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
+        self.bundle = bundle
+        self.solver = solver
+        self.inputs = input_signal(bundle.times, bundle.u, interpolation)
+        self.single = Segments(bundle, segment_grid(bundle), np.arange(bundle.n_trajectories),
+                               self.inputs)
+        self.tau, self.y, self.mask = self.single.tau, self.single.y, self.single.mask
+        mask = self.mask.numpy()
+        self.noise = noise_model(noise, np.where(mask, self.y.numpy(), np.nan), mask,
+                                 bundle.noise_std)
+        self.windows = None
+        self.continuity = continuity
+        n = len(loc)
+        self.zw = nn.Parameter(zw if zw is not None else torch.zeros(0, n, dtype=torch.float64))
+        if windows is not None:
+            idx, traj, first = windows
+            self.windows = Segments(bundle, idx, traj, self.inputs, skip_first=~first)
+            # starts = cat([x0, xw])[source]: first windows read x0, the others xw
+            src = np.where(first, traj, 0)
+            src[~first] = bundle.n_trajectories + np.arange((~first).sum())
+            self.source = torch.as_tensor(src)
+            nxt = np.flatnonzero(~first)
+            self.pairs = (torch.as_tensor(nxt - 1), torch.as_tensor(nxt))
+        self.use_windows(self.windows is not None)
+
+    def use_windows(self, on: bool) -> None:
+        self.active = bool(on) and self.windows is not None
+        self.zw.requires_grad_(self.active)
+
+    def x0(self) -> torch.Tensor:
+        return self.loc + self.scale * self.z0
+
+    def states(self, seg: Segments | None = None, starts=None) -> torch.Tensor:
+        """States on each segment's own sample grid, (S, K, n)."""
+        seg = seg or self.single
+        starts = self.x0() if starts is None else starts
+        return solve_segments(self.field, starts, seg.tau, seg.inputs, self.solver)
+
+    def loss(self, residual_penalty: float, weight_decay: float):
+        seg, parts = (self.windows if self.active else self.single), {}
+        starts = None
+        if self.active:
+            starts = torch.cat([self.x0(), self.loc + self.scale * self.zw])[self.source]
+        xs = self.states(seg, starts)
+        pred = self.field.observe(seg.tau, xs, seg.u_grid)
+        total = parts["nll"] = self.noise.nll(pred, seg.y, seg.mask)
+        if self.active:
+            a, b = self.pairs
+            ends = xs[a, seg.last[a]]
+            gap = ((ends - starts[b]) / (self.continuity * self.scale)) ** 2
+            parts["continuity"] = 0.5 * gap.sum() / self.noise.total
+            total = total + parts["continuity"]
+        net = self.field.residual
+        if net is not None:
+            r = net.scaled(torch.cat([xs, seg.u_grid], dim=-1))
+            w = seg.valid.unsqueeze(-1).to(r.dtype)
+            parts["residual"] = (r ** 2 * w).sum() / (w.sum() * r.shape[-1])
+            total = total + residual_penalty * parts["residual"] \
+                + weight_decay * net.weight_norm2()
+        if not torch.isfinite(total):
+            raise SolverFailure("the loss is not finite (NaN or inf)")
+        return total, parts
+
+
+def input_signal(times, u, kind) -> InputSignal:
+    """Inputs on the data grid, with values outside each trajectory's span held constant."""
+    vals = u.copy()
+    for b in range(vals.shape[0]):
+        for j in range(vals.shape[2]):
+            col = vals[b, :, j]
+            ok = np.flatnonzero(~np.isnan(col))
+            if len(ok):
+                col[:] = np.interp(np.arange(len(col)), ok, col[ok])
+    return InputSignal(torch.as_tensor(times, dtype=torch.float64),
+                       torch.as_tensor(np.nan_to_num(vals), dtype=torch.float64), kind)
+
+
+def _robust_std(a) -> float:
+    a = np.asarray(a, dtype=float)
+    a = a[np.isfinite(a)]
+    s = float(np.std(a)) if a.size > 1 else 0.0
+    if s > 0:
+        return s
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    return m if m > 0 else 1.0
+
+
+def _local_start(times, values):
+    """Value and slope at the first sample from a low-order fit of the first few samples."""
+    n = min(len(times), 7)
+    if n == 1:
+        return values[0], 0.0
+    deg = 1 if n < 5 else 2
+    c = np.polyfit(times[:n] - times[0], values[:n], deg)
+    return float(c[-1]), float(c[-2])
+
+
+def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
+    """Guess the state at each start (trajectory b, time index k), default each
+    trajectory's first sample: observed states from a local fit of the next few samples,
+    unobserved states so that the physics matches the observed states' local slopes."""
+    from scipy.optimize import least_squares
+
+    if starts is None:
+        starts = list(enumerate(bundle.t_first))
+    n = len(model.states)
+    x0 = np.zeros((len(starts), n))
+    slopes = np.full((len(starts), n), np.nan)
+    observed = [bundle.channels.index(s.name) if s.name in bundle.channels
+                and model.channels[s.name] == s else None for s in model.states]
+    for j, (b, k) in enumerate(starts):
+        for i, c in enumerate(observed):
+            m = np.flatnonzero(bundle.mask[b, k:, c]) + k if c is not None else []
+            if len(m):
+                x0[j, i], slopes[j, i] = _local_start(bundle.times[m], bundle.y[b, m, c])
+    free = [i for i, c in enumerate(observed) if c is None or not bundle.mask[:, :, c].any()]
+    if not free:
+        return x0, observed
+    scale = np.array([_robust_std(bundle.y[..., c]) if c is not None else 1.0 for c in observed])
+    for j, (b, k) in enumerate(starts):
+        known = [i for i in range(n) if i not in free and np.isfinite(slopes[j, i])]
+        if not known:
+            continue
+        t0 = torch.as_tensor(bundle.times[k:k + 1])
+        u = torch.as_tensor(np.nan_to_num(bundle.u[b, k:k + 1]))
+
+        def mismatch(v, j=j, known=known, t0=t0, u=u):
+            x = torch.as_tensor(x0[j].copy())
+            x[free] = torch.as_tensor(v)
+            with torch.no_grad():
+                f = field.physics(t0, x[None], u)[0].numpy()
+            return np.concatenate([(f[known] - slopes[j, known]) / scale[known],
+                                   1e-3 * np.asarray(v)])
+
+        try:
+            sol = least_squares(mismatch, np.zeros(len(free)), max_nfev=200)
+            if np.all(np.isfinite(sol.x)):
+                x0[j, free] = sol.x
+        except (ValueError, RuntimeError, FloatingPointError):
+            pass
+    return x0, observed
+
+
+def build_problem(model, bundle: DataBundle, options) -> Problem:
+    """Set up the field, scalings and initial guesses for ``model`` on ``bundle``."""
+    gen = torch.Generator().manual_seed(int(options.seed))
+    syms = list(model.parameters)
+    guesses = [model.parameters[s] for s in syms]
+    transform = transform_for(syms, guesses)
+    raw = transform.inverse(guesses) if syms else torch.zeros(0, dtype=torch.float64)
+    field = HybridField(model, bundle.channels, transform, raw, None)
+    x0, observed = initial_states(model, field, bundle)
+    n = len(model.states)
+    loc, scale = np.zeros(n), np.ones(n)
+    sim = _physics_preview(field, x0, bundle, options)
+    for i, c in enumerate(observed):
+        series = bundle.y[..., c] if c is not None and bundle.mask[..., c].any() else sim[..., i]
+        loc[i] = float(np.nanmean(series)) if np.isfinite(series).any() else 0.0
+        scale[i] = _robust_std(series)
+    if model.residual is not None:
+        field.residual = _build_residual(model, bundle, loc, scale, gen)
+    z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
+    windows, zw = None, None
+    length = window_length(bundle, options.shooting)
+    if length is not None:
+        windows = shooting_windows(bundle, length)
+        idx, traj, first = windows
+        later = [(int(b), int(i[0])) for i, b, f in zip(idx, traj, first) if not f]
+        if later:
+            xw, _ = initial_states(model, field, bundle, later)
+            zw = torch.as_tensor((xw - loc) / scale, dtype=torch.float64)
+        else:
+            windows = None
+    return Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
+                   options.interpolation, windows=windows, zw=zw,
+                   continuity=options.continuity)
+
+
+def window_length(bundle: DataBundle, shooting) -> int | None:
+    """Samples per shooting window: ``shooting`` as given, or chosen from the data.
+
+    "auto": trajectories of more than 24 samples are cut into windows of 8 samples
+    (short windows keep the loss surface of long or oscillating series well-behaved and
+    batch the work across windows); shorter ones are fitted by single shooting.
+    """
+    longest = max(len(r) for r in observed_rows(bundle))
+    if shooting == "single":
+        return None
+    if shooting == "auto":
+        return 8 if longest > 24 else None
+    return int(shooting) if int(shooting) < longest else None
+
+
+def _physics_preview(field, x0, bundle, options) -> np.ndarray:
+    """The untrained physics from the guessed x0 (for scales of unobserved states)."""
+    idx = segment_grid(bundle)
+    tau = torch.as_tensor(bundle.times[idx])
+    inputs = input_signal(bundle.times, bundle.u, options.interpolation)
+    try:
+        with torch.no_grad():
+            xs = solve_segments(field, torch.as_tensor(x0), tau, inputs,
+                                SolverOptions(max_steps=2000)).numpy()
+    except (SolverFailure, RuntimeError):
+        return np.full(idx.shape + (x0.shape[1],), np.nan)
+    xs[~np.isfinite(xs)] = np.nan
+    return xs
+
+
+def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
+    names = model.state_names + model.input_names
+    u_loc = [float(np.nanmean(bundle.u[..., j])) for j in range(bundle.u.shape[-1])]
+    u_scale = [_robust_std(bundle.u[..., j]) for j in range(bundle.u.shape[-1])]
+    shift = np.concatenate([loc, u_loc])
+    spread = np.concatenate([scale, u_scale])
+    read = [names.index(r) for r in model.residual_inputs]
+    write = [model.state_names.index(s) for s in model.residual_states]
+    span = float(bundle.times[-1] - bundle.times[0]) or 1.0
+    out_scale = [scale[i] / (span / 10.0) for i in write]
+    spec = model.residual
+    return ResidualNet(len(model.states), read, write, shift[read], spread[read], out_scale,
+                       width=spec.width, depth=spec.depth, activation=spec.activation,
+                       generator=gen)

@@ -1,0 +1,74 @@
+"""The neural residual: an MLP that starts at zero and sees standardised inputs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ResidualNet"]
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class ResidualNet(nn.Module):
+    """``out_scale * net((z - shift) / scale)`` scattered into the rows of chosen states.
+
+    Parameters
+    ----------
+    n_states : int
+        Size of the full state vector the residual is added to.
+    read_index : list[int]
+        Columns of the concatenated ``[states, inputs]`` vector that the network reads.
+    write_index : list[int]
+        States that receive an output.
+    shift, scale : sequence of float
+        Standardisation of the read columns (from the data).
+    out_scale : sequence of float
+        Typical rate of change of each written state.
+    """
+
+    def __init__(self, n_states, read_index, write_index, shift, scale, out_scale, *,
+                 width=32, depth=2, activation="tanh", generator=None):
+        super().__init__()
+        self.n_states = int(n_states)
+        self.register_buffer("read_index", torch.as_tensor(read_index, dtype=torch.long))
+        self.register_buffer("write_index", torch.as_tensor(write_index, dtype=torch.long))
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float64))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
+        self.register_buffer("out_scale", torch.as_tensor(out_scale, dtype=torch.float64))
+        layers: list[nn.Module] = []
+        n_in = len(read_index)
+        for _ in range(depth):
+            layers += [nn.Linear(n_in, width, dtype=torch.float64), _ACTIVATIONS[activation]()]
+            n_in = width
+        layers.append(nn.Linear(n_in, len(write_index), dtype=torch.float64))
+        self.net = nn.Sequential(*layers)
+        self._init(generator)
+
+    def _init(self, generator):
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                bound = (1.0 / layer.in_features) ** 0.5
+                with torch.no_grad():
+                    layer.weight.copy_(
+                        (torch.rand(layer.weight.shape, generator=generator, dtype=torch.float64)
+                         * 2 - 1) * bound * 1.7)
+                    layer.bias.zero_()
+        last = self.net[-1]
+        with torch.no_grad():     # the untrained model is the physics
+            last.weight.zero_()
+            last.bias.zero_()
+
+    def scaled(self, xu: torch.Tensor) -> torch.Tensor:
+        """Network output in units of ``out_scale`` (shape (..., n_written))."""
+        z = (xu.index_select(-1, self.read_index) - self.shift) / self.scale
+        return self.net(z)
+
+    def forward(self, xu: torch.Tensor) -> torch.Tensor:
+        """Residual added to d(state)/dt, shape (..., n_states)."""
+        out = self.scaled(xu) * self.out_scale
+        full = xu.new_zeros(xu.shape[:-1] + (self.n_states,))
+        return full.index_copy(-1, self.write_index, out)
+
+    def weight_norm2(self) -> torch.Tensor:
+        return sum((layer.weight ** 2).sum() for layer in self.net if isinstance(layer, nn.Linear))

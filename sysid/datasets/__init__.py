@@ -1,0 +1,28 @@
+"""Datasets for system identification: bundled measurements and synthetic systems.
+
+* :func:`load` -- measured data shipped with sysid (``"lynx_hare"``).
+* :func:`simulate` -- noisy, partial, irregular data from a synthetic system
+  with known equations and parameters (:func:`system`).
+* :func:`available` -- the names accepted by both.
+
+Every dataset is an :class:`xarray.Dataset` with a ``time`` dimension (and a
+``trajectory`` dimension when there are several trajectories), one variable
+per measured channel (NaN = not measured), and ``units``/``long_name`` on
+every variable and coordinate.
+
+Examples
+--------
+>>> from sysid import datasets
+>>> datasets.available()[:2]
+['lynx_hare', 'lotka_volterra']
+>>> data, truth = datasets.simulate("lotka_volterra", noise=0.05, truth=True)
+>>> sorted(data.data_vars)
+['x', 'y']
+"""
+
+from ._bundled import available, load
+from ._simulate import simulate
+from ._system import Staircase, System
+from ._systems import system
+
+__all__ = ["available", "load", "simulate", "system", "System", "Staircase"]
