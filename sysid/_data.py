@@ -53,12 +53,21 @@ def _fail(msg: str):
     raise DataError(msg)
 
 
+def _plain(value):
+    """A numpy scalar as a plain Python value, for readable messages."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def time_to_float(time: xr.DataArray, time_unit: str | None = None, origin=None):
     """Convert a time coordinate to float; return (values, attrs describing the conversion)."""
     values = time.values
     attrs = dict(time.attrs)
     if np.issubdtype(values.dtype, np.datetime64):
         stamps = values.astype("datetime64[ns]")
+        if np.isnat(stamps).any():
+            _fail(f"The 'time' coordinate has {int(np.isnat(stamps).sum())} missing value(s) "
+                  f"(NaT), first at position {int(np.argmax(np.isnat(stamps)))}; every sample "
+                  f"needs a time. Drop them: ds = ds.sel(time=ds['time'].notnull()).")
         origin = stamps[0] if origin is None else np.datetime64(origin, "ns")
         seconds = (stamps - origin).astype("timedelta64[ns]").astype(np.float64) / 1e9
         if time_unit is None:
@@ -90,18 +99,18 @@ def _check_time(ds: xr.Dataset, time_unit):
         _fail("The 'time' coordinate contains NaN or inf; every sample needs a finite time.")
     steps = np.diff(times)
     if np.any(steps == 0):
-        dup = times[1:][steps == 0][0]
+        dup = _plain(times[1:][steps == 0][0])
         _fail(f"The 'time' coordinate has duplicate values (e.g. {dup!r}); times must be "
               f"unique. Fix: ds = ds.drop_duplicates('time') or average them with "
               f"ds.groupby('time').mean().")
     if np.any(steps < 0):
         i = int(np.argmax(steps < 0))
-        _fail(f"The 'time' coordinate is not sorted: {times[i]!r} is followed by "
-              f"{times[i + 1]!r}. Fix: ds = ds.sortby('time').")
+        _fail(f"The 'time' coordinate is not sorted: {_plain(times[i])!r} is followed by "
+              f"{_plain(times[i + 1])!r}. Fix: ds = ds.sortby('time').")
     return times, attrs
 
 
-def _variable_array(ds: xr.Dataset, name: str, has_traj: bool) -> np.ndarray:
+def _variable_array(ds: xr.Dataset, name: str, has_traj: bool, is_input=False) -> np.ndarray:
     var = ds[name]
     extra = [d for d in var.dims if d not in ("time", "trajectory")]
     if extra:
@@ -117,7 +126,7 @@ def _variable_array(ds: xr.Dataset, name: str, has_traj: bool) -> np.ndarray:
         _fail(f"Data variable {name!r} is not numeric; received dtype {var.dtype}. Convert it "
               f"with ds[{name!r}] = ds[{name!r}].astype(float) (non-numbers become NaN via "
               f"pandas.to_numeric(..., errors='coerce')).")
-    var = var.transpose(*(("trajectory",) if has_traj else ()), "time")
+    var = var.transpose(*(("trajectory",) if "trajectory" in var.dims else ()), "time")
     arr = np.asarray(var.values, dtype=np.float64)
     if not has_traj:
         arr = arr[None, :]
@@ -125,10 +134,13 @@ def _variable_array(ds: xr.Dataset, name: str, has_traj: bool) -> np.ndarray:
         arr = np.broadcast_to(arr, (ds.sizes["trajectory"], arr.shape[-1])).copy()
     if np.isinf(arr).any():
         b, k = np.argwhere(np.isinf(arr))[0]
-        where = f"time={ds['time'].values[k]!r}" + (f", trajectory {b}" if has_traj else "")
+        where = f"time={_plain(ds['time'].values[k])}" + (f", trajectory {b}" if has_traj else "")
         _fail(f"Data variable {name!r} contains {int(np.isinf(arr).sum())} infinite value(s), "
               f"first at {where}. Use NaN for a missing or invalid sample: "
               f"ds[{name!r}] = ds[{name!r}].where(np.isfinite(ds[{name!r}])).")
+    if np.isnan(arr).all() and is_input:
+        _fail(f"Input {name!r} is all NaN: the model needs its values wherever it integrates. "
+              f"Fill in the input signal (ds[{name!r}] = ...).")
     if np.isnan(arr).all():
         _fail(f"Data variable {name!r} is all NaN: it holds no measurement. Drop it "
               f"(ds = ds.drop_vars({name!r})) if the quantity is not measured; the model then "
@@ -165,9 +177,10 @@ def _check_inputs(u, names, times, t_first, t_last, has_traj):
             if np.isnan(span).any():
                 k = t_first[b] + int(np.argmax(np.isnan(span)))
                 where = f" of trajectory {b}" if has_traj else ""
-                _fail(f"Input {name!r} is missing (NaN) at time {times[k]!r}{where}, inside "
-                      f"the span where the model must integrate ({times[t_first[b]]!r} to "
-                      f"{times[t_last[b]]!r}). Fill it (e.g. ds[{name!r}] = "
+                _fail(f"Input {name!r} is missing (NaN) at time {_plain(times[k])}{where}, "
+                      f"inside the span where the model must integrate "
+                      f"({_plain(times[t_first[b]])} to {_plain(times[t_last[b]])}). Fill it "
+                      f"(e.g. ds[{name!r}] = "
                       f"ds[{name!r}].interpolate_na('time')) or trim the data.")
 
 
@@ -191,13 +204,14 @@ def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = N
     mask = ~np.isnan(y)
     any_obs = mask.any(axis=-1)                              # (B, T)
     for b in np.flatnonzero(~any_obs.any(axis=1)):
-        label = ds["trajectory"].values[b] if has_traj else b
+        label = _plain(ds["trajectory"].values[b]) if "trajectory" in ds.coords else int(b)
         _fail(f"Trajectory {label!r} has no measurement at all; drop it with "
               f"ds.drop_sel(trajectory={label!r}).")
     t_first = np.argmax(any_obs, axis=1)
     t_last = any_obs.shape[1] - 1 - np.argmax(any_obs[:, ::-1], axis=1)
     if model.inputs:
-        u = np.stack([_variable_array(ds, n, has_traj) for n in model.input_names], axis=-1)
+        u = np.stack([_variable_array(ds, n, has_traj, is_input=True)
+                      for n in model.input_names], axis=-1)
         _check_inputs(u, model.input_names, times, t_first, t_last, has_traj)
     else:
         u = np.zeros(y.shape[:2] + (0,))
@@ -208,9 +222,15 @@ def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = N
     noise = []
     for c in present:
         value = ds[c].attrs.get("noise_std")
-        if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
-            _fail(f"attrs['noise_std'] of {c!r} must be a positive number; received {value!r}.")
-        noise.append(None if value is None else float(value))
+        try:
+            level = None if value is None else float(value)
+        except (TypeError, ValueError):
+            level = float("nan")
+        if level is not None and not (np.isfinite(level) and level > 0):
+            _fail(f"attrs['noise_std'] of {c!r} must be a positive number (the measurement "
+                  f"noise standard deviation in the variable's units); received {value!r}. "
+                  f"Fix it or delete the attribute to have the level estimated.")
+        noise.append(level)
     var_attrs = {name: dict(ds[name].attrs) for name in ds.data_vars}
     return DataBundle(
         times=times, y=y, mask=mask, u=u, channels=present, inputs=list(model.input_names),

@@ -213,7 +213,8 @@ class HybridODE:
             for s in syms:
                 if s.name in seen:
                     raise ModelError(
-                        f"The name {s.name!r} is used as a {seen[s.name]} and as a {kind}; "
+                        f"The name {s.name!r} is used as a {seen[s.name]} and as "
+                        f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}; "
                         f"each symbol must have one role ('t' is reserved for time).")
                 seen[s.name] = kind
 
@@ -242,10 +243,11 @@ class HybridODE:
             if not math.isfinite(value):
                 raise ModelError(f"The value of {sym.name} must be finite; received {value}.")
         for sym, value in self.parameters.items():
-            if (sym.is_positive and value <= 0) or (sym.is_nonnegative and value < 0):
+            if (sym.is_positive or sym.is_nonnegative) and value <= 0:
                 raise ModelError(
-                    f"Parameter {sym.name} is declared positive but its initial guess is "
-                    f"{value}; give a positive initial guess.")
+                    f"Parameter {sym.name} is declared positive (or nonnegative) but its "
+                    f"initial guess is {value}; it is fitted on a log scale, so give a "
+                    f"positive initial guess (e.g. a small value like 1e-3 for 'about zero').")
             if (sym.is_negative and value >= 0) or (sym.is_nonpositive and value > 0):
                 raise ModelError(
                     f"Parameter {sym.name} is declared negative but its initial guess is "

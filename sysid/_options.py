@@ -16,13 +16,13 @@ class FitOptions:
     """Options of :func:`sysid.fit` (see its docstring for each)."""
 
     seed: int = 0
-    epochs: int = 400
+    epochs: int = 60
     lr: float = 0.02
-    lbfgs_iterations: int = 300
-    patience: int = 60
+    lbfgs_iterations: int = 200
+    patience: int = 30
     shooting: str | int = "auto"
     continuity: float = 0.01
-    polish_iterations: int = 60
+    polish_iterations: int = 15
     residual_penalty: float = 1e-2
     weight_decay: float = 1e-5
     noise: str = "gaussian"

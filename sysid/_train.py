@@ -32,14 +32,24 @@ def fit(model: HybridODE, data, **options):
         optional ``trajectory``, NaN where a channel was not measured.
     seed : int, default 0
         Seeds the network initialisation; same seed and data give the same result.
-    epochs : int, default 400
-        Maximum Adam epochs (full-batch) before the quasi-Newton polish.
+    epochs : int, default 60
+        Maximum Adam epochs (full-batch) before the quasi-Newton (L-BFGS) phase; a
+        short Adam warm-up moves the network off its zero start, L-BFGS does the rest.
     lr : float, default 0.02
         Adam learning rate (cosine-decayed to lr/20); every learnable quantity is
         scaled to order one, so the default suits data in any units.
-    lbfgs_iterations : int, default 300
-        Maximum L-BFGS iterations of the polish (0 skips it).
-    patience : int, default 60
+    lbfgs_iterations : int, default 200
+        Maximum L-BFGS iterations after Adam (0 skips them).
+    shooting : "auto", "single" or int
+        Multiple shooting: windows of this many samples, each with its own learnable
+        start state tied to the previous window's end by a continuity penalty. "auto"
+        uses windows of 8 samples for trajectories longer than 24 samples.
+    continuity : float, default 0.01
+        Tolerated gap between shooting windows, as a fraction of each state's spread.
+    polish_iterations : int, default 15
+        L-BFGS iterations of the final single-shooting pass from the fitted initial
+        states (after multiple shooting).
+    patience : int, default 30
         Adam stops early after this many epochs without a 0.1 % improvement.
     residual_penalty : float, default 1e-2
         Weight of the minimal-norm penalty on the (scaled) residual: the network only
@@ -91,9 +101,9 @@ def fit(model: HybridODE, data, **options):
                          f"{type(model).__name__}.")
     opts = FitOptions.from_kwargs(**options)
     start = time.perf_counter()
-    n_fitted = len(model.parameters)
+    n_traj = data.sizes.get("trajectory", 1) if hasattr(data, "sizes") else 1
     bundle = prepare(model, data, time_unit=opts.time_unit,
-                     n_fitted=n_fitted + len(model.states))
+                     n_fitted=len(model.parameters) + n_traj * len(model.states))
     torch.manual_seed(opts.seed)
     problem = build_problem(model, bundle, opts)
     trainer = _Trainer(problem, opts)
@@ -179,11 +189,12 @@ class _Trainer:
                     group["lr"] *= 0.3
                 opt = torch.optim.Adam(params, lr=opt.param_groups[0]["lr"])
                 continue
-            self._record("adam", loss.detach(), parts, opt.param_groups[0]["lr"])
+            loss_value = float(loss.detach())
+            self._record("adam", loss_value, parts, opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-            if not np.isfinite(reference) or float(loss) < reference - 1e-3 * abs(reference) - 1e-12:
-                reference, since_best = float(loss), 0
+            if not np.isfinite(reference) or loss_value < reference - 1e-3 * abs(reference) - 1e-12:
+                reference, since_best = loss_value, 0
             else:
                 since_best += 1
                 if since_best >= opts.patience:
@@ -226,7 +237,7 @@ class _Trainer:
                 return FitStatus("converged", f"polish stopped: {err}")
             state = opt.state[opt._params[0]]
             self.lbfgs_iters = int(state.get("n_iter", self.lbfgs_iters + 1))
-            value = float(loss)
+            value = float(loss.detach())
             self._record(phase, value, closure.parts, 1.0)
             if last is not None and abs(last - value) <= 1e-9 * (abs(value) + 1e-8):
                 return FitStatus("converged")
@@ -235,7 +246,7 @@ class _Trainer:
 
     def history(self):
         import xarray as xr
-        keys = sorted({k for r in self.rows for k in r} - {"epoch", "phase"})
+        keys = sorted({k for r in self.rows for k in r} - {"epoch", "phase"} | {"loss"})
         epoch = np.array([r["epoch"] for r in self.rows], dtype=int)
         data = {k: ("epoch", np.array([r.get(k, np.nan) for r in self.rows], dtype=float))
                 for k in keys}

@@ -91,7 +91,7 @@ def _read_lynx_hare(text: str) -> xr.Dataset:
         raise DataError("load('lynx_hare'): the years must be present and strictly "
                         f"increasing; received {year.tolist()}. Fix: restore the original file.")
     time = xr.Variable("time", year - 1900.0, attrs={
-        "units": "years since 1900", "long_name": "time", "time_origin": "1900"})
+        "units": "years", "long_name": "time since 1900", "time_origin": "1900"})
     pelts = "thousands of pelts"
     return xr.Dataset(
         {"hare": ("time", hare, {"units": pelts,
