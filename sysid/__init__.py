@@ -10,9 +10,10 @@ from ._io import load
 from ._model import MLP, HybridODE, t
 from ._options import FitOptions, FitStatus
 from ._result import FitResult
+from ._symbolic import SymbolicSummary
 from ._train import fit
 
 __version__ = "0.1.0"
 
 __all__ = ["HybridODE", "MLP", "fit", "FitResult", "FitOptions", "FitStatus", "load",
-           "datasets", "errors", "t", "__version__"]
+           "SymbolicSummary", "datasets", "errors", "t", "__version__"]

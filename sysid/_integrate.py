@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from ._solver import solve_intervals
+
 __all__ = ["SolverOptions", "SolverFailure", "InputSignal", "solve_segments", "threads_for"]
 
 
@@ -50,7 +52,7 @@ class SolverOptions:
     method: str = "dopri5"
     rtol: float = 1e-6
     atol: float = 1e-8
-    max_steps: int = 20_000
+    max_steps: int = 5_000
     substeps: int = 4          # rk4: steps per sample interval
     adjoint: bool = False
 
@@ -150,6 +152,11 @@ def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSign
     if not options.adjoint:
         field.freeze_parameters(True)
     try:
+        if options.method in ("dopri5", "rk4") and not options.adjoint:
+            return solve_intervals(field, x0, tau, inputs, method=options.method,
+                                   rtol=options.rtol, atol=options.atol,
+                                   max_steps=options.max_steps, substeps=options.substeps,
+                                   failure=SolverFailure)
         if options.method == "rk4":
             xs = integrate(clock, x0, s, method="rk4",
                            options={"step_size": 1.0 / options.substeps, "perturb": True}, **kwargs)

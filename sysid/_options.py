@@ -22,14 +22,14 @@ class FitOptions:
     patience: int = 30
     shooting: str | int = "auto"
     continuity: float = 0.01
-    polish_iterations: int = 15
+    polish_iterations: int = 40
     residual_penalty: float = 1e-2
     weight_decay: float = 1e-5
     noise: str = "gaussian"
     solver: str = "dopri5"
     rtol: float = 1e-6
     atol: float = 1e-8
-    max_steps: int = 20_000
+    max_steps: int = 5_000
     substeps: int = 4
     adjoint: bool = False
     interpolation: str = "linear"

@@ -46,7 +46,7 @@ def fit(model: HybridODE, data, **options):
         uses windows of 8 samples for trajectories longer than 24 samples.
     continuity : float, default 0.01
         Tolerated gap between shooting windows, as a fraction of each state's spread.
-    polish_iterations : int, default 15
+    polish_iterations : int, default 40
         L-BFGS iterations of the final single-shooting pass from the fitted initial
         states (after multiple shooting).
     patience : int, default 30
@@ -224,17 +224,28 @@ class _Trainer:
 
         def closure():
             opt.zero_grad()
-            loss, parts = self._loss()
+            try:
+                loss, parts = self._loss()
+            except SolverFailure:
+                # a trial point of the line search where the model blows up: report a huge
+                # loss with no slope so that the search backs off towards the current point
+                for p in params:
+                    p.grad = torch.zeros_like(p)
+                closure.failures += 1
+                return torch.tensor(1e10, dtype=torch.float64)
             loss.backward()
             closure.parts = parts
             return loss
 
+        closure.failures = 0
+        closure.parts = {}
+
         while self.lbfgs_iters < budget:
-            try:
-                loss = opt.step(closure)
-            except SolverFailure as err:
+            loss = opt.step(closure)
+            if float(loss.detach()) >= 1e10:        # even the start point failed
                 self._restore()
-                return FitStatus("converged", f"polish stopped: {err}")
+                return FitStatus("solver_failed", f"{phase}: the solver failed at the "
+                                 f"current parameters")
             state = opt.state[opt._params[0]]
             self.lbfgs_iters = int(state.get("n_iter", self.lbfgs_iters + 1))
             value = float(loss.detach())

@@ -1,0 +1,133 @@
+"""Sparse regression for the symbolic summary: the one place sysid talks to pysindy.
+
+Only the optimizer of pysindy 2.x is used (:class:`pysindy.optimizers.STLSQ`, sequentially
+thresholded least squares); the candidate library is built and evaluated by sysid itself
+(SymPy terms compiled with :class:`sysid._physics.CompiledExprs`), so nothing here depends
+on pysindy's feature libraries or its ``SINDy`` estimator.  Keeping the adapter this thin
+means a change of pysindy's API touches one function.
+
+Everything works in normalised units: each library column and the target have unit RMS on
+the data, so a threshold is a fraction of the largest normalised coefficient.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["stlsq", "threshold_path", "PathStep"]
+
+#: Ridge strength of the STLSQ iterations, relative to the (unit-RMS) column norms:
+#: a light ridge tames nearly collinear polynomial columns; the final coefficients on
+#: each support are an unpenalised least-squares refit (pysindy's ``unbias=True``).
+RIDGE = 1e-6
+
+
+def stlsq(theta: np.ndarray, y: np.ndarray, threshold: float, *, ridge: float = RIDGE,
+          max_iter: int = 25) -> np.ndarray:
+    """Sequentially thresholded least squares of ``y`` on the columns of ``theta``.
+
+    Parameters
+    ----------
+    theta : ndarray, shape (n_samples, n_features)
+        Library columns (normalised by the caller).
+    y : ndarray, shape (n_samples,)
+        Target.
+    threshold : float
+        Coefficients smaller than this in magnitude are set to zero, iteratively.
+    ridge : float
+        Ridge strength per sample (pysindy's ``alpha`` is ``ridge * n_samples``).
+    max_iter : int
+        Maximum thresholding iterations.
+
+    Returns
+    -------
+    ndarray, shape (n_features,)
+        Coefficients; zeros outside the support.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> theta = rng.normal(size=(200, 4))
+    >>> y = 2.0 * theta[:, 1] + 1e-3 * rng.normal(size=200)
+    >>> np.flatnonzero(stlsq(theta, y, threshold=0.1)).tolist()
+    [1]
+    """
+    from pysindy.optimizers import STLSQ
+
+    theta = np.asarray(theta, dtype=float)
+    opt = STLSQ(threshold=float(threshold), alpha=float(ridge) * len(theta),
+                max_iter=int(max_iter), normalize_columns=False, unbias=True)
+    with warnings.catch_warnings():   # "eliminated all coefficients" is an expected outcome
+        warnings.simplefilter("ignore")
+        opt.fit(theta, np.asarray(y, dtype=float).reshape(-1, 1))
+    return np.asarray(opt.coef_, dtype=float).reshape(-1)
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """One point of a threshold path: the relative threshold, support and coefficients."""
+
+    threshold: float             # relative to the largest least-squares coefficient
+    support: tuple[int, ...]     # indices of the selected (thresholded) columns
+    coefficients: np.ndarray     # (n_features,) in normalised units, zeros elsewhere
+
+
+def threshold_path(theta: np.ndarray, y: np.ndarray, thresholds, keep=None) -> list[PathStep]:
+    """STLSQ over a path of relative thresholds, with some columns always kept.
+
+    Parameters
+    ----------
+    theta : ndarray, shape (n_samples, n_features)
+        Normalised library (unit-RMS columns).
+    y : ndarray, shape (n_samples,)
+        Normalised target (unit RMS).
+    thresholds : sequence of float
+        Thresholds relative to the largest least-squares coefficient (of the columns that
+        are thresholded).
+    keep : ndarray of bool, shape (n_features,), optional
+        Columns that are never thresholded and never reported (terms the known physics
+        already has). They are projected out of the target and of the other columns first
+        (Frisch-Waugh-Lovell), so a share of them carried by the target cannot leak into
+        other terms.
+
+    Returns
+    -------
+    list of PathStep
+        One per threshold, in the order given; ``support`` and ``coefficients`` refer to
+        all columns, with kept columns always zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> theta = rng.normal(size=(300, 3))
+    >>> y = theta[:, 0] + 0.5 * theta[:, 2]
+    >>> [s.support for s in threshold_path(theta, y, [0.1, 0.8])]
+    [(0, 2), (0,)]
+    """
+    theta = np.asarray(theta, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n_features = theta.shape[1]
+    keep = np.zeros(n_features, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    free = np.flatnonzero(~keep)
+    A, b = theta[:, free], y
+    if keep.any():
+        q, _ = np.linalg.qr(theta[:, keep])
+        A = A - q @ (q.T @ A)
+        b = b - q @ (q.T @ b)
+    steps = []
+    if len(free) == 0:
+        return [PathStep(float(r), (), np.zeros(n_features)) for r in thresholds]
+    w_ls = np.linalg.lstsq(A, b, rcond=None)[0]
+    top = float(np.max(np.abs(w_ls)))
+    for rel in thresholds:
+        w = stlsq(A, b, float(rel) * top) if top > 0 else np.zeros(len(free))
+        full = np.zeros(n_features)
+        full[free] = w
+        support = tuple(int(free[i]) for i in np.flatnonzero(w))
+        steps.append(PathStep(float(rel), support, full))
+    return steps

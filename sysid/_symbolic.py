@@ -1,0 +1,567 @@
+"""``SymbolicSummary``: a sparse symbolic form of the neural residual, selected in data space.
+
+:func:`summarize` (reached as ``result.symbolic(...)``) works in four steps:
+
+1. *Where to look.* The trained network is evaluated along the fitted trajectories only
+   (a dense grid inside each trajectory's data span): that is where the data constrain it,
+   and the range of the states there is reported as the validity domain.
+2. *Candidates.* A library of SymPy terms over the variables the network reads (monomials
+   up to ``degree`` plus user terms), evaluated with sysid's own compiler and normalised to
+   unit RMS so that thresholds mean the same for every term.
+3. *Sparse regression.* STLSQ (:mod:`sysid._sindy`) over a path of thresholds gives a few
+   distinct supports per state.
+4. *Selection in data space.* Each support becomes a distilled model -- the known physics
+   plus learnable coefficients times the terms, no network -- refit to the data and scored
+   by BIC on the observations. Information criteria computed on the network's outputs
+   always favour the densest model; re-simulating against the data does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+import torch
+
+from ._model import HybridODE
+from ._physics import CompiledExprs
+from ._sindy import threshold_path
+from .errors import ModelError, SysidError, suggest
+
+__all__ = ["SymbolicSummary", "summarize"]
+
+#: Default path of STLSQ thresholds, relative to the largest normalised least-squares
+#: coefficient of each state's regression.
+DEFAULT_THRESHOLDS = tuple(float(v) for v in np.geomspace(1e-3, 0.9, 12))
+#: Pairs of library columns more correlated than this on the data are reported.
+COLLINEAR = 0.999
+#: A normalised library whose smallest/largest singular value falls below this is reported.
+RANK_TOL = 1e-7
+#: Training budget of each candidate's refit (the starting values are already close).
+REFIT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 100}
+_CARRIED = ("solver", "rtol", "atol", "max_steps", "substeps", "interpolation", "time_unit",
+            "shooting", "continuity", "polish_iterations", "noise")
+_OPTIONS = ("degree", "library", "thresholds", "n_points", "seed")
+
+
+def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, seed=0,
+              **unknown) -> "SymbolicSummary":
+    """Distil the neural residual of a fitted hybrid model into sparse equations.
+
+    Parameters
+    ----------
+    result : FitResult
+        A fit of a model with a neural residual.
+    degree : int, default 3
+        Highest total degree of the candidate monomials (the constant is included).
+    library : sequence of sympy.Expr, optional
+        Extra candidate terms over the variables the network reads, e.g.
+        ``[sympy.sin(theta)]``. A numeric factor is ignored (``2*sin(theta)`` is
+        ``sin(theta)``).
+    thresholds : sequence of float, optional
+        STLSQ thresholds relative to the largest normalised least-squares coefficient of
+        each state (default: 12 values from 1e-3 to 0.9, log-spaced).
+    n_points : int, default 400
+        Evaluation times per trajectory, evenly spaced over the data's time span.
+    seed : int, default 0
+        Seed of the candidate refits.
+
+    Returns
+    -------
+    SymbolicSummary
+
+    Raises
+    ------
+    ModelError
+        The model has no neural residual, or the options are invalid.
+
+    Notes
+    -----
+    A term that the known physics of a state already has with a parameter coefficient
+    (``a*x`` in ``dx/dt = a*x + NN``) is not a candidate residual term of that state:
+    it is held in the regression without thresholding (projected out, so a share of it
+    carried by the network cannot leak into other terms), and the physical parameters are
+    refit together with the residual coefficients, so that share returns to the parameter.
+
+    Every candidate refit starts from the hybrid fit's parameters and the regression's
+    coefficients (``epochs=0, lbfgs_iterations=100``, the fit's other options). The score
+    is ``BIC = sum_c n_c log(RSS_c / n_c) + k log(n)`` over observed channels ``c``
+    (residuals in log space for ``noise="lognormal"``), with ``k`` the learnable parameters
+    (initial states are fitted by every candidate alike and not counted).
+
+    Examples
+    --------
+    >>> summary = result.symbolic(degree=2)              # doctest: +SKIP
+    >>> summary.equations                                # doctest: +SKIP
+    {'x': -0.9012*x*y, 'y': 0.7987*x*y}
+    >>> print(summary.to_latex())                        # doctest: +SKIP
+    """
+    from ._train import fit
+
+    model = result.model
+    if model.residual is None:
+        raise ModelError(
+            "result.symbolic() summarises the neural residual, but this model has none "
+            "(it was built with residual=None, so its equations are already symbolic: see "
+            "result.equations). Fit a model with residual=sysid.MLP(...) to distil a network.")
+    thresholds = _check_options(degree, library, thresholds, n_points, seed, unknown)
+    variables = [_symbol_of(model, n) for n in model.residual_inputs]
+    terms = _library_terms(model, variables, int(degree), library)
+    samples = _samples(result, int(n_points))
+    theta, terms, notes = _evaluate(terms, model, samples)
+    rms = np.sqrt(np.mean(theta ** 2, axis=0))
+    theta_n = theta / rms
+    notes += _conditioning(theta_n, terms)
+
+    states = [_symbol_of(model, s) for s in model.residual_states]
+    columns = {s: model.state_names.index(s.name) for s in states}
+    keep = {s: _physics_mask(model, s, terms, variables) for s in states}
+    paths = {}
+    for s in states:
+        target = samples.residual[:, columns[s]]
+        scale = float(np.sqrt(np.mean(target ** 2)))
+        if scale == 0.0 or not np.isfinite(scale):
+            notes.append(f"The network residual of {s.name} is zero on the data; no terms "
+                         f"are proposed for it.")
+            scale = 1.0
+        steps = threshold_path(theta_n, target / scale, thresholds, keep[s])
+        paths[s] = [(st, st.coefficients * scale / rms) for st in steps]
+
+    options = {k: getattr(result.options, k) for k in _CARRIED}
+    options.update(REFIT_OPTIONS, seed=int(seed), progress=False, throw=False)
+    start = dict(result.parameters)
+    rows, fits = [], []
+    for cand in _combine(states, paths, thresholds):
+        supports = cand["supports"]
+        init = {**start, **{_name(s, j, model): cand["values"][s][col]
+                            for s in states for j, col in enumerate(supports[s])}}
+        distilled = _distill(model, states, terms, supports, init)
+        refit, bic, status = _score(fit, distilled, result.data, options)
+        rows.append({"threshold": cand["threshold"],
+                     **{f"support_{s.name}": _support_text(terms, supports[s]) for s in states},
+                     "n_terms": sum(len(supports[s]) for s in states),
+                     "k": len(distilled.parameters), "BIC": bic,
+                     "loss": float(refit.stats["loss"]) if refit is not None else np.nan,
+                     "status": status})
+        fits.append((distilled, refit, supports))
+    return _package(result, states, terms, keep, rows, fits, samples, options, notes)
+
+
+# -- options and library -----------------------------------------------------------------
+def _check_options(degree, library, thresholds, n_points, seed, unknown) -> list[float]:
+    if unknown:
+        key = next(iter(unknown))
+        raise TypeError(f"result.symbolic() got an unknown option {key!r}."
+                        f"{suggest(key, _OPTIONS)} Options: {', '.join(_OPTIONS)}.")
+    for name, value, low in (("degree", degree, 1), ("n_points", n_points, 10), ("seed", seed, 0)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ModelError(f"symbolic option {name} must be an integer >= {low}; received "
+                             f"{value!r}.")
+    if library is not None and (isinstance(library, (str, sp.Basic))
+                                or not hasattr(library, "__iter__")):
+        raise ModelError(f"library must be a list of SymPy expressions, e.g. "
+                         f"[sympy.sin(theta)]; received {library!r}.")
+    values = DEFAULT_THRESHOLDS if thresholds is None else thresholds
+    try:
+        values = sorted(float(v) for v in values)
+    except (TypeError, ValueError):
+        values = None
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ModelError(
+            f"thresholds must be a non-empty list of positive numbers (relative to the largest "
+            f"normalised coefficient, e.g. [0.01, 0.1, 0.5]); received {thresholds!r}.")
+    return values
+
+
+def _symbol_of(model, name: str) -> sp.Symbol:
+    return {s.name: s for s in model.states + model.inputs}[name]
+
+
+def _library_terms(model, variables, degree, library) -> list[sp.Expr]:
+    """Monomials up to ``degree`` (constant first, by degree) plus the user's terms."""
+    def order(m):
+        exps = sp.Poly(m, *variables).monoms()[0]
+        return sum(exps), tuple(-e for e in exps)
+
+    terms = sorted(sp.itermonomials(variables, degree), key=order)
+    by_name = {v.name: v for v in variables}
+    for raw in library or ():
+        if not isinstance(raw, sp.Expr):
+            raise ModelError(
+                f"library terms must be SymPy expressions; received {raw!r} of type "
+                f"{type(raw).__name__}. Build them from symbols named like the model's "
+                f"variables, e.g. sympy.sin(sympy.Symbol('{variables[0].name}')).")
+        unknown = sorted(s.name for s in raw.free_symbols if s.name not in by_name)
+        if unknown:
+            raise ModelError(
+                f"library term {raw} uses {unknown}, which the network does not read."
+                f"{suggest(unknown[0], by_name)} Candidate terms may only use the network's "
+                f"inputs {list(by_name)}.")
+        term = raw.xreplace({s: by_name[s.name] for s in raw.free_symbols})
+        term = term.as_coeff_Mul()[1] if term.free_symbols else sp.Integer(1)
+        terms.append(term)
+    unique = []
+    for term in terms:
+        if term not in unique:
+            unique.append(term)
+    return unique
+
+
+def _physics_mask(model, state, terms, variables) -> np.ndarray:
+    """True for terms the state's known physics has with a parameter coefficient."""
+    expr = sp.expand(sp.sympify(model.physics.get(state, 0)).subs(model.fixed))
+    params, allowed = set(model.parameters), set(variables)
+    known = set()
+    for term in sp.Add.make_args(expr):
+        coeff = [f for f in sp.Mul.make_args(term) if f.free_symbols <= params]
+        rest = [f for f in sp.Mul.make_args(term) if not f.free_symbols <= params]
+        if sp.Mul(*coeff).free_symbols and sp.Mul(*rest).free_symbols <= allowed:
+            known.add(sp.Mul(*rest))
+    return np.array([t in known for t in terms], dtype=bool)
+
+
+def _name(state, j, model) -> str:
+    taken = {s.name for s in (*model.states, *model.inputs, *model.parameters, *model.fixed)}
+    name = f"c_{state.name}_{j}"
+    while name in taken | {"t"}:
+        name += "_"
+    return name
+
+
+# -- evaluation --------------------------------------------------------------------------
+@dataclass
+class _Samples:
+    t: np.ndarray           # (N,)
+    x: np.ndarray           # (N, n) states
+    u: np.ndarray           # (N, m) inputs
+    residual: np.ndarray    # (N, n) network output added to d(state)/dt
+    physics: np.ndarray     # (N, n) hybrid model's known physics
+    domain: dict
+
+
+def _samples(result, n_points: int) -> _Samples:
+    """States and inputs on a dense grid inside each trajectory's data span."""
+    model, bundle = result.model, result._bundle
+    lo, hi = bundle.times[bundle.t_first], bundle.times[bundle.t_last]
+    grid = np.linspace(lo.min(), hi.max(), n_points)
+    imp = result.impute(result._to_datetime(grid) if result._is_datetime() else grid)
+    B = bundle.n_trajectories
+
+    def values(name):
+        return np.asarray(imp[name].transpose(..., "time").values, dtype=float).reshape(B, -1)
+
+    x = np.stack([values(n) for n in model.state_names], axis=-1)
+    u = np.stack([values(n) for n in model.input_names], axis=-1) if model.inputs \
+        else np.zeros(x.shape[:2] + (0,))
+    inside = (grid >= lo[:, None]) & (grid <= hi[:, None])
+    inside &= np.isfinite(x).all(-1) & np.isfinite(u).all(-1)
+    t = np.broadcast_to(grid, inside.shape)[inside]
+    x, u = x[inside], u[inside]
+    field = result._problem.field
+    with torch.no_grad():
+        tt, xt, ut = (torch.as_tensor(a, dtype=torch.float64) for a in (t, x, u))
+        residual = field.residual_term(xt, ut).numpy()
+        physics = field.physics(tt, xt, ut).numpy()
+    names = model.state_names + model.input_names
+    columns = np.concatenate([x, u], axis=1)
+    domain = {n: (float(columns[:, i].min()), float(columns[:, i].max()))
+              for i, n in enumerate(names)}
+    return _Samples(t, x, u, residual, physics, domain)
+
+
+def _evaluate(terms, model, samples):
+    """Library columns on the samples; drops (and reports) unusable terms."""
+    compiled = CompiledExprs(terms, list(model.states) + list(model.inputs))
+    args = [torch.as_tensor(c) for c in np.concatenate([samples.x, samples.u], axis=1).T]
+    with torch.no_grad():
+        theta = np.stack([c.numpy() for c in compiled(args)], axis=1)
+    finite = np.isfinite(theta).all(0)
+    good = finite & (np.abs(np.where(np.isfinite(theta), theta, 0.0)).max(0) > 0)
+    why = ["is zero everywhere on", "is not finite (NaN or inf) at some samples of"]
+    notes = [f"The candidate term {t} {why[not finite[i]]} the data and was left out."
+             for i, t in enumerate(terms) if not good[i]]
+    if good.sum() > len(theta):
+        raise ModelError(
+            f"The library has {int(good.sum())} usable candidate terms but only "
+            f"{len(theta)} evaluation samples to regress them on; lower the degree or raise "
+            f"n_points.")
+    return theta[:, good], [t for t, g in zip(terms, good) if g], notes
+
+
+def _conditioning(theta_n, terms) -> list[str]:
+    """Report (near-)collinear candidate terms on the data."""
+    notes, pairs = [], []
+    N = len(theta_n)
+    centred = theta_n - theta_n.mean(0)
+    sd = np.sqrt(np.mean(centred ** 2, axis=0))   # columns have unit RMS
+    const = [i for i, t in enumerate(terms) if t == 1]
+    for i in range(len(terms)):
+        for j in range(i + 1, len(terms)):
+            if i in const or j in const:
+                other = j if i in const else i
+                r = np.sqrt(max(1.0 - sd[other] ** 2, 0.0))   # cosine with the constant
+            elif sd[i] > 0 and sd[j] > 0:
+                r = abs(float(centred[:, i] @ centred[:, j]) / (N * sd[i] * sd[j]))
+            else:
+                continue
+            if r > COLLINEAR:
+                pairs.append(f"{terms[i]} and {terms[j]} ({r:.5f})")
+    if pairs:
+        more = f" and {len(pairs) - 5} more pairs" if len(pairs) > 5 else ""
+        notes.append(
+            f"Nearly collinear candidate terms on the data (|correlation| > {COLLINEAR}): "
+            f"{'; '.join(pairs[:5])}{more}. Their coefficients are poorly determined by these "
+            f"trajectories; lower the degree or add more varied data.")
+    s = np.linalg.svd(theta_n / np.sqrt(N), compute_uv=False)
+    if len(s) and s[-1] < RANK_TOL * s[0]:
+        notes.append(
+            f"The candidate library is nearly rank deficient on the data (smallest/largest "
+            f"singular value {s[-1] / s[0]:.1e}): some combination of terms is almost zero "
+            f"along the trajectories, so it cannot be identified there; lower the degree.")
+    return notes
+
+
+# -- candidates and refits ---------------------------------------------------------------
+def _combine(states, paths, thresholds) -> list[dict]:
+    """One candidate per distinct combination of supports along the threshold path."""
+    out, seen = [], set()
+    for k, rel in enumerate(thresholds):
+        supports = {s: paths[s][k][0].support for s in states}
+        key = tuple(supports[s] for s in states)
+        if key not in seen:
+            seen.add(key)
+            out.append({"threshold": rel, "supports": supports,
+                        "values": {s: paths[s][k][1] for s in states}})
+    return out
+
+
+def _support_text(terms, support) -> str:
+    return ", ".join(str(terms[i]) for i in support) or "-"
+
+
+def _distill(model, states, terms, supports, values) -> HybridODE:
+    """Known physics plus learnable coefficients times the selected terms, no network."""
+    physics = dict(model.physics)
+    parameters = {p: values[p.name] for p in model.parameters}
+    for s in states:
+        added = []
+        for j, col in enumerate(supports[s]):
+            c = sp.Symbol(_name(s, j, model), real=True)
+            parameters[c] = values[c.name]
+            added.append(c * terms[col])
+        if added:
+            physics[s] = physics.get(s, sp.Integer(0)) + sp.Add(*added)
+    return HybridODE(states=model.states, physics=physics, parameters=parameters,
+                     residual=None, inputs=model.inputs, observations=model.observations,
+                     fixed=model.fixed)
+
+
+def _with_values(model, values) -> HybridODE:
+    return HybridODE(states=model.states, physics=model.physics,
+                     parameters={p: values[p.name] for p in model.parameters}, residual=None,
+                     inputs=model.inputs, observations=model.observations, fixed=model.fixed)
+
+
+def _score(fit, distilled, data, options):
+    """Refit a candidate; return (result or None, BIC, status text)."""
+    try:
+        refit = fit(distilled, data, **options)
+    except SysidError as err:
+        return None, np.inf, f"failed: {err}"
+    if not refit.status.success:
+        return refit, np.inf, refit.status.code
+    return refit, _bic(refit, len(distilled.parameters)), refit.status.code
+
+
+def _bic(refit, k: int) -> float:
+    """``sum_c n_c log(RSS_c / n_c) + k log(n)`` from a single-shooting simulation."""
+    from ._integrate import SolverFailure
+
+    p = refit._problem
+    try:
+        with torch.no_grad():
+            xs = p.states(p.single)
+            pred = p.field.observe(p.single.tau, xs, p.single.u_grid)
+            r = p.noise.residuals(pred, p.y, p.mask).numpy()
+    except (SolverFailure, RuntimeError):
+        return np.inf
+    mask = p.mask.numpy()
+    r = np.where(mask, r, 0.0).reshape(-1, mask.shape[-1])
+    n_c = mask.reshape(-1, mask.shape[-1]).sum(0)
+    rss = (r ** 2).sum(0)
+    if not np.all(np.isfinite(rss)):
+        return np.inf
+    ok = n_c > 0
+    mse = np.maximum(rss[ok] / n_c[ok], 1e-300)
+    return float(np.sum(n_c[ok] * np.log(mse)) + k * np.log(n_c.sum()))
+
+
+def _package(result, states, terms, keep, rows, fits, samples, options, notes):
+    import pandas as pd
+    from .errors import FitError
+
+    bic = np.array([r["BIC"] for r in rows])
+    if not np.isfinite(bic).any():
+        raise FitError(
+            f"None of the {len(rows)} candidate symbolic models could be refit to the data "
+            f"(statuses: {sorted({r['status'] for r in rows})}). Check that the hybrid fit "
+            f"itself succeeded (result.status), or try other thresholds or a lower degree.")
+    best = int(np.nanargmin(np.where(np.isfinite(bic), bic, np.nan)))
+    path = pd.DataFrame(rows)
+    path["selected"] = np.arange(len(rows)) == best
+    distilled, refit, supports = fits[best]
+    values = refit.parameters
+    model = result.model
+    coefs = {s: [(_name(s, j, model), terms[col]) for j, col in enumerate(supports[s])]
+             for s in states}
+    equations = {s.name: sp.Add(*[sp.Float(values[c], 15) * term for c, term in coefs[s]])
+                 for s in states}
+    with torch.no_grad():
+        tt, xt, ut = (torch.as_tensor(a, dtype=torch.float64)
+                      for a in (samples.t, samples.x, samples.u))
+        distilled_rhs = refit._problem.field.physics(tt, xt, ut).numpy()
+    fidelity = {}
+    for s in states:
+        i = model.state_names.index(s.name)
+        target = samples.residual[:, i]
+        err = distilled_rhs[:, i] - samples.physics[:, i] - target
+        ss = float(np.sum((target - target.mean()) ** 2))
+        fidelity[s.name] = 1.0 - float(np.sum(err ** 2)) / ss if ss > 0 else float("nan")
+        if np.isfinite(fidelity[s.name]) and fidelity[s.name] < 0.9:
+            notes.append(
+                f"The selected terms reproduce only R^2 = {fidelity[s.name]:.3f} of the "
+                f"network residual of {s.name} along the data; the network may hold structure "
+                f"outside the library: try a higher degree or library=[...] terms.")
+    if refit.status.code != "converged":
+        notes.append(f"The refit of the selected model ended with status "
+                     f"{refit.status.code!r}: {refit.status.message}")
+    library = {s.name: [t for t, k in zip(terms, keep[s]) if not k] for s in states}
+    return SymbolicSummary(
+        equations=equations, model_equations=refit.equations,
+        coefficients={c: float(values[c]) for s in states for c, _ in coefs[s]},
+        fidelity=fidelity, domain=samples.domain, warnings=notes, path=path, result=refit,
+        model=_with_values(distilled, values), library=library, options=options)
+
+
+class SymbolicSummary:
+    """Sparse symbolic form of a hybrid model's neural residual, selected in data space.
+
+    Returned by ``result.symbolic(...)`` (see :func:`sysid._symbolic.summarize` for the
+    options and the method).
+
+    Attributes
+    ----------
+    equations : dict[str, sympy.Expr]
+        Selected symbolic residual per state that has one (refit coefficients as Floats;
+        ``0`` where no term was selected).
+    model_equations : dict[str, sympy.Expr]
+        Known physics plus the symbolic residual, all fitted values substituted.
+    coefficients : dict[str, float]
+        Refit coefficient of each selected term (``c_<state>_<j>``).
+    parameters : dict[str, float]
+        Every refit parameter: physical parameters (refit together with the terms) and
+        coefficients.
+    fidelity : dict[str, float]
+        Per state, R^2 of the distilled model against the network on the evaluation
+        samples: how much of the network residual's variance the symbolic terms (plus the
+        change of the physical parameters in the refit) reproduce.
+    domain : dict[str, tuple[float, float]]
+        Range of each state and input along the fitted trajectories: where the summary is
+        supported by data. Outside it, the equations are an extrapolation.
+    warnings : list[str]
+        Collinear candidates, poorly reproduced residuals, refit problems.
+    path : pandas.DataFrame
+        Every candidate: relative ``threshold``, ``support_<state>``, ``n_terms``, ``k``
+        (learnable parameters), ``BIC``, refit ``loss``, ``status``, ``selected``.
+    result : FitResult
+        The refit of the selected distilled model to the original data.
+    model : HybridODE
+        The selected distilled model (no network), fitted values as initial guesses.
+    library : dict[str, list[sympy.Expr]]
+        Candidate terms per state (terms of the known physics left out).
+
+    Examples
+    --------
+    >>> summary = result.symbolic()                  # doctest: +SKIP
+    >>> summary.equations["x"]                       # doctest: +SKIP
+    -0.9012*x*y
+    >>> summary.refit(new_data).forecast(horizon=10) # doctest: +SKIP
+    """
+
+    def __init__(self, *, equations, model_equations, coefficients, fidelity, domain,
+                 warnings, path, result, model, library, options):
+        self.equations = equations
+        self.model_equations = model_equations
+        self.coefficients = coefficients
+        self.fidelity = fidelity
+        self.domain = domain
+        self.warnings = warnings
+        self.path = path
+        self.result = result
+        self.model = model
+        self.library = library
+        self._options = dict(options)
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        return dict(self.result.parameters)
+
+    def refit(self, data, **options):
+        """Fit the selected distilled model (physics + symbolic terms, no network) to ``data``.
+
+        Parameters
+        ----------
+        data : xarray.Dataset
+            Measurements, as for :func:`sysid.fit`.
+        **options
+            :func:`sysid.fit` options; by default those of the summary's own refits
+            (``epochs=0, lbfgs_iterations=100``, the hybrid fit's solver and noise model),
+            raising :class:`sysid.errors.FitError` if training fails.
+
+        Returns
+        -------
+        FitResult
+            Starting from the summary's fitted values.
+
+        Examples
+        --------
+        >>> refit = summary.refit(data)                  # doctest: +SKIP
+        >>> refit.parameters                             # doctest: +SKIP
+        {'a': 1.3, 'd': 1.8, 'c_x_0': -0.9, 'c_y_0': 0.8}
+        """
+        from ._train import fit
+
+        return fit(self.model, data, **{**self._options, "throw": True, **options})
+
+    def to_latex(self, digits: int = 4) -> str:
+        r"""The model equations as a LaTeX ``align`` block, numbers to ``digits`` figures.
+
+        Examples
+        --------
+        >>> print(summary.to_latex())                    # doctest: +SKIP
+        \begin{align}
+        \frac{d x}{d t} &= - 0.9003 x y + 1.3 x \\
+        \frac{d y}{d t} &= 0.7997 x y - 1.8 y
+        \end{align}
+        """
+        names = {s.name: s for s in self.model.states}
+        lines = [rf"\frac{{d {sp.latex(names[n])}}}{{d t}} &= {sp.latex(_rounded(e, digits))}"
+                 for n, e in self.model_equations.items()]
+        return "\\begin{align}\n" + " \\\\\n".join(lines) + "\n\\end{align}"
+
+    def __repr__(self) -> str:
+        eqs = [f"d{n}/dt = {_rounded(e, 4)}" for n, e in self.model_equations.items()]
+        res = [f"{n}: {_rounded(e, 4)} (R^2 vs network {self.fidelity[n]:.3f})"
+               for n, e in self.equations.items()]
+        row = self.path[self.path["selected"]].iloc[0]
+        lines = eqs + ["symbolic residual: " + "; ".join(res),
+                       f"selected by BIC = {row['BIC']:.1f} among {len(self.path)} candidates"
+                       + (f"; {len(self.warnings)} warning(s)" if self.warnings else "")]
+        return "SymbolicSummary(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _rounded(expr, digits: int):
+    """A copy of ``expr`` with every float rounded to ``digits`` significant figures."""
+    return expr.xreplace({f: sp.Float(float(f"{float(f):.{digits}g}"), digits)
+                          for f in expr.atoms(sp.Float)})

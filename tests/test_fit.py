@@ -1,0 +1,183 @@
+"""End-to-end fits with asserted numbers (issue 2's acceptance checks).
+
+Each test fits synthetic data with known truth from ``sysid.datasets.simulate`` and
+asserts the quantities a scientist would check: recovered parameters, imputation error
+of never-measured states against the noise-free truth, forecast error.
+"""
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+import sysid
+
+x, y = sp.symbols("x y")
+a, b, c, d = sp.symbols("a b c d", positive=True)
+TRUE_LV = {"a": 1.3, "b": 0.9, "c": 0.8, "d": 1.8}
+
+
+def lotka_volterra():
+    return sysid.HybridODE(states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+                           parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+
+
+@pytest.fixture(scope="module")
+def lv_fit():
+    # BENCHMARKS.md section 1's system and noise convention (5 % of the mean), over
+    # t in [0, 10]: on the 31-point [0, 3] record even the least-squares oracle misses c by
+    # 6.8 % (median) with a and d known, so 5 % on all four needs a longer record.
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=10.0, dt=0.1, seed=0)
+    return data, sysid.fit(lotka_volterra(), data, seed=0, progress=False)
+
+
+def test_lotka_volterra_pure_physics_recovers_all_four_parameters(lv_fit):
+    _, result = lv_fit
+    for name, truth in TRUE_LV.items():
+        assert result.parameters[name] == pytest.approx(truth, rel=0.05), name
+    assert result.status.success
+
+
+def test_lotka_volterra_fit_error_below_noise(lv_fit):
+    data, result = lv_fit
+    _, truth = sysid.datasets.simulate("lotka_volterra", noise=0.0, t_end=10.0, dt=0.1,
+                                       truth=True)
+    imp = result.impute()
+    for name in ("x", "y"):
+        rmse = float(np.sqrt(np.mean((imp[name].values - truth[name].values) ** 2)))
+        assert rmse < data[name].attrs["true_noise_std"], name
+
+
+def test_same_seed_same_result():
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.05, seed=3)
+    r1 = sysid.fit(lotka_volterra(), data, seed=0, progress=False, lbfgs_iterations=20)
+    r2 = sysid.fit(lotka_volterra(), data, seed=0, progress=False, lbfgs_iterations=20)
+    assert r1.parameters == r2.parameters
+    np.testing.assert_array_equal(r1.impute()["x"].values, r2.impute()["x"].values)
+
+
+def test_two_trajectories_with_different_initial_states():
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.02, n_trajectories=2,
+                                   x0=[[0.44249296, 4.6280594], [2.0, 1.0]], seed=1)
+    result = sysid.fit(lotka_volterra(), data, seed=0, progress=False)
+    for name, truth in TRUE_LV.items():
+        assert result.parameters[name] == pytest.approx(truth, rel=0.05), name
+    x0 = result.initial_states
+    np.testing.assert_allclose(x0["x"].values, [0.44249296, 2.0], rtol=0.1)
+    np.testing.assert_allclose(x0["y"].values, [4.6280594, 1.0], rtol=0.1)
+    imp = result.impute()
+    assert imp["x"].dims == ("trajectory", "time")
+
+
+def test_dataset_with_an_input_variable():
+    data = sysid.datasets.simulate("two_tank", noise=0.01, observed=["h2"], seed=0)
+    h1, h2, u = sp.symbols("h1 h2 u")
+    k1, k2, k3, k4 = sp.symbols("k1 k2 k3 k4", positive=True)
+    model = sysid.HybridODE(
+        states=[h1, h2], inputs=[u],
+        physics={h1: -k1 * sp.sqrt(h1) + k4 * u, h2: k2 * sp.sqrt(h1) - k3 * sp.sqrt(h2)},
+        parameters={k1: 0.3, k2: 0.3, k3: 0.3}, fixed={k4: 1.0})
+    result = sysid.fit(model, data, seed=0, progress=False)
+    truth = sysid.datasets.system("two_tank").parameters
+    for name in ("k1", "k2", "k3"):
+        assert result.parameters[name] == pytest.approx(truth[name], rel=0.05), name
+    # the never-measured upper tank is imputed
+    _, full = sysid.datasets.simulate("two_tank", noise=0.0, truth=True, seed=0)
+    imp = result.impute()
+    err = np.sqrt(np.mean((imp["h1"].values - full["h1"].values) ** 2))
+    assert err < 0.05 * float(full["h1"].std())
+
+
+@pytest.fixture(scope="module")
+def pendulum_fit():
+    data, truth = sysid.datasets.simulate(
+        "pendulum", noise=0.05, observed=["theta"], irregular=True, missing=0.3,
+        n_trajectories=3, dt=0.25, t_end=20.0, seed=0, truth=True)
+    th, om = sp.symbols("theta omega")
+    w0 = sp.Symbol("omega0", positive=True)
+    model = sysid.HybridODE(states=[th, om], physics={th: om, om: -w0 ** 2 * sp.sin(th)},
+                            parameters={w0: 1.5}, residual=sysid.MLP(32, 2, states=[om]))
+    return data, truth, sysid.fit(model, data, seed=0, progress=False)
+
+
+def test_pendulum_imputes_the_never_measured_velocity(pendulum_fit):
+    data, truth, result = pendulum_fit
+    imp = result.impute()
+    ok = np.isfinite(truth["omega"].values)
+    err = (imp["omega"].values - truth["omega"].values)[ok]
+    rmse = np.sqrt(np.mean(err ** 2))
+    assert rmse < 0.10 * np.std(truth["omega"].values[ok])
+    assert "never measured" in imp["omega"].attrs["long_name"]
+
+
+def test_pendulum_forecast_next_five_seconds(pendulum_fit):
+    data, truth, result = pendulum_fit
+    future = np.linspace(20.0, 25.0, 21)[1:]
+    x0 = np.stack([truth[v].isel(time=0).values for v in ("theta", "omega")], axis=-1)
+    _, later = sysid.datasets.simulate("pendulum", times=np.concatenate([[0.0], future]),
+                                       n_trajectories=3, x0=x0, noise=0.0, truth=True)
+    fc = result.forecast(future)
+    err = fc["theta"].values - later["theta"].sel(time=future).values
+    assert np.sqrt(np.mean(err ** 2)) < 0.10 * np.nanstd(truth["theta"].values)
+
+
+def test_result_outputs_carry_dims_and_attrs(lv_fit):
+    data, result = lv_fit
+    imp = result.impute()
+    assert set(imp.data_vars) >= {"x", "y"}
+    assert imp["x"].attrs["units"] == data["x"].attrs["units"]
+    assert imp.attrs["sysid_kind"] == "impute"
+    eq = result.equations
+    assert set(eq) == {"x", "y"}
+    assert float(eq["x"].coeff(x)) == pytest.approx(result.parameters["a"], rel=1e-10)
+    h = result.history
+    assert "loss" in h and h.sizes["epoch"] == len(h["phase"])
+    assert result.stats["function_evaluations"] > 0 and result.stats["wall_time_s"] > 0
+    with pytest.raises(NotImplementedError, match="issue 6"):
+        result.parameter_table()
+
+
+def test_save_load_round_trip_is_bit_identical(lv_fit, tmp_path):
+    _, result = lv_fit
+    path = tmp_path / "lv.sysid"
+    result.save(path)
+    again = sysid.load(path)
+    assert again.parameters == result.parameters
+    times = np.linspace(0, 15, 61)
+    np.testing.assert_array_equal(again.forecast(times)["x"].values,
+                                  result.forecast(times)["x"].values)
+    np.testing.assert_array_equal(again.impute()["y"].values, result.impute()["y"].values)
+
+
+def test_load_refuses_a_pickle_payload(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    path = tmp_path / "evil.sysid"
+    path.write_bytes(pickle.dumps({"format": "sysid.FitResult", "x": Payload()}))
+    with pytest.raises(sysid.errors.FileFormatError, match="refuses to load"):
+        sysid.load(path)
+
+
+def test_load_refuses_a_tampered_equation(lv_fit, tmp_path):
+    _, result = lv_fit
+    path = tmp_path / "lv.sysid"
+    result.save(path)
+    payload = torch.load(path, weights_only=True)
+    payload["spec"]["physics"]["x"] = "__import__('os').system('echo hacked')"
+    torch.save(payload, path)
+    with pytest.raises(sysid.errors.ExpressionError, match="__import__"):
+        sysid.load(path)
+
+
+def test_simulate_on_a_new_experiment(lv_fit):
+    _, result = lv_fit
+    new, truth = sysid.datasets.simulate("lotka_volterra", noise=0.02, x0=[1.0, 2.0], seed=5,
+                                         truth=True)
+    sim = result.simulate(new)
+    err = np.sqrt(np.mean((sim["x"].values - truth["x"].values) ** 2))
+    assert err < 0.1 * float(truth["x"].std())
+    assert sim.attrs["sysid_kind"] == "simulate"
