@@ -37,6 +37,7 @@ class DataBundle:
     t_last: np.ndarray                # (B,) index of its last observation
     trajectory: np.ndarray | None     # trajectory coordinate values, None without the dim
     time_attrs: dict = field(default_factory=dict)
+    datetime: bool = False            # the data's time coordinate was datetime64
     var_attrs: dict = field(default_factory=dict)   # name -> attrs of every variable
     attrs: dict = field(default_factory=dict)       # dataset attrs
 
@@ -237,4 +238,5 @@ def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = N
         noise_std=noise, t_first=t_first, t_last=t_last,
         trajectory=ds["trajectory"].values if has_traj and "trajectory" in ds.coords
         else (np.arange(ds.sizes["trajectory"]) if has_traj else None),
-        time_attrs=time_attrs, var_attrs=var_attrs, attrs=dict(ds.attrs))
+        time_attrs=time_attrs, var_attrs=var_attrs, attrs=dict(ds.attrs),
+        datetime=bool(np.issubdtype(ds["time"].dtype, np.datetime64)))

@@ -151,6 +151,8 @@ def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSign
         kwargs["adjoint_params"] = tuple(field.parameters())
     if not options.adjoint:
         field.freeze_parameters(True)
+    threads = threads_for(x0.numel())
+    threads.__enter__()
     try:
         if options.method in ("dopri5", "rk4") and not options.adjoint:
             return solve_intervals(field, x0, tau, inputs, method=options.method,
@@ -175,4 +177,5 @@ def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSign
         raise
     finally:
         field.freeze_parameters(False)
+        threads.__exit__(None, None, None)
     return xs.transpose(0, 1)

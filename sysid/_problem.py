@@ -189,13 +189,14 @@ def _robust_std(a) -> float:
 
 
 def _local_start(times, values):
-    """Value and slope at the first sample from a low-order fit of the first few samples."""
-    n = min(len(times), 7)
+    """Value and slope at the first sample from a straight line through the first few
+    samples (kept within their range, so a steep start cannot extrapolate far)."""
+    n = min(len(times), 4)
     if n == 1:
-        return values[0], 0.0
-    deg = 1 if n < 5 else 2
-    c = np.polyfit(times[:n] - times[0], values[:n], deg)
-    return float(c[-1]), float(c[-2])
+        return float(values[0]), 0.0
+    slope, value = np.polyfit(times[:n] - times[0], values[:n], 1)
+    lo, hi = float(np.min(values[:n])), float(np.max(values[:n]))
+    return float(np.clip(value, lo, hi)), float(slope)
 
 
 def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
@@ -282,15 +283,17 @@ def build_problem(model, bundle: DataBundle, options) -> Problem:
 def window_length(bundle: DataBundle, shooting) -> int | None:
     """Samples per shooting window: ``shooting`` as given, or chosen from the data.
 
-    "auto": trajectories of more than 24 samples are cut into windows of 8 samples
-    (short windows keep the loss surface of long or oscillating series well-behaved and
-    batch the work across windows); shorter ones are fitted by single shooting.
+    "auto": trajectories of more than 10 samples are cut into windows of 5 samples.
+    Short windows keep the loss surface of long or oscillating records well-behaved
+    (measured: Lotka-Volterra on the 21 lynx-hare samples lands in a local minimum with
+    noise level 0.57 by single shooting, and reaches the Stan reference, 0.22, with
+    windows of 4 or 5 samples) and batch the work across windows.
     """
     longest = max(len(r) for r in observed_rows(bundle))
     if shooting == "single":
         return None
     if shooting == "auto":
-        return 8 if longest > 24 else None
+        return 5 if longest > 10 else None
     return int(shooting) if int(shooting) < longest else None
 
 

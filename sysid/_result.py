@@ -8,7 +8,7 @@ import torch
 import xarray as xr
 
 from ._data import prepare, time_to_float
-from ._integrate import InputSignal, solve_segments
+from ._integrate import InputSignal, SolverFailure, solve_segments, threads_for
 from ._problem import initial_states, input_signal, segment_grid, segment_tensors
 from .errors import DataError
 
@@ -41,8 +41,11 @@ class FitResult:
         self.status = status
         self.history = history
         self.stats = stats
-        with torch.no_grad():
-            problem.loss(options.residual_penalty, options.weight_decay)
+        try:
+            with torch.no_grad(), threads_for(problem.y.numel()):
+                problem.loss(options.residual_penalty, options.weight_decay)
+        except SolverFailure:
+            pass                      # noise levels stay NaN; status already says why
         self.noise_std = {c: float(s) for c, s in zip(bundle.channels, problem.noise.sigma)}
 
     # -- parameters and equations ----------------------------------------------------------
@@ -154,7 +157,7 @@ class FitResult:
         return self._bundle.times[self._bundle.t_first]
 
     def _is_datetime(self) -> bool:
-        return "time_origin" in self._bundle.time_attrs
+        return self._bundle.datetime
 
     def _to_datetime(self, tf):
         from ._data import _TIME_UNITS
@@ -169,7 +172,7 @@ class FitResult:
         if np.issubdtype(arr.dtype, np.datetime64) != self._is_datetime():
             raise DataError(f"times must be {'datetime64' if self._is_datetime() else 'float'} "
                             f"like the data's time coordinate; received dtype {arr.dtype}.")
-        a = self._bundle.time_attrs
+        a = self._bundle.time_attrs if self._is_datetime() else {}
         tf, _ = time_to_float(xr.DataArray(arr, dims="time"), a.get("time_unit"),
                               a.get("time_origin"))
         if not np.all(np.isfinite(tf)) or np.any(np.diff(tf) <= 0):

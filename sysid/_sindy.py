@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["stlsq", "threshold_path", "PathStep"]
+__all__ = ["stlsq", "threshold_path", "stepwise_path", "PathStep"]
 
 #: Ridge strength of the STLSQ iterations, relative to the (unit-RMS) column norms:
 #: a light ridge tames nearly collinear polynomial columns; the final coefficients on
@@ -76,6 +76,24 @@ class PathStep:
     coefficients: np.ndarray     # (n_features,) in normalised units, zeros elsewhere
 
 
+def _project_out(theta, y, keep):
+    """Free columns and target with the kept columns' span projected out (Frisch-Waugh-Lovell):
+    coefficients of the free columns then equal those of a regression on all columns."""
+    free = np.flatnonzero(~keep)
+    A, b = theta[:, free], y
+    if keep.any():
+        q, _ = np.linalg.qr(theta[:, keep])
+        A = A - q @ (q.T @ A)
+        b = b - q @ (q.T @ b)
+    return free, A, b
+
+
+def _prepare(theta, y, keep):
+    theta = np.asarray(theta, dtype=float)
+    keep = np.zeros(theta.shape[1], dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    return theta, np.asarray(y, dtype=float), keep
+
+
 def threshold_path(theta: np.ndarray, y: np.ndarray, thresholds, keep=None) -> list[PathStep]:
     """STLSQ over a path of relative thresholds, with some columns always kept.
 
@@ -90,9 +108,8 @@ def threshold_path(theta: np.ndarray, y: np.ndarray, thresholds, keep=None) -> l
         are thresholded).
     keep : ndarray of bool, shape (n_features,), optional
         Columns that are never thresholded and never reported (terms the known physics
-        already has). They are projected out of the target and of the other columns first
-        (Frisch-Waugh-Lovell), so a share of them carried by the target cannot leak into
-        other terms.
+        already has). They are projected out of the target and of the other columns first,
+        so a share of them carried by the target cannot leak into other terms.
 
     Returns
     -------
@@ -109,25 +126,71 @@ def threshold_path(theta: np.ndarray, y: np.ndarray, thresholds, keep=None) -> l
     >>> [s.support for s in threshold_path(theta, y, [0.1, 0.8])]
     [(0, 2), (0,)]
     """
-    theta = np.asarray(theta, dtype=float)
-    y = np.asarray(y, dtype=float)
-    n_features = theta.shape[1]
-    keep = np.zeros(n_features, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
-    free = np.flatnonzero(~keep)
-    A, b = theta[:, free], y
-    if keep.any():
-        q, _ = np.linalg.qr(theta[:, keep])
-        A = A - q @ (q.T @ A)
-        b = b - q @ (q.T @ b)
-    steps = []
+    theta, y, keep = _prepare(theta, y, keep)
+    free, A, b = _project_out(theta, y, keep)
     if len(free) == 0:
-        return [PathStep(float(r), (), np.zeros(n_features)) for r in thresholds]
+        return [PathStep(float(r), (), np.zeros(theta.shape[1])) for r in thresholds]
     w_ls = np.linalg.lstsq(A, b, rcond=None)[0]
     top = float(np.max(np.abs(w_ls)))
+    steps = []
     for rel in thresholds:
         w = stlsq(A, b, float(rel) * top) if top > 0 else np.zeros(len(free))
-        full = np.zeros(n_features)
-        full[free] = w
-        support = tuple(int(free[i]) for i in np.flatnonzero(w))
-        steps.append(PathStep(float(rel), support, full))
+        steps.append(_step(float(rel), free, np.flatnonzero(w), A, b, theta.shape[1]))
     return steps
+
+
+def stepwise_path(theta: np.ndarray, y: np.ndarray, max_terms: int, keep=None) -> list[PathStep]:
+    """Backward stepwise elimination (pysindy's SSR, ``criteria="model_residual"``).
+
+    Starting from all free columns, the term whose removal raises the residual least is
+    dropped, one at a time. Unlike thresholding, this does not need the least-squares
+    coefficients to be meaningful, so it still finds the sparse supports when library
+    columns are nearly collinear along the data.
+
+    Parameters
+    ----------
+    theta, y, keep
+        As for :func:`threshold_path`.
+    max_terms : int
+        Largest support size returned.
+
+    Returns
+    -------
+    list of PathStep
+        Supports of 1, 2, ..., ``max_terms`` terms (fewer if there are fewer columns),
+        with least-squares coefficients; ``threshold`` is NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(2)
+    >>> theta = rng.normal(size=(300, 4))
+    >>> y = theta[:, 3] - 0.5 * theta[:, 1] + 0.01 * rng.normal(size=300)
+    >>> [s.support for s in stepwise_path(theta, y, max_terms=2)]
+    [(3,), (1, 3)]
+    """
+    from pysindy.optimizers import SSR
+
+    theta, y, keep = _prepare(theta, y, keep)
+    free, A, b = _project_out(theta, y, keep)
+    if len(free) == 0:
+        return []
+    opt = SSR(alpha=RIDGE * len(A), max_iter=len(free), criteria="model_residual",
+              normalize_columns=False, unbias=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt.fit(A, b.reshape(-1, 1))
+    by_size = {}
+    for coef in opt.history_:
+        idx = np.flatnonzero(np.asarray(coef).reshape(-1))
+        by_size.setdefault(len(idx), idx)
+    return [_step(float("nan"), free, by_size[n], A, b, theta.shape[1])
+            for n in sorted(by_size) if 1 <= n <= max_terms]
+
+
+def _step(threshold, free, selected, A, b, n_features) -> PathStep:
+    """A path step with least-squares coefficients on the selected free columns."""
+    full = np.zeros(n_features)
+    if len(selected):
+        full[free[selected]] = np.linalg.lstsq(A[:, selected], b, rcond=None)[0]
+    return PathStep(threshold, tuple(int(i) for i in free[selected]), full)

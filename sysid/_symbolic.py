@@ -26,7 +26,7 @@ import torch
 
 from ._model import HybridODE
 from ._physics import CompiledExprs
-from ._sindy import threshold_path
+from ._sindy import stepwise_path, threshold_path
 from .errors import ModelError, SysidError, suggest
 
 __all__ = ["SymbolicSummary", "summarize"]
@@ -34,6 +34,8 @@ __all__ = ["SymbolicSummary", "summarize"]
 #: Default path of STLSQ thresholds, relative to the largest normalised least-squares
 #: coefficient of each state's regression.
 DEFAULT_THRESHOLDS = tuple(float(v) for v in np.geomspace(1e-3, 0.9, 12))
+#: The stepwise (SSR) path contributes the supports of 1 .. STEPWISE_TERMS terms per state.
+STEPWISE_TERMS = 3
 #: Pairs of library columns more correlated than this on the data are reported.
 COLLINEAR = 0.999
 #: A normalised library whose smallest/largest singular value falls below this is reported.
@@ -115,30 +117,30 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
     notes += _conditioning(theta_n, terms)
 
     states = [_symbol_of(model, s) for s in model.residual_states]
-    columns = {s: model.state_names.index(s.name) for s in states}
     keep = {s: _physics_mask(model, s, terms, variables) for s in states}
     paths = {}
     for s in states:
-        target = samples.residual[:, columns[s]]
+        target = samples.residual[:, model.state_names.index(s.name)]
         scale = float(np.sqrt(np.mean(target ** 2)))
-        if scale == 0.0 or not np.isfinite(scale):
+        if not scale > 0.0:
             notes.append(f"The network residual of {s.name} is zero on the data; no terms "
                          f"are proposed for it.")
             scale = 1.0
-        steps = threshold_path(theta_n, target / scale, thresholds, keep[s])
-        paths[s] = [(st, st.coefficients * scale / rms) for st in steps]
+        paths[s] = (threshold_path(theta_n, target / scale, thresholds, keep[s]),
+                    stepwise_path(theta_n, target / scale, STEPWISE_TERMS, keep[s]),
+                    scale / rms)
 
     options = {k: getattr(result.options, k) for k in _CARRIED}
     options.update(REFIT_OPTIONS, seed=int(seed), progress=False, throw=False)
-    start = dict(result.parameters)
     rows, fits = [], []
-    for cand in _combine(states, paths, thresholds):
-        supports = cand["supports"]
-        init = {**start, **{_name(s, j, model): cand["values"][s][col]
-                            for s in states for j, col in enumerate(supports[s])}}
+    for cand in _candidates(states, paths, thresholds):
+        supports = cand.pop("supports")
+        values = cand.pop("values")
+        init = {**result.parameters, **{_name(s, j, model): values[s][col]
+                                        for s in states for j, col in enumerate(supports[s])}}
         distilled = _distill(model, states, terms, supports, init)
         refit, bic, status = _score(fit, distilled, result.data, options)
-        rows.append({"threshold": cand["threshold"],
+        rows.append({**cand,
                      **{f"support_{s.name}": _support_text(terms, supports[s]) for s in states},
                      "n_terms": sum(len(supports[s]) for s in states),
                      "k": len(distilled.parameters), "BIC": bic,
@@ -323,17 +325,32 @@ def _conditioning(theta_n, terms) -> list[str]:
 
 
 # -- candidates and refits ---------------------------------------------------------------
-def _combine(states, paths, thresholds) -> list[dict]:
-    """One candidate per distinct combination of supports along the threshold path."""
-    out, seen = [], set()
-    for k, rel in enumerate(thresholds):
-        supports = {s: paths[s][k][0].support for s in states}
+def _candidates(states, paths, thresholds) -> list[dict]:
+    """Distinct combinations of per-state supports: physics only, the stepwise path by
+    number of terms, then the STLSQ path by threshold index. Coefficients in data units."""
+    out: dict[tuple, dict] = {}
+
+    def add(method, threshold, picks):
+        supports = {s: picks[s].support if picks[s] is not None else () for s in states}
         key = tuple(supports[s] for s in states)
-        if key not in seen:
-            seen.add(key)
-            out.append({"threshold": rel, "supports": supports,
-                        "values": {s: paths[s][k][1] for s in states}})
-    return out
+        if key in out:
+            if method not in out[key]["method"]:
+                out[key]["method"] += f", {method}"
+            if np.isnan(out[key]["threshold"]):
+                out[key]["threshold"] = threshold
+            return
+        values = {s: picks[s].coefficients * paths[s][2] if picks[s] is not None else None
+                  for s in states}
+        out[key] = {"method": method, "threshold": threshold, "supports": supports,
+                    "values": values}
+
+    add("physics only", np.nan, {s: None for s in states})
+    for n in range(1, STEPWISE_TERMS + 1):
+        add("SSR", np.nan, {s: paths[s][1][min(n, len(paths[s][1])) - 1]
+                            if paths[s][1] else None for s in states})
+    for k, rel in enumerate(thresholds):
+        add("STLSQ", rel, {s: paths[s][0][k] for s in states})
+    return list(out.values())
 
 
 def _support_text(terms, support) -> str:

@@ -43,7 +43,7 @@ def fit(model: HybridODE, data, **options):
     shooting : "auto", "single" or int
         Multiple shooting: windows of this many samples, each with its own learnable
         start state tied to the previous window's end by a continuity penalty. "auto"
-        uses windows of 8 samples for trajectories longer than 24 samples.
+        uses windows of 5 samples for trajectories longer than 10 samples.
     continuity : float, default 0.01
         Tolerated gap between shooting windows, as a fraction of each state's spread.
     polish_iterations : int, default 40
@@ -141,7 +141,7 @@ class _Trainer:
         row.update({k: float(v.detach()) for k, v in parts.items()})
         self.rows.append(row)
         self.epoch += 1
-        if value < self.best_loss:
+        if phase == "adam" and value < self.best_loss:   # Adam records before its step
             self.best_loss = value
             self.best_state = copy.deepcopy(self.problem.state_dict())
         if self.bar is not None:
@@ -235,6 +235,10 @@ class _Trainer:
                 return torch.tensor(1e10, dtype=torch.float64)
             loss.backward()
             closure.parts = parts
+            value = float(loss.detach())
+            if value < self.best_loss:      # the parameters evaluated right now
+                self.best_loss = value
+                self.best_state = copy.deepcopy(self.problem.state_dict())
             return loss
 
         closure.failures = 0

@@ -121,10 +121,7 @@ def _demo(args) -> int:
     print("known physics: hare growth alpha*hare, lynx death -gamma*lynx; "
           "interactions learned by a neural residual; log-normal noise")
     fast = {"epochs": 30, "lbfgs_iterations": 40, "polish_iterations": 5} if args.fast else {}
-    # 21 yearly samples over two cycles: windows of 5 samples keep the fit off the
-    # bad minima that single shooting over 20 years lands in
-    result = sysid.fit(model, data, seed=args.seed, noise="lognormal", shooting=5,
-                       progress=None, **fast)
+    result = sysid.fit(model, data, seed=args.seed, noise="lognormal", progress=None, **fast)
     out = Path(args.out)
     files = write_outputs(result, out, horizon=10.0)
     _print_summary(result, out, files)

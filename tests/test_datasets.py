@@ -38,7 +38,7 @@ def test_lynx_hare_values_and_attrs():
     assert (float(ds.hare[0]), float(ds.lynx[0])) == (30.0, 4.0)
     assert (float(ds.hare[-1]), float(ds.lynx[-1])) == (24.7, 8.6)
     assert float(ds.lynx.max()) == 59.4
-    assert ds.time.attrs["units"] == "years since 1900" and ds.time.attrs["time_origin"] == "1900"
+    assert ds.time.attrs["units"] == "years" and ds.time.attrs["time_origin"] == "1900"
     assert ds.hare.attrs["units"] == "thousands of pelts"
     assert "Carpenter" in ds.attrs["citation"] and "Howard" in ds.attrs["citation"]
 
