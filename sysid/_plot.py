@@ -7,11 +7,14 @@ import numpy as np
 __all__ = ["plot_result", "label"]
 
 
-def label(attrs: dict, name: str) -> str:
-    """Axis label from ``long_name`` and ``units`` attrs."""
+def label(attrs: dict, name: str, width: int = 28) -> str:
+    """Axis label from ``long_name`` and ``units`` attrs, wrapped to ``width`` characters."""
+    import textwrap
+
     text = attrs.get("long_name", name)
     units = attrs.get("units")
-    return f"{text} [{units}]" if units else text
+    text = f"{text} [{units}]" if units else text
+    return "\n".join(textwrap.wrap(text, width)) or name
 
 
 def plot_result(result, *, forecast=None, states=None, figsize=None):

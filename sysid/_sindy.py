@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["stlsq", "threshold_path", "stepwise_path", "PathStep"]
+__all__ = ["stlsq", "threshold_path", "forward_path", "PathStep"]
 
 #: Ridge strength of the STLSQ iterations, relative to the (unit-RMS) column norms:
 #: a light ridge tames nearly collinear polynomial columns; the final coefficients on
@@ -139,13 +139,13 @@ def threshold_path(theta: np.ndarray, y: np.ndarray, thresholds, keep=None) -> l
     return steps
 
 
-def stepwise_path(theta: np.ndarray, y: np.ndarray, max_terms: int, keep=None) -> list[PathStep]:
-    """Backward stepwise elimination (pysindy's SSR, ``criteria="model_residual"``).
+def forward_path(theta: np.ndarray, y: np.ndarray, max_terms: int, keep=None) -> list[PathStep]:
+    """Greedy forward selection (pysindy's FROLS): the best 1, 2, ... term supports.
 
-    Starting from all free columns, the term whose removal raises the residual least is
-    dropped, one at a time. Unlike thresholding, this does not need the least-squares
-    coefficients to be meaningful, so it still finds the sparse supports when library
-    columns are nearly collinear along the data.
+    Each step adds the term that explains most of what the terms chosen so far leave
+    unexplained (orthogonal least squares). Unlike thresholding, this does not rely on the
+    least-squares coefficients of the whole library, which are meaningless when columns are
+    nearly collinear along the data; the first term is the single best-fitting term.
 
     Parameters
     ----------
@@ -166,26 +166,26 @@ def stepwise_path(theta: np.ndarray, y: np.ndarray, max_terms: int, keep=None) -
     >>> rng = np.random.default_rng(2)
     >>> theta = rng.normal(size=(300, 4))
     >>> y = theta[:, 3] - 0.5 * theta[:, 1] + 0.01 * rng.normal(size=300)
-    >>> [s.support for s in stepwise_path(theta, y, max_terms=2)]
+    >>> [s.support for s in forward_path(theta, y, max_terms=2)]
     [(3,), (1, 3)]
     """
-    from pysindy.optimizers import SSR
+    from pysindy.optimizers import FROLS
 
     theta, y, keep = _prepare(theta, y, keep)
     free, A, b = _project_out(theta, y, keep)
-    if len(free) == 0:
+    n = min(int(max_terms), len(free))
+    if n == 0 or not np.any(b):
         return []
-    opt = SSR(alpha=RIDGE * len(A), max_iter=len(free), criteria="model_residual",
-              normalize_columns=False, unbias=False)
+    opt = FROLS(alpha=RIDGE * len(A), max_iter=n, normalize_columns=False, unbias=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opt.fit(A, b.reshape(-1, 1))
     by_size = {}
-    for coef in opt.history_:
+    for coef in opt.history_:     # history_[i] holds the coefficients of i selected terms
         idx = np.flatnonzero(np.asarray(coef).reshape(-1))
         by_size.setdefault(len(idx), idx)
-    return [_step(float("nan"), free, by_size[n], A, b, theta.shape[1])
-            for n in sorted(by_size) if 1 <= n <= max_terms]
+    return [_step(float("nan"), free, by_size[k], A, b, theta.shape[1])
+            for k in sorted(by_size) if 1 <= k <= n]
 
 
 def _step(threshold, free, selected, A, b, n_features) -> PathStep:

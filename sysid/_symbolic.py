@@ -26,7 +26,7 @@ import torch
 
 from ._model import HybridODE
 from ._physics import CompiledExprs
-from ._sindy import stepwise_path, threshold_path
+from ._sindy import forward_path, threshold_path
 from .errors import ModelError, SysidError, suggest
 
 __all__ = ["SymbolicSummary", "summarize"]
@@ -34,8 +34,8 @@ __all__ = ["SymbolicSummary", "summarize"]
 #: Default path of STLSQ thresholds, relative to the largest normalised least-squares
 #: coefficient of each state's regression.
 DEFAULT_THRESHOLDS = tuple(float(v) for v in np.geomspace(1e-3, 0.9, 12))
-#: The stepwise (SSR) path contributes the supports of 1 .. STEPWISE_TERMS terms per state.
-STEPWISE_TERMS = 3
+#: The forward-selection (FROLS) path contributes the supports of 1 .. FORWARD_TERMS terms per state.
+FORWARD_TERMS = 3
 #: Pairs of library columns more correlated than this on the data are reported.
 COLLINEAR = 0.999
 #: A normalised library whose smallest/largest singular value falls below this is reported.
@@ -127,7 +127,7 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
                          f"are proposed for it.")
             scale = 1.0
         paths[s] = (threshold_path(theta_n, target / scale, thresholds, keep[s]),
-                    stepwise_path(theta_n, target / scale, STEPWISE_TERMS, keep[s]),
+                    forward_path(theta_n, target / scale, FORWARD_TERMS, keep[s]),
                     scale / rms)
 
     options = {k: getattr(result.options, k) for k in _CARRIED}
@@ -326,7 +326,7 @@ def _conditioning(theta_n, terms) -> list[str]:
 
 # -- candidates and refits ---------------------------------------------------------------
 def _candidates(states, paths, thresholds) -> list[dict]:
-    """Distinct combinations of per-state supports: physics only, the stepwise path by
+    """Distinct combinations of per-state supports: physics only, the forward path by
     number of terms, then the STLSQ path by threshold index. Coefficients in data units."""
     out: dict[tuple, dict] = {}
 
@@ -345,8 +345,8 @@ def _candidates(states, paths, thresholds) -> list[dict]:
                     "values": values}
 
     add("physics only", np.nan, {s: None for s in states})
-    for n in range(1, STEPWISE_TERMS + 1):
-        add("SSR", np.nan, {s: paths[s][1][min(n, len(paths[s][1])) - 1]
+    for n in range(1, FORWARD_TERMS + 1):
+        add("forward", np.nan, {s: paths[s][1][min(n, len(paths[s][1])) - 1]
                             if paths[s][1] else None for s in states})
     for k, rel in enumerate(thresholds):
         add("STLSQ", rel, {s: paths[s][0][k] for s in states})
