@@ -43,6 +43,7 @@ class ResidualNet(nn.Module):
             n_in = width
         layers.append(nn.Linear(n_in, len(write_index), dtype=torch.float64))
         self.net = nn.Sequential(*layers)
+        self._reads_all = None
         self._init(generator)
 
     def _init(self, generator):
@@ -61,12 +62,17 @@ class ResidualNet(nn.Module):
 
     def scaled(self, xu: torch.Tensor) -> torch.Tensor:
         """Network output in units of ``out_scale`` (shape (..., n_written))."""
-        z = (xu.index_select(-1, self.read_index) - self.shift) / self.scale
-        return self.net(z)
+        if self._reads_all is None:
+            self._reads_all = (len(self.read_index) == xu.shape[-1]
+                               and bool((self.read_index == torch.arange(xu.shape[-1])).all()))
+        z = xu if self._reads_all else xu.index_select(-1, self.read_index)
+        return self.net((z - self.shift) / self.scale)
 
     def forward(self, xu: torch.Tensor) -> torch.Tensor:
         """Residual added to d(state)/dt, shape (..., n_states)."""
         out = self.scaled(xu) * self.out_scale
+        if len(self.write_index) == self.n_states:
+            return out
         full = xu.new_zeros(xu.shape[:-1] + (self.n_states,))
         return full.index_copy(-1, self.write_index, out)
 

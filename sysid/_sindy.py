@@ -1,10 +1,12 @@
 """Sparse regression for the symbolic summary: the one place sysid talks to pysindy.
 
-Only the optimizer of pysindy 2.x is used (:class:`pysindy.optimizers.STLSQ`, sequentially
-thresholded least squares); the candidate library is built and evaluated by sysid itself
-(SymPy terms compiled with :class:`sysid._physics.CompiledExprs`), so nothing here depends
-on pysindy's feature libraries or its ``SINDy`` estimator.  Keeping the adapter this thin
-means a change of pysindy's API touches one function.
+Only two optimizers of pysindy 2.x are used: :class:`pysindy.optimizers.STLSQ`
+(sequentially thresholded least squares, in :func:`stlsq` and :func:`threshold_path`) and
+:class:`pysindy.optimizers.FROLS` (forward orthogonal least squares, in
+:func:`forward_path`). The candidate library is built and evaluated by sysid itself (SymPy
+terms compiled with :class:`sysid._physics.CompiledExprs`), so nothing here depends on
+pysindy's feature libraries or its ``SINDy`` estimator; a change of pysindy's API touches
+these two call sites only.
 
 Everything works in normalised units: each library column and the target have unit RMS on
 the data, so a threshold is a fraction of the largest normalised coefficient.

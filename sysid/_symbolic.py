@@ -8,12 +8,16 @@
 2. *Candidates.* A library of SymPy terms over the variables the network reads (monomials
    up to ``degree`` plus user terms), evaluated with sysid's own compiler and normalised to
    unit RMS so that thresholds mean the same for every term.
-3. *Sparse regression.* STLSQ (:mod:`sysid._sindy`) over a path of thresholds gives a few
-   distinct supports per state.
-4. *Selection in data space.* Each support becomes a distilled model -- the known physics
-   plus learnable coefficients times the terms, no network -- refit to the data and scored
-   by BIC on the observations. Information criteria computed on the network's outputs
-   always favour the densest model; re-simulating against the data does not.
+3. *Sparse regression* of the network's output on the library (:mod:`sysid._sindy`):
+   STLSQ over a path of thresholds, plus greedy forward selection (FROLS) of the best 1, 2
+   and 3 terms. Thresholding alone misses the true support when library columns are nearly
+   collinear along a trajectory (which polynomial columns usually are); forward selection
+   does not rely on the full least-squares coefficients.
+4. *Selection in data space.* Each distinct support becomes a distilled model -- the known
+   physics plus learnable coefficients times the terms, no network -- refit to the data and
+   scored by BIC on the observations; the sparsest model within 2 BIC units of the best is
+   selected. Information criteria computed on the network's outputs always favour the
+   densest model; re-simulating against the data does not.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ __all__ = ["SymbolicSummary", "summarize"]
 #: Default path of STLSQ thresholds, relative to the largest normalised least-squares
 #: coefficient of each state's regression.
 DEFAULT_THRESHOLDS = tuple(float(v) for v in np.geomspace(1e-3, 0.9, 12))
-#: The forward-selection (FROLS) path contributes the supports of 1 .. FORWARD_TERMS terms per state.
+#: Forward selection (FROLS) proposes the best supports of 1 .. FORWARD_TERMS terms per state.
 FORWARD_TERMS = 3
 #: Pairs of library columns more correlated than this on the data are reported.
 COLLINEAR = 0.999
 #: A normalised library whose smallest/largest singular value falls below this is reported.
 RANK_TOL = 1e-7
+#: Candidates within this many BIC units of the lowest are treated as equally supported;
+#: the sparsest of them is selected (a Bayes factor below e is not evidence for more terms).
+BIC_TIE = 2.0
 #: Training budget of each candidate's refit (the starting values are already close).
 REFIT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 100}
 _CARRIED = ("solver", "rtol", "atol", "max_steps", "substeps", "interpolation", "time_unit",
@@ -48,7 +55,7 @@ _OPTIONS = ("degree", "library", "thresholds", "n_points", "seed")
 
 
 def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, seed=0,
-              **unknown) -> "SymbolicSummary":
+              max_terms=8, **unknown) -> "SymbolicSummary":
     """Distil the neural residual of a fitted hybrid model into sparse equations.
 
     Parameters
@@ -63,11 +70,17 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
         ``sin(theta)``).
     thresholds : sequence of float, optional
         STLSQ thresholds relative to the largest normalised least-squares coefficient of
-        each state (default: 12 values from 1e-3 to 0.9, log-spaced).
+        each state (default: 12 values from 1e-3 to 0.9, log-spaced). Fewer thresholds
+        mean fewer candidate refits, hence a faster summary.
     n_points : int, default 400
-        Evaluation times per trajectory, evenly spaced over the data's time span.
+        Evaluation times, evenly spaced over the data's time span; each trajectory is
+        evaluated at the times inside its own span.
     seed : int, default 0
         Seed of the candidate refits.
+    max_terms : int, default 8
+        Candidates with more residual terms than this (summed over states) are listed in
+        ``.path`` but not refit: dense supports cost the most to refit and a sparse
+        summary is the goal. Raise it to score them too.
 
     Returns
     -------
@@ -77,9 +90,16 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
     ------
     ModelError
         The model has no neural residual, or the options are invalid.
+    FitError
+        No candidate model could be refit to the data.
 
     Notes
     -----
+    Candidates are: the physics alone; the best 1, 2 and 3 terms per state by forward
+    selection; and the STLSQ support at each threshold (per-state supports combined along
+    the path index). Duplicates are refit once. Each costs one :func:`sysid.fit`, so the
+    summary takes roughly (number of distinct candidates) x (time of a physics-only fit).
+
     A term that the known physics of a state already has with a parameter coefficient
     (``a*x`` in ``dx/dt = a*x + NN``) is not a candidate residual term of that state:
     it is held in the regression without thresholding (projected out, so a share of it
@@ -88,9 +108,12 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
 
     Every candidate refit starts from the hybrid fit's parameters and the regression's
     coefficients (``epochs=0, lbfgs_iterations=100``, the fit's other options). The score
-    is ``BIC = sum_c n_c log(RSS_c / n_c) + k log(n)`` over observed channels ``c``
-    (residuals in log space for ``noise="lognormal"``), with ``k`` the learnable parameters
-    (initial states are fitted by every candidate alike and not counted).
+    is ``BIC = sum_c n_c log(RSS_c / n_c) + k log(n)`` over observed channels ``c``, from
+    a simulation of the refit model over each whole trajectory (residuals in log space
+    for ``noise="lognormal"``), with ``k`` the learnable parameters (initial states are
+    fitted by every candidate alike and not counted). Among the candidates within 2 BIC
+    units of the lowest, the one with the fewest parameters is selected, and the others
+    are named in ``warnings``.
 
     Examples
     --------
@@ -115,6 +138,9 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
     rms = np.sqrt(np.mean(theta ** 2, axis=0))
     theta_n = theta / rms
     notes += _conditioning(theta_n, terms)
+    if not result.status.success:
+        notes.insert(0, f"The hybrid fit did not succeed ({result.status.code}): the network "
+                        f"summarised here may not describe the data. {result.status.advice}")
 
     states = [_symbol_of(model, s) for s in model.residual_states]
     keep = {s: _physics_mask(model, s, terms, variables) for s in states}
@@ -130,12 +156,21 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
                     forward_path(theta_n, target / scale, FORWARD_TERMS, keep[s]),
                     scale / rms)
 
-    options = {k: getattr(result.options, k) for k in _CARRIED}
+    options = {k: getattr(result.options, k) for k in _CARRIED if hasattr(result.options, k)}
     options.update(REFIT_OPTIONS, seed=int(seed), progress=False, throw=False)
     rows, fits = [], []
     for cand in _candidates(states, paths, thresholds):
         supports = cand.pop("supports")
         values = cand.pop("values")
+        n_terms = sum(len(supports[s]) for s in states)
+        if n_terms > int(max_terms):
+            rows.append({**cand, **{f"support_{s.name}": _support_text(terms, supports[s])
+                                    for s in states},
+                         "n_terms": n_terms, "k": np.nan, "BIC": np.inf, "loss": np.nan,
+                         "status": f"not refit: more than max_terms={max_terms} terms",
+                         "seconds": 0.0})
+            fits.append((None, None, supports))
+            continue
         init = {**result.parameters, **{_name(s, j, model): values[s][col]
                                         for s in states for j, col in enumerate(supports[s])}}
         distilled = _distill(model, states, terms, supports, init)
@@ -145,7 +180,8 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
                      "n_terms": sum(len(supports[s]) for s in states),
                      "k": len(distilled.parameters), "BIC": bic,
                      "loss": float(refit.stats["loss"]) if refit is not None else np.nan,
-                     "status": status})
+                     "status": status,
+                     "seconds": float(refit.stats["wall_time_s"]) if refit is not None else 0.0})
         fits.append((distilled, refit, supports))
     return _package(result, states, terms, keep, rows, fits, samples, options, notes)
 
@@ -292,23 +328,19 @@ def _evaluate(terms, model, samples):
 
 
 def _conditioning(theta_n, terms) -> list[str]:
-    """Report (near-)collinear candidate terms on the data."""
-    notes, pairs = [], []
+    """Report (near-)collinear candidate terms on the data (columns have unit RMS)."""
+    notes = []
     N = len(theta_n)
     centred = theta_n - theta_n.mean(0)
-    sd = np.sqrt(np.mean(centred ** 2, axis=0))   # columns have unit RMS
-    const = [i for i, t in enumerate(terms) if t == 1]
-    for i in range(len(terms)):
-        for j in range(i + 1, len(terms)):
-            if i in const or j in const:
-                other = j if i in const else i
-                r = np.sqrt(max(1.0 - sd[other] ** 2, 0.0))   # cosine with the constant
-            elif sd[i] > 0 and sd[j] > 0:
-                r = abs(float(centred[:, i] @ centred[:, j]) / (N * sd[i] * sd[j]))
-            else:
-                continue
-            if r > COLLINEAR:
-                pairs.append(f"{terms[i]} and {terms[j]} ({r:.5f})")
+    sd = np.sqrt(np.mean(centred ** 2, axis=0))
+    varying = sd > 1e-12
+    corr = np.zeros((len(terms), len(terms)))
+    v = np.flatnonzero(varying)
+    corr[np.ix_(v, v)] = np.abs(centred[:, v].T @ centred[:, v]) / (N * np.outer(sd[v], sd[v]))
+    for c in (i for i, t in enumerate(terms) if t == 1):   # cosine with the constant column
+        corr[c, :] = corr[:, c] = np.sqrt(np.clip(1.0 - sd ** 2, 0.0, None))
+    i, j = np.nonzero(np.triu(corr > COLLINEAR, k=1))
+    pairs = [f"{terms[a]} and {terms[b]} ({corr[a, b]:.5f})" for a, b in zip(i, j)]
     if pairs:
         more = f" and {len(pairs) - 5} more pairs" if len(pairs) > 5 else ""
         notes.append(
@@ -357,6 +389,13 @@ def _support_text(terms, support) -> str:
     return ", ".join(str(terms[i]) for i in support) or "-"
 
 
+def _support_sets(row, states) -> str:
+    """``x: {x*y}, y: {}`` from a path row."""
+    def braces(text):
+        return "{" + ("" if text == "-" else text) + "}"
+    return ", ".join(f"{s.name}: {braces(row[f'support_{s.name}'])}" for s in states)
+
+
 def _distill(model, states, terms, supports, values) -> HybridODE:
     """Known physics plus learnable coefficients times the selected terms, no network."""
     physics = dict(model.physics)
@@ -384,7 +423,7 @@ def _score(fit, distilled, data, options):
     """Refit a candidate; return (result or None, BIC, status text)."""
     try:
         refit = fit(distilled, data, **options)
-    except SysidError as err:
+    except (SysidError, RuntimeError) as err:
         return None, np.inf, f"failed: {err}"
     if not refit.status.success:
         return refit, np.inf, refit.status.code
@@ -393,15 +432,13 @@ def _score(fit, distilled, data, options):
 
 def _bic(refit, k: int) -> float:
     """``sum_c n_c log(RSS_c / n_c) + k log(n)`` from a single-shooting simulation."""
-    from ._integrate import SolverFailure
-
     p = refit._problem
     try:
         with torch.no_grad():
             xs = p.states(p.single)
             pred = p.field.observe(p.single.tau, xs, p.single.u_grid)
             r = p.noise.residuals(pred, p.y, p.mask).numpy()
-    except (SolverFailure, RuntimeError):
+    except RuntimeError:     # the solver failed (SolverFailure is a RuntimeError)
         return np.inf
     mask = p.mask.numpy()
     r = np.where(mask, r, 0.0).reshape(-1, mask.shape[-1])
@@ -424,8 +461,9 @@ def _package(result, states, terms, keep, rows, fits, samples, options, notes):
             f"None of the {len(rows)} candidate symbolic models could be refit to the data "
             f"(statuses: {sorted({r['status'] for r in rows})}). Check that the hybrid fit "
             f"itself succeeded (result.status), or try other thresholds or a lower degree.")
-    best = int(np.nanargmin(np.where(np.isfinite(bic), bic, np.nan)))
+    best = _select(rows, bic, states, notes)
     path = pd.DataFrame(rows)
+    path.insert(path.columns.get_loc("BIC") + 1, "dBIC", bic - np.min(bic))
     path["selected"] = np.arange(len(rows)) == best
     distilled, refit, supports = fits[best]
     values = refit.parameters
@@ -447,9 +485,11 @@ def _package(result, states, terms, keep, rows, fits, samples, options, notes):
         fidelity[s.name] = 1.0 - float(np.sum(err ** 2)) / ss if ss > 0 else float("nan")
         if np.isfinite(fidelity[s.name]) and fidelity[s.name] < 0.9:
             notes.append(
-                f"The selected terms reproduce only R^2 = {fidelity[s.name]:.3f} of the "
-                f"network residual of {s.name} along the data; the network may hold structure "
-                f"outside the library: try a higher degree or library=[...] terms.")
+                f"The distilled model reproduces only R^2 = {fidelity[s.name]:.3f} of the "
+                f"network residual of {s.name} along the data: the network holds structure "
+                f"the selected terms lack (terms outside the library, or noise it fitted), "
+                f"or the refit moved the physical parameters. Compare the candidates in "
+                f".path; try a higher degree or library=[...] terms.")
     if refit.status.code != "converged":
         notes.append(f"The refit of the selected model ended with status "
                      f"{refit.status.code!r}: {refit.status.message}")
@@ -459,6 +499,23 @@ def _package(result, states, terms, keep, rows, fits, samples, options, notes):
         coefficients={c: float(values[c]) for s in states for c, _ in coefs[s]},
         fidelity=fidelity, domain=samples.domain, warnings=notes, path=path, result=refit,
         model=_with_values(distilled, values), library=library, options=options)
+
+
+def _select(rows, bic, states, notes) -> int:
+    """The sparsest candidate among those within BIC_TIE of the lowest BIC."""
+    lowest = float(np.min(bic))
+    close = [i for i in np.flatnonzero(bic <= lowest + BIC_TIE)]
+    best = int(min(close, key=lambda i: (rows[i]["k"], bic[i])))
+    others = [i for i in close if i != best]
+    if others:
+        text = "; ".join(_support_sets(rows[i], states) + f" (BIC {bic[i]:.1f})"
+                         for i in others)
+        notes.append(
+            f"Other candidates are within {BIC_TIE:g} BIC units of the selected one (BIC "
+            f"{bic[best]:.1f}), so these data support them about equally: {text}. The one "
+            f"with the fewest parameters was selected; compare them in .path, or collect "
+            f"more informative data.")
+    return best
 
 
 class SymbolicSummary:
@@ -489,8 +546,10 @@ class SymbolicSummary:
     warnings : list[str]
         Collinear candidates, poorly reproduced residuals, refit problems.
     path : pandas.DataFrame
-        Every candidate: relative ``threshold``, ``support_<state>``, ``n_terms``, ``k``
-        (learnable parameters), ``BIC``, refit ``loss``, ``status``, ``selected``.
+        Every candidate: ``method`` that proposed it, relative STLSQ ``threshold`` (NaN
+        if only forward selection found it), ``support_<state>``, ``n_terms``, ``k``
+        (learnable parameters), ``BIC``, ``dBIC`` (above the lowest), refit ``loss``,
+        ``status`` and ``seconds``, and ``selected``.
     result : FitResult
         The refit of the selected distilled model to the original data.
     model : HybridODE

@@ -1,0 +1,167 @@
+"""Tests of the symbolic summary: ``result.symbolic()`` and the sparse-regression adapter.
+
+The end-to-end case is the UDE benchmark (Rackauckas et al. 2020): Lotka-Volterra on
+t in [0, 3] every 0.1 at 0.5 % noise, the growth and death terms known as physics with
+learnable parameters a and d, the interaction terms left to a network. The summary must
+find exactly the interaction terms x*y and return the network's share of a*x and d*y to
+a and d. One hybrid fit and one summary are shared by the module (about 30 s in all).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import sysid
+from sysid import _sindy
+from sysid.errors import ModelError
+
+X, Y = sp.symbols("x y", real=True)
+A, D = sp.symbols("a d", positive=True)
+TRUE = {"a": 1.3, "b": 0.9, "c": 0.8, "d": 1.8}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return sysid.datasets.simulate("lotka_volterra", noise=0.005, seed=0, t_end=3.0, dt=0.1)
+
+
+@pytest.fixture(scope="module")
+def hybrid(data):
+    model = sysid.HybridODE(states=[X, Y], physics={X: A * X, Y: -D * Y},
+                            parameters={A: 1.3, D: 1.8}, residual=sysid.MLP(16, 2))
+    return sysid.fit(model, data, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def summary(hybrid):
+    # default options: what a user gets (about 40 s on one core)
+    return hybrid.symbolic()
+
+
+def _monomials(expr):
+    return sorted(sp.Poly(expr, X, Y).monoms())
+
+
+# -- end to end: Lotka-Volterra ------------------------------------------------------------
+def test_recovers_exactly_the_interaction_terms(summary):
+    assert set(summary.equations) == {"x", "y"}
+    assert _monomials(summary.equations["x"]) == [(1, 1)]
+    assert _monomials(summary.equations["y"]) == [(1, 1)]
+    row = summary.path[summary.path["selected"]].iloc[0]
+    assert (row["support_x"], row["support_y"], row["k"]) == ("x*y", "x*y", 4)
+
+
+def test_refit_coefficients_and_folded_physics(summary):
+    coef = summary.coefficients
+    assert set(coef) == {"c_x_0", "c_y_0"}
+    assert coef["c_x_0"] == pytest.approx(-TRUE["b"], rel=0.10)
+    assert coef["c_y_0"] == pytest.approx(TRUE["c"], rel=0.10)
+    # the equations carry the same refit numbers
+    assert float(summary.equations["y"].coeff(X * Y)) == pytest.approx(coef["c_y_0"], rel=1e-12)
+    # a*x and d*y are physics: not residual candidates, and a, d are refit with the terms
+    assert X not in summary.library["x"] and Y not in summary.library["y"]
+    assert X * Y in summary.library["x"] and Y in summary.library["x"]
+    params = summary.parameters
+    assert params["a"] == pytest.approx(TRUE["a"], rel=0.03)
+    assert params["d"] == pytest.approx(TRUE["d"], rel=0.03)
+    model_x = sp.Poly(summary.model_equations["x"], X, Y)
+    assert float(model_x.coeff_monomial(X)) == pytest.approx(params["a"], rel=1e-12)
+    assert float(model_x.coeff_monomial(X * Y)) == pytest.approx(coef["c_x_0"], rel=1e-12)
+
+
+def test_selection_is_made_in_data_space(summary):
+    path = summary.path
+    assert len(path) >= 3 and path["selected"].sum() == 1
+    assert {"method", "threshold", "n_terms", "k", "BIC", "dBIC", "loss", "status"} <= set(path)
+    physics_only = path[path["n_terms"] == 0].iloc[0]
+    selected = path[path["selected"]].iloc[0]
+    assert physics_only["BIC"] > selected["BIC"] + 100    # the residual is needed
+    assert selected["dBIC"] <= 2.0
+    # denser candidates do not beat the selected support by 2 BIC units or more
+    assert (path.loc[path["k"] > selected["k"], "BIC"] > selected["BIC"] - 2.0).all()
+
+
+def test_fidelity_and_domain(summary, data):
+    assert summary.fidelity["x"] > 0.95 and summary.fidelity["y"] > 0.95
+    for name in ("x", "y"):
+        lo, hi = summary.domain[name]
+        values = data[name].values
+        scale = float(np.ptp(values))
+        assert lo == pytest.approx(values.min(), abs=0.05 * scale)
+        assert hi == pytest.approx(values.max(), abs=0.05 * scale)
+
+
+def test_latex_and_repr(summary):
+    latex = summary.to_latex()
+    assert latex.startswith("\\begin{align}") and latex.endswith("\\end{align}")
+    assert "\\frac{d x}{d t} &=" in latex and "\\frac{d y}{d t} &=" in latex
+    assert latex.count("\\\\") == 1
+    digits = [len(re.sub(r"[^0-9]", "", n).strip("0")) for n in re.findall(r"\d+\.\d+", latex)]
+    assert digits and max(digits) <= 4
+    text = repr(summary)
+    assert text.startswith("SymbolicSummary(") and "dx/dt = " in text and "x*y" in text
+
+
+def test_refit_to_data_gives_a_usable_result(summary, data):
+    refit = summary.refit(data)
+    assert isinstance(refit, sysid.FitResult)
+    assert refit.model.residual is None
+    assert refit.parameters["c_y_0"] == pytest.approx(summary.coefficients["c_y_0"], rel=0.02)
+    future = refit.forecast(horizon=5.0, n=50)
+    assert not np.isnan(future["x"].values).any() and not np.isnan(future["y"].values).any()
+
+
+# -- errors ------------------------------------------------------------------------------
+def test_physics_only_model_raises(data):
+    b, c = sp.symbols("b c", positive=True)
+    model = sysid.HybridODE(states=[X, Y], physics={X: A * X - b * X * Y, Y: c * X * Y - D * Y},
+                            parameters={A: 1.3, b: 0.9, c: 0.8, D: 1.8})
+    result = sysid.fit(model, data, epochs=0, lbfgs_iterations=0, shooting="single",
+                       progress=False)
+    with pytest.raises(ModelError, match=r"summarises the neural residual, but this model "
+                                         r"has none .*residual=sysid\.MLP"):
+        result.symbolic()
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"degre": 2}, TypeError, r"unknown option 'degre'\. Did you mean 'degree'\?"),
+    ({"degree": 0}, ModelError, r"degree must be an integer >= 1; received 0"),
+    ({"n_points": 2.5}, ModelError, r"n_points must be an integer >= 10; received 2\.5"),
+    ({"thresholds": [0.1, -1]}, ModelError, r"thresholds must be a non-empty list of "
+                                            r"positive numbers.*received \[0\.1, -1\]"),
+    ({"library": "sin(x)"}, ModelError, r"library must be a list of SymPy expressions"),
+    ({"library": [sp.sin(sp.Symbol("z"))]}, ModelError,
+     r"library term sin\(z\) uses \['z'\], which the network does not read"),
+    ({"library": [1.5]}, ModelError, r"library terms must be SymPy expressions; received 1\.5"),
+])
+def test_invalid_options_are_refused(hybrid, options, error, message):
+    with pytest.raises(error, match=message):
+        hybrid.symbolic(**options)
+
+
+# -- the sparse-regression adapter ---------------------------------------------------------
+def test_threshold_path_projects_out_kept_columns():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(400, 3))
+    theta = np.column_stack([base[:, 0], base[:, 1] + 0.5 * base[:, 0], base[:, 2]])
+    y = 0.7 * theta[:, 0] + theta[:, 1]                  # column 0 plays a physics term
+    keep = np.array([True, False, False])
+    steps = _sindy.threshold_path(theta, y, [0.05, 0.5], keep=keep)
+    assert [s.support for s in steps] == [(1,), (1,)]
+    assert steps[0].coefficients[1] == pytest.approx(1.0, rel=1e-10)
+    assert steps[0].coefficients[0] == 0.0
+
+
+def test_forward_path_finds_the_best_single_term_among_collinear_columns():
+    x = np.linspace(0.5, 1.5, 300)
+    theta = np.column_stack([np.ones_like(x), x, x ** 2, x ** 3])
+    theta /= np.sqrt(np.mean(theta ** 2, axis=0))
+    y = theta[:, 2] + 0.002 * np.sin(40 * x)            # x**2 plus a small wiggle
+    steps = _sindy.forward_path(theta, y, max_terms=3)
+    assert steps[0].support == (2,)
+    assert [len(s.support) for s in steps] == [1, 2, 3]
+    assert steps[0].coefficients[2] == pytest.approx(1.0, abs=1e-3)
