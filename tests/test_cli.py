@@ -67,9 +67,10 @@ def test_cli_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--fast"]) == 0
     text = capsys.readouterr().out
-    assert "alpha" in text and "gamma" in text
+    assert "alpha" in text and "gamma" in text and "discovered equations" in text
+    assert (out / "symbolic.tex").read_text().startswith("\\begin{align}")
     for name in ("parameters.json", "equations.txt", "imputed.nc", "forecast.nc", "fit.png",
-                 "result.sysid"):
+                 "result.sysid", "symbolic.tex"):
         assert (out / name).exists(), name
     imputed = xr.open_dataset(out / "imputed.nc", engine="h5netcdf")
     assert imputed.sizes["time"] == 21 and not imputed["hare"].isnull().any()
