@@ -205,8 +205,13 @@ class _Trainer:
         """Single shooting from the fitted initial states over whole trajectories."""
         self._restore()
         self.problem.use_windows(False)
-        with torch.no_grad():
-            loss, _ = self._loss()
+        try:
+            with torch.no_grad():
+                loss, _ = self._loss()
+        except SolverFailure as err:
+            self.problem.use_windows(True)
+            return FitStatus("solver_failed", f"the model fitted on shooting windows cannot "
+                             f"be integrated over whole trajectories: {err}")
         self.best_loss = float(loss)
         self.best_state = copy.deepcopy(self.problem.state_dict())
         if self.opts.polish_iterations == 0:

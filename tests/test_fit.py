@@ -185,3 +185,18 @@ def test_simulate_on_a_new_experiment(lv_fit):
     err = np.sqrt(np.mean((sim["x"].values - truth["x"].values) ** 2))
     assert err < 0.1 * float(truth["x"].std())
     assert sim.attrs["sysid_kind"] == "simulate"
+
+
+def test_a_model_that_blows_up_ends_with_a_status_not_a_crash():
+    # dx/dt = k x^3 escapes to infinity in finite time for the initial guess k = 5
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=0)[["x"]]
+    k = sp.Symbol("k", positive=True)
+    model = sysid.HybridODE(states=[x], physics={x: k * x ** 3}, parameters={k: 5.0})
+    result = sysid.fit(model, data, progress=False, throw=False, max_steps=200)
+    assert not result.status.success
+    assert result.status.code in ("solver_failed", "diverged")
+    assert "max_steps" in result.status.advice or "lr" in result.status.advice
+    assert np.isfinite(result.parameters["k"])
+    with pytest.raises(sysid.errors.FitError, match="best result so far") as err:
+        sysid.fit(model, data, progress=False, max_steps=200)
+    assert err.value.result.parameters == result.parameters
