@@ -22,7 +22,7 @@ class FitOptions:
     patience: int = 30
     shooting: str | int = "auto"
     continuity: float = 0.01
-    polish_iterations: int = 40
+    polish_iterations: int = 10
     residual_penalty: float = 1e-2
     weight_decay: float = 1e-5
     noise: str = "gaussian"
@@ -80,7 +80,7 @@ class FitOptions:
 
 
 _MESSAGES = {
-    "converged": ("The fit converged: the quasi-Newton polish stopped improving the loss.", ""),
+    "converged": ("The fit converged: the loss stopped improving.", ""),
     "max_iterations": ("The iteration budget ran out while the loss was still improving.",
                        "Increase lbfgs_iterations (or epochs) to continue."),
     "early_stopped": ("Training stopped early: the loss stopped improving.", ""),
