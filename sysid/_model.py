@@ -8,7 +8,7 @@ given dataset, and :mod:`sysid._io` stores it as text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import sympy as sp
 
