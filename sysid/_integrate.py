@@ -140,6 +140,11 @@ def _jump_points(tau: torch.Tensor, has_inputs: bool) -> torch.Tensor | None:
 def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSignal | None,
                    options: SolverOptions) -> torch.Tensor:
     """Integrate segments from ``x0`` (B, n) at ``tau[:, 0]``; return states (B, K, n)."""
+    with threads_for(x0.numel()):
+        return _solve(field, x0, tau, inputs, options)
+
+
+def _solve(field, x0, tau, inputs, options):
     K = tau.shape[1]
     if K == 1:
         return x0.unsqueeze(1)
@@ -151,8 +156,6 @@ def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSign
         kwargs["adjoint_params"] = tuple(field.parameters())
     if not options.adjoint:
         field.freeze_parameters(True)
-    threads = threads_for(x0.numel())
-    threads.__enter__()
     try:
         if options.method in ("dopri5", "rk4") and not options.adjoint:
             return solve_intervals(field, x0, tau, inputs, method=options.method,
@@ -177,5 +180,4 @@ def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSign
         raise
     finally:
         field.freeze_parameters(False)
-        threads.__exit__(None, None, None)
     return xs.transpose(0, 1)

@@ -29,9 +29,9 @@ class NoiseModel:
 
     def __init__(self, y: np.ndarray, mask: np.ndarray, known: list[float | None]):
         self.known = list(known)
-        self.counts = torch.as_tensor(mask.reshape(-1, mask.shape[-1]).sum(0), dtype=torch.float64)
-        self.total = float(self.counts.sum())
-        self.sigma = torch.full((mask.shape[-1],), float("nan"), dtype=torch.float64)
+        self.counts = [int(n) for n in mask.reshape(-1, mask.shape[-1]).sum(0)]
+        self.total = float(sum(self.counts))
+        self._sse = torch.full((mask.shape[-1],), float("nan"), dtype=torch.float64)
 
     def residuals(self, pred, y, mask):
         raise NotImplementedError
@@ -39,28 +39,23 @@ class NoiseModel:
     def nll(self, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         r = torch.where(mask, self.residuals(pred, y, mask), torch.zeros((), dtype=pred.dtype))
         sse = (r ** 2).reshape(-1, r.shape[-1]).sum(0)
+        self._sse = sse.detach()
         terms = []
-        for c, known in enumerate(self.known):
-            n_c = self.counts[c]
+        for c, (n_c, known) in enumerate(zip(self.counts, self.known)):
             if n_c == 0:
                 continue
             if known is not None:
-                level = self._known_level(c, known)
-                terms.append(0.5 * sse[c] / level ** 2 + n_c * math.log(level))
+                terms.append(0.5 * sse[c] / known ** 2 + n_c * math.log(known))
             else:
-                mse = sse[c] / n_c + self.floor[c]
-                terms.append(0.5 * n_c * torch.log(mse))
-        with torch.no_grad():
-            est = torch.sqrt(sse / self.counts.clamp_min(1))
-            self.sigma = torch.tensor([self._known_level(c, k) if k is not None else float(est[c])
-                                       for c, k in enumerate(self.known)], dtype=torch.float64)
+                terms.append(0.5 * n_c * torch.log(sse[c] / n_c + self.floor[c]))
         return torch.stack(terms).sum() / self.total
 
-    def _known_level(self, c, known):
-        return known
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "known": self.known}
+    @property
+    def sigma(self) -> torch.Tensor:
+        """Noise level per channel: the given one, else the RMS residual of the last ``nll``."""
+        est = torch.sqrt(self._sse / torch.tensor(self.counts, dtype=torch.float64).clamp_min(1))
+        return torch.tensor([k if k is not None else float(e) for k, e in zip(self.known, est)],
+                            dtype=torch.float64)
 
 
 class Gaussian(NoiseModel):

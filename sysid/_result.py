@@ -210,7 +210,8 @@ class FitResult:
         if idx.shape[1] < 2:
             return torch.as_tensor(x0)
         tau, y, mask, u_grid = segment_tensors(bundle, idx)
-        sigma = problem.noise.sigma.clamp_min(1e-12)
+        levels = [self.noise_std.get(c, float("nan")) for c in bundle.channels]
+        sigma = torch.tensor([v if np.isfinite(v) and v > 0 else 1.0 for v in levels])
         z = ((torch.as_tensor(x0) - problem.loc) / problem.scale).requires_grad_(True)
         opt = torch.optim.LBFGS([z], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
         frozen = [p for p in field.parameters() if p.requires_grad]

@@ -256,7 +256,6 @@ class _Trainer:
                 # loss with no slope so that the search backs off towards the current point
                 for p in params:
                     p.grad = torch.zeros_like(p)
-                closure.failures += 1
                 return torch.tensor(1e10, dtype=torch.float64)
             loss.backward()
             closure.parts = parts
@@ -266,7 +265,6 @@ class _Trainer:
                 self.best_state = copy.deepcopy(self.problem.state_dict())
             return loss
 
-        closure.failures = 0
         closure.parts = {}
 
         while self.lbfgs_iters < budget:
