@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from ._integrate import SolverOptions
@@ -36,8 +37,18 @@ class FitOptions:
     time_unit: str | None = None
     progress: bool | None = None
     throw: bool = True
+    checkpoint: str | None = None
+    checkpoint_every: float = 30.0
+    resume: str | None = None
 
     def __post_init__(self):
+        for name in ("checkpoint", "resume"):       # paths are kept as text
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                if not isinstance(value, os.PathLike):
+                    raise ValueError(f"fit option {name} must be a file path; received "
+                                     f"{value!r}.")
+                object.__setattr__(self, name, os.fspath(value))
         checks = {
             "epochs": self.epochs >= 0, "lbfgs_iterations": self.lbfgs_iterations >= 0,
             "lr": self.lr > 0, "patience": self.patience >= 1,
@@ -45,13 +56,14 @@ class FitOptions:
             "rtol": self.rtol > 0, "atol": self.atol > 0, "max_steps": self.max_steps >= 1,
             "substeps": self.substeps >= 1, "continuity": self.continuity > 0,
             "polish_iterations": self.polish_iterations >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"fit option {name} is out of range; received "
                                  f"{getattr(self, name)!r}.")
         choices = {"solver": ("dopri5", "rk4", "bosh3", "dopri8"),
-                   "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal")}
+                   "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal", "student_t")}
         if not (self.shooting in ("auto", "single") or (isinstance(self.shooting, int)
                                                         and self.shooting >= 2)):
             raise ValueError(f"fit option shooting must be 'auto', 'single' or a window length "

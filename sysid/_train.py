@@ -6,6 +6,8 @@ import copy
 import os
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from ._integrate import SolverFailure, threads_for
 from ._model import HybridODE
 from ._options import FitOptions, FitStatus
 from ._problem import build_problem
-from .errors import FitError, ModelError
+from .errors import FileFormatError, FitError, ModelError
 
 __all__ = ["fit"]
 
@@ -57,8 +59,10 @@ def fit(model: HybridODE, data, **options):
         explains what the physics cannot.
     weight_decay : float, default 1e-5
         L2 penalty on the network weights.
-    noise : {"gaussian", "lognormal"}
-        Measurement noise model; levels come from ``attrs['noise_std']`` or are estimated.
+    noise : {"gaussian", "lognormal", "student_t"}
+        Measurement noise model: Gaussian per channel; log-normal for positive quantities
+        such as counts; Student-t (4 degrees of freedom) when the data have outliers.
+        Levels come from ``attrs['noise_std']`` or are estimated with the model.
     solver : {"dopri5", "rk4", "bosh3", "dopri8"}
         Integrator; adaptive dopri5 with ``rtol``/``atol`` by default, ``rk4`` uses
         ``substeps`` fixed steps per sample interval.
@@ -74,6 +78,16 @@ def fit(model: HybridODE, data, **options):
         Unit for datetime64 time coordinates (default: chosen from the sampling step).
     progress : bool, optional
         Progress bar (default: on in terminals and notebooks, off when ``CI`` is set).
+    checkpoint : str or path, optional
+        File that training state is written to (at most every ``checkpoint_every``
+        seconds, and at the end of each phase), atomically: an interrupted or crashed
+        fit can continue from it. A failed write (e.g. a full disk) warns and training
+        goes on; the previous checkpoint stays intact.
+    checkpoint_every : float, default 30
+        Seconds between checkpoint writes (0: after every step).
+    resume : str or path, optional
+        Continue from a checkpoint written by an earlier call with the same model, data
+        and options; the result equals that of an uninterrupted fit.
     throw : bool, default True
         Raise :class:`sysid.errors.FitError` when training fails (the error carries the
         best result as ``err.result``); with False, inspect ``result.status`` instead.
@@ -107,10 +121,15 @@ def fit(model: HybridODE, data, **options):
                      n_fitted=len(model.parameters) + n_traj * len(model.states))
     torch.manual_seed(opts.seed)
     problem = build_problem(model, bundle, opts)
-    trainer = _Trainer(problem, opts)
+    trainer = _Trainer(problem, opts, fingerprint(model, bundle, opts)
+                       if opts.checkpoint or opts.resume else "")
+    if opts.resume:
+        trainer.restore_checkpoint(opts.resume)
     with threads_for(problem.y.numel() * 4):
         status = trainer.run()
-    stats = trainer.stats(time.perf_counter() - start)
+    stats = trainer.stats(time.perf_counter() - start + trainer.elapsed)
+    if trainer.checkpoint_warning:
+        warnings.warn(trainer.checkpoint_warning, RuntimeWarning, stacklevel=2)
     result = FitResult(model, data, bundle, problem, opts, status, trainer.history(), stats)
     if opts.throw and not status.success:
         err = FitError(f"{status} The best result so far is attached as err.result.")
@@ -120,17 +139,32 @@ def fit(model: HybridODE, data, **options):
 
 
 class _Trainer:
-    """Adam with cosine decay and early stopping, then L-BFGS; keeps the best state."""
+    """Adam with cosine decay and early stopping, then L-BFGS; keeps the best state.
 
-    def __init__(self, problem, opts: FitOptions):
+    Training is a fixed sequence of phases (adam, lbfgs, tighten, polish). A checkpoint
+    (``opts.checkpoint``) holds the finished phases' statuses, the running phase's
+    optimizer state and counters, the current and best tensors and the history, written
+    at step boundaries; :meth:`restore_checkpoint` puts all of it back so that the resumed
+    run takes exactly the steps the uninterrupted one would have taken.
+    """
+
+    def __init__(self, problem, opts: FitOptions, fingerprint: str = ""):
         self.problem = problem
         self.opts = opts
+        self.fingerprint = fingerprint
         self.rows: list[dict] = []
         self.best_loss = float("inf")
         self.best_state = copy.deepcopy(problem.state_dict())
         self.epoch = 0
         self.lbfgs_iters = 0
-        self.bar = _progress_bar(opts)
+        self.done: dict[str, FitStatus] = {}
+        self.pending: dict | None = None      # the running phase's state, from a checkpoint
+        self.phase = ""
+        self.elapsed = 0.0                    # wall time of earlier (interrupted) runs
+        self._started = time.perf_counter()
+        self._last_write = -float("inf")
+        self.checkpoint_warning = ""
+        self.bar = None
 
     def _loss(self):
         return self.problem.loss(self.opts.residual_penalty, self.opts.weight_decay)
@@ -152,22 +186,42 @@ class _Trainer:
     def _restore(self):
         self.problem.load_state_dict(self.best_state)
 
+    # -- phases -------------------------------------------------------------------------
     def run(self) -> FitStatus:
+        self.bar = _progress_bar(self.opts, initial=len(self.rows))
+        opts = self.opts
         try:
-            status = self._adam()
-            if status.success and self.opts.lbfgs_iterations > 0:
-                status = self._lbfgs(self.opts.lbfgs_iterations)
-                if status.success and self.problem.active:
-                    status = self._tighten()
+            status = self._phase("adam", self._adam)
+            if status.success and opts.lbfgs_iterations > 0:
+                status = self._phase("lbfgs", lambda: self._lbfgs(opts.lbfgs_iterations))
+                if status.success and self.problem.windows is not None:
+                    status = self._phase("tighten", self._tighten)
             if status.success and self.problem.windows is not None:
-                status = self._final_pass()
+                status = self._phase("polish", self._final_pass)
         except KeyboardInterrupt:
-            status = FitStatus("interrupted")
+            status = FitStatus("interrupted", "" if not opts.checkpoint else
+                               f"resume with sysid.fit(..., resume={str(opts.checkpoint)!r})")
         finally:
             if self.bar is not None:
                 self.bar.close()
         self._restore()
         return status
+
+    def _phase(self, name, body) -> FitStatus:
+        if name in self.done:                      # finished before the checkpoint
+            return self.done[name]
+        self.phase = name
+        status = body()
+        self.done[name] = status
+        self.pending = None
+        self._save(None, force=True)
+        return status
+
+    def _resume_state(self, name) -> dict | None:
+        if self.pending is not None and self.pending.get("phase") == name:
+            state, self.pending = self.pending, None
+            return state
+        return None
 
     def _adam(self) -> FitStatus:
         opts, params = self.opts, [p for p in self.problem.parameters() if p.requires_grad]
@@ -176,32 +230,43 @@ class _Trainer:
         opt = torch.optim.Adam(params, lr=opts.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.epochs,
                                                            eta_min=opts.lr / 20)
-        since_best, failures, reference = 0, 0, float("inf")
-        for _ in range(opts.epochs):
+        c = {"step": 0, "since_best": 0, "failures": 0, "reference": float("inf")}
+        saved = self._resume_state("adam")
+        if saved is not None:
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            c.update(saved["counters"])
+        while c["step"] < opts.epochs:
+            c["step"] += 1
             opt.zero_grad()
             try:
                 loss, parts = self._loss()
                 loss.backward()
             except SolverFailure as err:
-                failures += 1
+                c["failures"] += 1
                 self._restore()
-                if failures > 3:
+                if c["failures"] > 3:
                     return FitStatus("solver_failed" if "not finite" not in str(err)
                                      else "diverged", str(err))
+                opt.state.clear()                  # restart the moments, at a lower rate
+                sched.base_lrs = [lr * 0.3 for lr in sched.base_lrs]
+                sched.eta_min *= 0.3
                 for group in opt.param_groups:
                     group["lr"] *= 0.3
-                opt = torch.optim.Adam(params, lr=opt.param_groups[0]["lr"])
                 continue
             loss_value = float(loss.detach())
             self._record("adam", loss_value, parts, opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-            if not np.isfinite(reference) or loss_value < reference - 1e-3 * abs(reference) - 1e-12:
-                reference, since_best = loss_value, 0
+            ref = c["reference"]
+            if not np.isfinite(ref) or loss_value < ref - 1e-3 * abs(ref) - 1e-12:
+                c["reference"], c["since_best"] = loss_value, 0
             else:
-                since_best += 1
-                if since_best >= opts.patience:
+                c["since_best"] += 1
+                if c["since_best"] >= opts.patience:
                     return FitStatus("early_stopped", f"after {self.epoch} epochs")
+            self._save({"phase": "adam", "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "counters": dict(c)})
         return FitStatus("max_iterations", f"{opts.epochs} Adam epochs")
 
     def _new_objective(self) -> None:
@@ -214,23 +279,25 @@ class _Trainer:
     def _tighten(self) -> FitStatus:
         """Close the gaps between shooting windows: a 10x stiffer continuity penalty,
         solved on the (cheap, batched) windows before the single-shooting pass."""
-        self._restore()
-        self.problem.continuity = self.opts.continuity / 10
-        self._new_objective()
+        if self.pending is None:
+            self._restore()
+            self.problem.continuity = self.opts.continuity / 10
+            self._new_objective()
         return self._lbfgs(max(1, self.opts.lbfgs_iterations // 2), phase="tighten")
 
     def _final_pass(self) -> FitStatus:
         """Single shooting from the fitted initial states over whole trajectories."""
-        self._restore()
-        self.problem.use_windows(False)
-        try:
-            self._new_objective()
-        except SolverFailure as err:
-            self.problem.use_windows(True)
-            return FitStatus("solver_failed", f"the model fitted on shooting windows cannot "
-                             f"be integrated over whole trajectories: {err}")
-        if self.opts.polish_iterations == 0:
-            return FitStatus("converged", "multiple shooting")
+        if self.pending is None:
+            self._restore()
+            self.problem.use_windows(False)
+            try:
+                self._new_objective()
+            except SolverFailure as err:
+                self.problem.use_windows(True)
+                return FitStatus("solver_failed", f"the model fitted on shooting windows "
+                                 f"cannot be integrated over whole trajectories: {err}")
+            if self.opts.polish_iterations == 0:
+                return FitStatus("converged", "multiple shooting")
         status = self._lbfgs(self.opts.polish_iterations, phase="polish")
         if status.code == "max_iterations":     # a refinement: its budget is not a failure
             return FitStatus("converged", f"multiple shooting converged; the final "
@@ -239,13 +306,17 @@ class _Trainer:
         return status
 
     def _lbfgs(self, budget: int, phase: str = "lbfgs") -> FitStatus:
-        self._restore()
-        self.lbfgs_iters = 0
         params = [p for p in self.problem.parameters() if p.requires_grad]
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=10, history_size=50,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-9,
                                 tolerance_change=1e-12)
-        last = None
+        saved = self._resume_state(phase)
+        if saved is not None:
+            opt.load_state_dict(saved["optimizer"])
+            self.lbfgs_iters, last = saved["counters"]["iters"], saved["counters"]["last"]
+        else:
+            self._restore()
+            self.lbfgs_iters, last = 0, None
 
         def closure():
             opt.zero_grad()
@@ -280,7 +351,59 @@ class _Trainer:
             if last is not None and abs(last - value) <= 1e-9 * (abs(value) + 1e-8):
                 return FitStatus("converged")
             last = value
+            self._save({"phase": phase, "optimizer": opt.state_dict(),
+                        "counters": {"iters": self.lbfgs_iters, "last": last}})
         return FitStatus("max_iterations", f"{budget} L-BFGS iterations ({phase})")
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _save(self, inner: dict | None, force: bool = False) -> None:
+        path = self.opts.checkpoint
+        now = time.perf_counter()
+        if not path or (not force and now - self._last_write < self.opts.checkpoint_every):
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT, "version": 1, "fingerprint": self.fingerprint,
+            "done": {k: [v.code, v.detail] for k, v in self.done.items()},
+            "pending": inner, "phase": self.phase,
+            "problem": self.problem.state_dict(), "best_state": self.best_state,
+            "best_loss": self.best_loss, "rows": self.rows, "epoch": self.epoch,
+            "nfe": int(self.problem.field.nfe), "continuity": self.problem.continuity,
+            "active": self.problem.active, "elapsed": self.elapsed + now - self._started,
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)       # the previous checkpoint stays whole until this
+        except (OSError, RuntimeError) as err:   # a full disk, a missing folder: go on
+            self.checkpoint_warning = (f"the checkpoint {path} could not be written ({err}); "
+                                       f"the previous one, if any, is intact")
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        self._last_write = now
+
+    def restore_checkpoint(self, path) -> None:
+        ckpt = read_checkpoint(path)
+        if ckpt["fingerprint"] != self.fingerprint:
+            raise FitError(
+                f"The checkpoint {path} was written by a fit of a different model, data or "
+                f"options; resume needs the same ones (only checkpoint, checkpoint_every, "
+                f"resume, progress and throw may change). Start a new fit without resume=.")
+        p = self.problem
+        p.continuity = float(ckpt["continuity"])
+        p.use_windows(bool(ckpt["active"]))
+        p.load_state_dict(ckpt["problem"])
+        p.field.nfe = int(ckpt["nfe"])
+        self.best_state = ckpt["best_state"]
+        self.best_loss = float(ckpt["best_loss"])
+        self.rows = list(ckpt["rows"])
+        self.epoch = int(ckpt["epoch"])
+        self.done = {k: FitStatus(*v) for k, v in ckpt["done"].items()}
+        self.pending = ckpt["pending"]
+        self.phase = ckpt["phase"]
+        self.elapsed = float(ckpt["elapsed"])
 
     def history(self):
         import xarray as xr
@@ -309,11 +432,53 @@ class _Trainer:
         }
 
 
-def _progress_bar(opts: FitOptions):
+CHECKPOINT_FORMAT = "sysid.checkpoint"
+
+
+def read_checkpoint(path) -> dict:
+    """Read a training checkpoint as plain data (no code in the file can run)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No checkpoint at {path!r}: check the path given as "
+                                f"resume=.") from None
+    except Exception as err:
+        raise FileFormatError(f"{path} is not a sysid checkpoint, or it contains objects "
+                              f"that sysid refuses to load: {err}") from None
+    keys = ("fingerprint", "done", "pending", "phase", "problem", "best_state", "best_loss",
+            "rows", "epoch", "nfe", "continuity", "active", "elapsed")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
+            or any(k not in ckpt for k in keys):
+        raise FileFormatError(f"{path} is not a sysid checkpoint (format marker or entries "
+                              f"missing).")
+    return ckpt
+
+
+def fingerprint(model, bundle, opts: FitOptions) -> str:
+    """A digest of what determines a fit's steps: model, data and options."""
+    import hashlib
+    import json
+
+    from ._io import model_to_spec
+
+    h = hashlib.sha256()
+    h.update(json.dumps(model_to_spec(model), sort_keys=True).encode())
+    settings = {k: v for k, v in opts.to_dict().items() if k not in _RESUMABLE}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for arr in (bundle.times, bundle.y, bundle.mask, bundle.u):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+_RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw")
+
+
+def _progress_bar(opts: FitOptions, initial: int = 0):
     show = opts.progress
     if show is None:
         show = not os.environ.get("CI") and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     if not show:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=opts.epochs + opts.lbfgs_iterations, desc="sysid.fit", leave=False)
+    return tqdm(total=opts.epochs + opts.lbfgs_iterations, initial=initial, desc="sysid.fit",
+                leave=False)
