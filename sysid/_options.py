@@ -26,6 +26,7 @@ class FitOptions:
     polish_iterations: int = 10
     residual_penalty: float = 1e-2
     weight_decay: float = 1e-5
+    validation: float = 0.0
     noise: str = "gaussian"
     solver: str = "dopri5"
     rtol: float = 1e-6
@@ -57,6 +58,7 @@ class FitOptions:
             "substeps": self.substeps >= 1, "continuity": self.continuity > 0,
             "polish_iterations": self.polish_iterations >= 0,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "validation": 0 <= self.validation <= 0.5,
         }
         for name, ok in checks.items():
             if not ok:

@@ -73,14 +73,23 @@ def shooting_windows(bundle: DataBundle, length: int):
 
 
 class Segments:
-    """Tensors of a batch of segments (trajectories or shooting windows)."""
+    """Tensors of a batch of segments (trajectories or shooting windows).
 
-    def __init__(self, bundle, idx, traj, inputs: InputSignal, skip_first=None):
+    ``mask`` marks the observations that train the model; ``val`` those held out
+    (``holdout``, a (trajectory, time index) boolean array) to score it.
+    """
+
+    def __init__(self, bundle, idx, traj, inputs: InputSignal, skip_first=None, holdout=None):
         self.idx = idx
         self.traj = torch.as_tensor(traj, dtype=torch.long)
         self.tau, self.y, self.mask, self.u_grid = segment_tensors(bundle, idx, traj)
         if skip_first is not None:           # a shared end point is counted once
             self.mask[torch.as_tensor(skip_first), 0] = False
+        self.val = None
+        if holdout is not None:
+            held = torch.as_tensor(holdout[np.asarray(traj)[:, None], idx])[..., None]
+            self.val = self.mask & held
+            self.mask = self.mask & ~held
         self.valid = torch.as_tensor(~_padding(idx))
         self.last = self.valid.long().sum(1) - 1
         self.inputs = inputs.select(self.traj)
@@ -96,7 +105,8 @@ class Problem(nn.Module):
 
     def __init__(self, field: HybridField, z0: torch.Tensor, loc, scale, bundle: DataBundle,
                  solver: SolverOptions, noise: str, interpolation: str,
-                 windows=None, zw: torch.Tensor | None = None, continuity: float = 0.01):
+                 windows=None, zw: torch.Tensor | None = None, continuity: float = 0.01,
+                 holdout: np.ndarray | None = None):
         super().__init__()
         self.field = field
         self.z0 = nn.Parameter(z0)
@@ -105,10 +115,11 @@ class Problem(nn.Module):
         self.bundle = bundle
         self.solver = solver
         self.inputs = input_signal(bundle.times, bundle.u, interpolation)
+        self.holdout = holdout
         self.single = Segments(bundle, segment_grid(bundle), np.arange(bundle.n_trajectories),
-                               self.inputs)
+                               self.inputs, holdout=holdout)
         self.tau, self.y, self.mask = self.single.tau, self.single.y, self.single.mask
-        mask = self.mask.numpy()
+        mask = self.mask.numpy()         # the training observations
         self.noise = noise_model(noise, np.where(mask, self.y.numpy(), np.nan), mask,
                                  bundle.noise_std)
         self.windows = None
@@ -117,7 +128,8 @@ class Problem(nn.Module):
         self.zw = nn.Parameter(zw if zw is not None else torch.zeros(0, n, dtype=torch.float64))
         if windows is not None:
             idx, traj, first = windows
-            self.windows = Segments(bundle, idx, traj, self.inputs, skip_first=~first)
+            self.windows = Segments(bundle, idx, traj, self.inputs, skip_first=~first,
+                                    holdout=holdout)
             # starts = cat([x0, xw])[source]: first windows read x0, the others xw
             src = np.where(first, traj, 0)
             src[~first] = bundle.n_trajectories + np.arange((~first).sum())
@@ -147,6 +159,8 @@ class Problem(nn.Module):
         xs = self.states(seg, starts)
         pred = self.field.observe(seg.tau, xs, seg.u_grid)
         total = parts["nll"] = self.noise.nll(pred, seg.y, seg.mask)
+        if seg.val is not None:
+            parts["validation"] = self.validation_score(pred.detach(), seg)
         if self.active:
             a, b = self.pairs
             ends = xs[a, seg.last[a]]
@@ -163,6 +177,30 @@ class Problem(nn.Module):
         if not torch.isfinite(total):
             raise SolverFailure("the loss is not finite (NaN or inf)")
         return total, parts
+
+
+    def validation_score(self, pred, seg: Segments) -> torch.Tensor:
+        """Mean squared standardised error on the held-out observations (about 1 when
+        the model predicts them to within the noise)."""
+        r = self.noise.residuals(pred, seg.y, seg.val) / self.noise.sigma
+        r = torch.where(seg.val, r, torch.zeros((), dtype=r.dtype))
+        return (r ** 2).sum() / seg.val.sum().clamp_min(1)
+
+
+def holdout_windows(windows, n_samples: tuple, fraction: float, seed: int) -> np.ndarray:
+    """Hold out about ``fraction`` of the shooting windows: never a trajectory's first
+    or last window, never two in a row; the rest of the data trains the model. Returns
+    a (trajectory, time index) boolean array of held-out observations."""
+    idx, traj, first = windows
+    last = np.r_[traj[1:] != traj[:-1], True]
+    inner = np.flatnonzero(~first & ~last)
+    k = max(2, int(round(1.0 / fraction)))
+    offset = int(np.random.default_rng(seed).integers(k))
+    chosen = inner[(np.arange(len(inner)) + offset) % k == 0]
+    held = np.zeros(n_samples, dtype=bool)
+    for j in chosen:
+        held[traj[j], idx[j, 1:]] = True        # its first sample ends the window before
+    return held
 
 
 def input_signal(times, u, kind) -> InputSignal:
@@ -264,7 +302,7 @@ def build_problem(model, bundle: DataBundle, options) -> Problem:
     if model.residual is not None:
         field.residual = _build_residual(model, bundle, loc, scale, gen)
     z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
-    windows, zw = None, None
+    windows, zw, holdout = None, None, None
     length = window_length(bundle, options.shooting)
     if length is not None:
         windows = shooting_windows(bundle, length)
@@ -275,9 +313,18 @@ def build_problem(model, bundle: DataBundle, options) -> Problem:
             zw = torch.as_tensor((xw - loc) / scale, dtype=torch.float64)
         else:
             windows = None
+    if options.validation > 0:
+        if windows is None or len(windows[1]) < 4:
+            raise ValueError(
+                f"fit option validation={options.validation} holds out shooting windows, "
+                f"but this data gives {0 if windows is None else len(windows[1])} window(s) "
+                f"(at least 4 are needed: records longer than 10 samples, shooting='auto' or "
+                f"a window length). Use validation=0 for this data.")
+        holdout = holdout_windows(windows, bundle.mask.shape[:2], options.validation,
+                                  options.seed)
     return Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
                    options.interpolation, windows=windows, zw=zw,
-                   continuity=options.continuity)
+                   continuity=options.continuity, holdout=holdout)
 
 
 def window_length(bundle: DataBundle, shooting) -> int | None:

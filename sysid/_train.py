@@ -53,7 +53,14 @@ def fit(model: HybridODE, data, **options):
         L-BFGS iterations of the final single-shooting pass from the fitted initial
         states (after multiple shooting).
     patience : int, default 30
-        Adam stops early after this many epochs without a 0.1 % improvement.
+        Adam stops early after this many epochs without a 0.1 % improvement (of the
+        held-out error when ``validation`` is set, else of the training loss).
+    validation : float, default 0
+        Fraction of shooting windows held out of training (never a trajectory's first or
+        last, never two in a row) to score the model on data it does not see: each
+        phase stops when the held-out error stops improving and keeps the state where it
+        was lowest. Its history is ``result.history["validation"]`` (mean squared
+        standardised error, about 1 at the noise level).
     residual_penalty : float, default 1e-2
         Weight of the minimal-norm penalty on the (scaled) residual: the network only
         explains what the physics cannot.
@@ -231,11 +238,18 @@ class _Trainer:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.epochs,
                                                            eta_min=opts.lr / 20)
         c = {"step": 0, "since_best": 0, "failures": 0, "reference": float("inf")}
+        watch = _ValidationWatch(self, opts.patience)
         saved = self._resume_state("adam")
         if saved is not None:
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
             c.update(saved["counters"])
+            watch.load(saved.get("validation"))
+        status = self._adam_steps(opt, sched, c, watch)
+        return watch.finish(status)
+
+    def _adam_steps(self, opt, sched, c, watch) -> FitStatus:
+        opts = self.opts
         while c["step"] < opts.epochs:
             c["step"] += 1
             opt.zero_grad()
@@ -256,6 +270,9 @@ class _Trainer:
                 continue
             loss_value = float(loss.detach())
             self._record("adam", loss_value, parts, opt.param_groups[0]["lr"])
+            if watch.update(parts, loss_value):
+                return FitStatus("early_stopped", f"the held-out error stopped improving "
+                                 f"after {self.epoch} epochs")
             opt.step()
             sched.step()
             ref = c["reference"]
@@ -263,10 +280,11 @@ class _Trainer:
                 c["reference"], c["since_best"] = loss_value, 0
             else:
                 c["since_best"] += 1
-                if c["since_best"] >= opts.patience:
+                if c["since_best"] >= opts.patience and not watch.on:
                     return FitStatus("early_stopped", f"after {self.epoch} epochs")
             self._save({"phase": "adam", "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "counters": dict(c)})
+                        "scheduler": sched.state_dict(), "counters": dict(c),
+                        "validation": watch.dump()})
         return FitStatus("max_iterations", f"{opts.epochs} Adam epochs")
 
     def _new_objective(self) -> None:
@@ -310,13 +328,18 @@ class _Trainer:
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=10, history_size=50,
                                 line_search_fn="strong_wolfe", tolerance_grad=1e-9,
                                 tolerance_change=1e-12)
+        watch = _ValidationWatch(self, 3)
         saved = self._resume_state(phase)
         if saved is not None:
             opt.load_state_dict(saved["optimizer"])
             self.lbfgs_iters, last = saved["counters"]["iters"], saved["counters"]["last"]
+            watch.load(saved.get("validation"))
         else:
             self._restore()
             self.lbfgs_iters, last = 0, None
+        return watch.finish(self._lbfgs_steps(opt, params, budget, phase, last, watch))
+
+    def _lbfgs_steps(self, opt, params, budget, phase, last, watch) -> FitStatus:
 
         def closure():
             opt.zero_grad()
@@ -348,11 +371,15 @@ class _Trainer:
             self.lbfgs_iters = int(state.get("n_iter", self.lbfgs_iters + 1))
             value = float(loss.detach())
             self._record(phase, value, closure.parts, 1.0)
+            if watch.update(closure.parts, value):
+                return FitStatus("early_stopped", f"{phase}: the held-out error rose for 3 "
+                                 f"steps")
             if last is not None and abs(last - value) <= 1e-9 * (abs(value) + 1e-8):
                 return FitStatus("converged")
             last = value
             self._save({"phase": phase, "optimizer": opt.state_dict(),
-                        "counters": {"iters": self.lbfgs_iters, "last": last}})
+                        "counters": {"iters": self.lbfgs_iters, "last": last},
+                        "validation": watch.dump()})
         return FitStatus("max_iterations", f"{budget} L-BFGS iterations ({phase})")
 
     # -- checkpoints --------------------------------------------------------------------
@@ -430,6 +457,42 @@ class _Trainer:
             "n_network_weights": int(sum(q.numel() for q in p.field.residual.parameters()))
             if p.field.residual is not None else 0,
         }
+
+
+class _ValidationWatch:
+    """Early stopping on held-out windows (``validation`` > 0): remembers the state with
+    the lowest held-out error in a phase, asks to stop after ``patience`` steps without
+    a 0.1 % improvement, and leaves that state as the phase's best."""
+
+    def __init__(self, trainer, patience: int):
+        self.trainer, self.patience = trainer, patience
+        self.on = trainer.problem.holdout is not None
+        self.best, self.since, self.state, self.loss = float("inf"), 0, None, float("inf")
+
+    def update(self, parts, loss_value) -> bool:
+        if not self.on or "validation" not in parts:
+            return False
+        score = float(parts["validation"])
+        if score < self.best * (1 - 1e-3):
+            self.best, self.since, self.loss = score, 0, loss_value
+            self.state = copy.deepcopy(self.trainer.problem.state_dict())
+        else:
+            self.since += 1
+        return self.since >= self.patience
+
+    def finish(self, status: FitStatus) -> FitStatus:
+        if self.on and self.state is not None and status.success:
+            self.trainer.best_state, self.trainer.best_loss = self.state, self.loss
+        return status
+
+    def dump(self):
+        return None if not self.on else {"best": self.best, "since": self.since,
+                                         "state": self.state, "loss": self.loss}
+
+    def load(self, saved) -> None:
+        if saved:
+            self.best, self.since = float(saved["best"]), int(saved["since"])
+            self.state, self.loss = saved["state"], float(saved["loss"])
 
 
 CHECKPOINT_FORMAT = "sysid.checkpoint"

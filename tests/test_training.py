@@ -140,3 +140,65 @@ def test_a_checkpoint_that_cannot_be_written_warns_and_training_goes_on(small_ca
     with pytest.warns(RuntimeWarning, match="could not be written"):
         result = sysid.fit(model, data, checkpoint=target, **SMALL)
     assert result.parameters == reference.parameters
+
+
+def test_validation_holds_out_windows_and_stops_on_them():
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=10.0, dt=0.1, seed=0)
+    result = sysid.fit(lotka_volterra(), data, progress=False, validation=0.2)
+    problem = result._problem
+    held = int(problem.holdout.sum())
+    assert 10 <= held <= 30                                   # about a fifth of 101 samples
+    assert int(problem.mask.sum()) + 2 * held == 2 * 101      # both channels, all samples
+    score = result.history["validation"].values
+    assert np.all(np.isfinite(score))
+    assert score[-1] < 1.5        # held-out samples predicted at about the noise level
+    for name, truth in TRUE_LV.items():
+        assert result.parameters[name] == pytest.approx(truth, rel=0.05), name
+
+
+def test_validation_needs_shooting_windows():
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=1.0, dt=0.1, seed=0)
+    with pytest.raises(ValueError, match="validation=0.2 holds out shooting windows"):
+        sysid.fit(lotka_volterra(), data, progress=False, validation=0.2)
+
+
+@pytest.mark.parametrize("dt, expected", [(0.5, 5), (2.0, 3)])
+def test_shooting_windows_follow_the_oscillation_period(dt, expected):
+    from sysid._data import prepare
+    from sysid._problem import samples_per_period, window_length
+    data = sysid.datasets.simulate("van_der_pol", noise=0.05, observed=["x"], dt=dt,
+                                   t_end=200.0, seed=0)
+    mu = sp.Symbol("mu", positive=True)
+    model = sysid.HybridODE(states=[x, y], physics={x: y, y: mu * y * (1 - x ** 2) - x},
+                            parameters={mu: 1.0})
+    bundle = prepare(model, data)
+    period = 6.663                                            # Van der Pol, mu = 1
+    assert samples_per_period(bundle) == pytest.approx(period / dt, rel=0.1)
+    assert window_length(bundle, "auto") == expected
+    assert window_length(bundle, "single") is None
+
+
+def test_adjoint_gradients_match_direct_backpropagation():
+    from sysid._data import prepare
+    from sysid._options import FitOptions
+    from sysid._problem import build_problem
+    data = sysid.datasets.simulate("pendulum", noise=0.05, dt=0.2, t_end=8.0, seed=0)
+    th, om = sp.symbols("theta omega")
+    w0, al = sp.symbols("omega0 alpha", positive=True)
+    model = sysid.HybridODE(states=[th, om],
+                            physics={th: om, om: -w0 ** 2 * sp.sin(th) - al * om},
+                            parameters={w0: 1.2, al: 0.1}, residual=sysid.MLP(8, 1))
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(0)
+        opts = FitOptions(adjoint=adjoint, shooting="single")
+        problem = build_problem(model, prepare(model, data), opts)
+        with torch.no_grad():        # move the network off zero so it has a gradient path
+            for p in problem.field.residual.parameters():
+                p.add_(0.1)
+        loss, _ = problem.loss(1e-2, 1e-5)
+        loss.backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in problem.parameters()
+                                if p.grad is not None]))
+    rel = float((grads[0] - grads[1]).norm() / grads[0].norm())
+    assert rel < 1e-3, rel
