@@ -18,6 +18,8 @@ class HybridField(nn.Module):
     """``f(t, x, u) = physics(t, x, u; p) + residual(x, u)`` and the observation map.
 
     Tensors: ``t`` (B,), ``x`` (B, n), ``u`` (B, m); parameters are shared across the batch.
+    States, inputs and time are the compiled expressions' batch variables: they must
+    share the batch shape ``B`` (which may have several dimensions, as in ``observe``).
     """
 
     def __init__(self, model: HybridODE, channels: list[str], transform: ParameterTransform,
@@ -29,13 +31,17 @@ class HybridField(nn.Module):
         self.raw = nn.Parameter(raw_parameters.clone().to(torch.float64))
         self.residual = residual
         variables = list(model.states) + list(model.inputs) + [TIME] + list(model.parameters)
-        self._physics = CompiledExprs(model.rhs(), _with_time(variables, model.rhs()))
+        n_batch = len(model.states) + len(model.inputs) + 1      # states, inputs, time
+        self._has_inputs = bool(model.inputs)
+        pv = _with_time(variables, model.rhs())
+        self._physics = CompiledExprs(model.rhs(), pv, batch=pv[:n_batch])
         chan = model.channels
         obs = [sp.sympify(chan[c]).subs(model.fixed) for c in self.channels]
         self._identity = [model.states.index(e) if e in model.states else None for e in obs]
         self._observe = None
         if any(i is None for i in self._identity):
-            self._observe = CompiledExprs(obs, _with_time(variables, obs))
+            ov = _with_time(variables, obs)
+            self._observe = CompiledExprs(obs, ov, batch=ov[:n_batch])
         self.nfe = 0
         self._cached: list | None = None
 
@@ -49,12 +55,21 @@ class HybridField(nn.Module):
         return self.transform.forward(self.raw)
 
     def _values(self, t, x, u):
-        p = self._cached if self._cached is not None else list(self.parameter_values().unbind(0))
-        return [*x.unbind(-1), *u.unbind(-1), t, *p]
+        """The compiled expressions' inputs: state columns, input columns, t, parameters."""
+        p = self._cached if self._cached is not None else self.parameter_values().unbind(0)
+        if self._has_inputs:
+            return [*x.unbind(-1), *u.unbind(-1), t, *p]
+        return [*x.unbind(-1), t, *p]     # u is (B, 0): no columns to unbind
 
     # -- dynamics ------------------------------------------------------------------------
     def physics(self, t, x, u) -> torch.Tensor:
-        return torch.stack(self._physics(self._values(t, x, u)), dim=-1)
+        # the solver's hot path: _values inlined (saves a call)
+        p = self._cached
+        if p is None:
+            p = self.parameter_values().unbind(0)
+        if self._has_inputs:
+            return self._physics.stack([*x.unbind(-1), *u.unbind(-1), t, *p], -1)
+        return self._physics.stack([*x.unbind(-1), t, *p], -1)
 
     def residual_term(self, x, u) -> torch.Tensor | None:
         if self.residual is None:

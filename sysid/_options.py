@@ -20,6 +20,7 @@ class FitOptions:
     epochs: int = 60
     lr: float = 0.02
     lbfgs_iterations: int = 200
+    tolerance: float = 0.1
     patience: int = 30
     shooting: str | int = "auto"
     continuity: float = 0.01
@@ -57,7 +58,7 @@ class FitOptions:
             "rtol": self.rtol > 0, "atol": self.atol > 0, "max_steps": self.max_steps >= 1,
             "substeps": self.substeps >= 1, "continuity": self.continuity > 0,
             "polish_iterations": self.polish_iterations >= 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0, "tolerance": self.tolerance >= 0,
             "validation": 0 <= self.validation <= 0.5,
         }
         for name, ok in checks.items():

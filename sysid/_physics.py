@@ -2,11 +2,40 @@
 
 The SymPy trees are walked once, at construction, after a common-subexpression
 elimination (:func:`sympy.cse`) over all expressions together.  The result is a
-flat SSA program: every instruction is a torch callable plus the indices of the
-register slots holding its arguments.  Slots ``0 .. n_vars-1`` are the inputs;
-each instruction appends one slot.  Constant sub-trees are folded to Python
-floats at compile time and passed to torch as scalars, so a call is one tight
-loop over prepared closures (no name look-ups, no tree walks, no ``eval``).
+flat SSA program over a register list: registers ``0 .. n_vars-1`` hold the
+inputs, the next ones the compile-time constants (Python floats, passed to torch
+as scalars), and every instruction -- a torch callable plus the registers of its
+one to three arguments -- appends one register.  Instructions are ordered into
+blocks of equal arity, so a call is a few tight loops over ``(callable,
+registers...)`` tuples (no per-instruction closures or dispatch, no name
+look-ups, no tree walks, no ``eval``).
+
+Between compiling and running, two exact rewrites make the program smaller:
+
+* sign folding: ``neg(v)`` is pushed into ``v`` where the product, quotient or
+  sum that makes ``v`` is used only there and the sign change becomes free or
+  moves to a cheaper value -- into a scalar coefficient (``-(2*x) -> x*(-2)``),
+  a swapped difference (``-(a - b) -> b - a``), or a factor that does not depend
+  on the batch variables (``-(alpha*omega) -> (-alpha)*omega`` with a 0-d
+  ``alpha``).  Only IEEE-exact identities are used (negation commutes with
+  rounding), so values are unchanged, except that a zero result may change its
+  sign (``-(x - x)`` is ``-0.0``, ``x - x`` is ``+0.0``);
+* dead-code elimination of the instructions that these rewrites left unused.
+
+Reordering into blocks keeps, for every value, the order of the instructions
+that use it; autograd sums a value's gradient contributions in that (reversed)
+order, so gradients are unchanged as well.
+
+Shapes: every output has the broadcast shape of all inputs.  By default, an
+output that does not depend on every variable is checked against that shape on
+each call (and expanded where needed).  A caller that always passes some
+variables with one common shape that all other inputs broadcast to -- the
+``batch`` variables, e.g. states of shape ``(B,)`` next to 0-d parameters --
+declares them, and the shape work then happens only for outputs that depend on
+none of them (constants, parameter-only terms).  :meth:`CompiledExprs.stack`
+returns the outputs stacked into one tensor; it skips the copies that keep the
+outputs of :meth:`CompiledExprs.__call__` from aliasing inputs or each other,
+since stacking copies anyway.
 
 Caveats
 -------
@@ -24,14 +53,17 @@ Caveats
 * CSE and compilation run under ``sympy.evaluate(False)``: SymPy's automatic
   simplification of rebuilt nodes can take minutes on large symbolic
   arguments.  Unevaluated input (e.g. from :mod:`sysid._spec`) is fine.
-* Outputs never alias the inputs or each other (bare variables and repeated
-  outputs are copied), so callers may modify them in place.
+* Outputs of :meth:`CompiledExprs.__call__` never alias the inputs or each
+  other (bare variables and repeated outputs are copied), so callers may
+  modify them in place.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import operator
+from collections import Counter
 from typing import Callable, Sequence
 
 import sympy as sp
@@ -59,9 +91,19 @@ _UNARY: dict[type, Callable] = {
     sp.Abs: torch.abs, sp.sign: torch.sign, sp.floor: torch.floor,
     sp.ceiling: torch.ceil, sp.erf: torch.special.erf, sp.erfc: torch.special.erfc,
 }
-_COMPARE = {sp.StrictLessThan: operator.lt, sp.LessThan: operator.le,
-            sp.StrictGreaterThan: operator.gt, sp.GreaterThan: operator.ge,
-            sp.Equality: operator.eq, sp.Unequality: operator.ne}
+_COMPARE = {sp.StrictLessThan: torch.lt, sp.LessThan: torch.le,
+            sp.StrictGreaterThan: torch.gt, sp.GreaterThan: torch.ge,
+            sp.Equality: torch.eq, sp.Unequality: torch.ne}
+# Arithmetic.  The torch functions run the same kernels as Python's operators on
+# tensors, with the same results, but parse their arguments faster (about 0.1 us
+# a call); for negation the operator (Tensor.__neg__) is the faster one.  The
+# torch functions take no constant first argument: _emit turns ``c - x``,
+# ``c / x``, ``c + x``, ``c * x``, ``c < x`` etc. into what Python's reflected
+# operators compute (_MIRROR: the comparison or operation with swapped operands).
+_ADD, _SUB, _MUL, _DIV, _RSUB, _NEG = torch.add, torch.sub, torch.mul, torch.div, torch.rsub, \
+    operator.neg
+_MIRROR = {torch.lt: torch.gt, torch.le: torch.ge, torch.gt: torch.lt, torch.ge: torch.le,
+           torch.eq: torch.eq, torch.ne: torch.ne, _ADD: _ADD, _MUL: _MUL}
 _LOGIC = {sp.And: torch.logical_and, sp.Or: torch.logical_or, sp.Xor: torch.logical_xor}
 
 SUPPORTED_FUNCTIONS: tuple[str, ...] = tuple(
@@ -99,15 +141,31 @@ class CompiledExprs:
         Expressions to evaluate together (numbers are accepted too).
     variables : sequence of sympy.Symbol
         Ordered inputs; ``values[i]`` passed to :meth:`__call__` is ``variables[i]``.
+    batch : sequence of sympy.Symbol, optional
+        Variables (among ``variables``) that every call passes with one common
+        shape, the batch shape, which all other inputs broadcast to without
+        enlarging it -- e.g. the states of a batch, unbound from one ``(B, n)``
+        tensor, next to 0-d parameters.  This is a promise of the caller and is
+        not checked per call: outputs that depend on a batch variable are returned
+        as computed, and only the others (constants, terms of the non-batch
+        variables alone) are brought to the shape of the first batch variable's
+        value.  It also steers sign folding towards non-batch values.  Default:
+        none; every output that does not depend on all variables is then checked
+        against the broadcast shape of all inputs on each call.
 
     Attributes
     ----------
     exprs, variables : tuple
         The (sympified) expressions and the variables, as given.
+    batch : tuple or None
+        The batch variables, as given.
     n_ops : int
-        Number of instructions after CSE and constant folding.
+        Number of instructions after CSE, constant folding, sign folding and
+        dead-code elimination.
     program : list of tuple
-        ``(name, argument slots)`` per instruction, for inspection.
+        ``(name, argument registers)`` per instruction, for inspection: registers
+        ``0 .. n_vars-1`` are the inputs, then come the constants, then one
+        register per instruction.
 
     Raises
     ------
@@ -117,7 +175,8 @@ class CompiledExprs:
         A SymPy function (or other construct) without a torch counterpart.
     """
 
-    def __init__(self, exprs: Sequence[sp.Expr], variables: Sequence[sp.Symbol]):
+    def __init__(self, exprs: Sequence[sp.Expr], variables: Sequence[sp.Symbol],
+                 batch: Sequence[sp.Symbol] | None = None):
         exprs = [self._sympify(e) for e in exprs]
         variables = list(variables)
         for v in variables:
@@ -129,6 +188,14 @@ class CompiledExprs:
             dup = sorted({str(v) for v in variables if variables.count(v) > 1})
             raise ExpressionError(f"Variables must be unique; received duplicates {dup}. "
                                   "Fix: list each symbol once.")
+        if batch is not None:
+            batch = tuple(batch)
+            stray = [str(v) for v in batch if v not in variables]
+            if stray:
+                raise ExpressionError(
+                    f"Batch variables {stray} are not among the variables "
+                    f"{[str(v) for v in variables]}. Fix: name batch variables from the "
+                    "variables list.")
         known = [str(v) for v in variables]
         unknown = sorted(set().union(*(e.free_symbols for e in exprs)) - set(variables), key=str)
         if unknown:
@@ -144,10 +211,13 @@ class CompiledExprs:
         for e in exprs:
             self._validate(e)
 
-        self.exprs, self.variables = tuple(exprs), tuple(variables)
+        self.exprs, self.variables, self.batch = tuple(exprs), tuple(variables), batch
         self._n = len(variables)
-        self._steps: list[Callable] = []
-        self.program: list[tuple[str, tuple[int, ...]]] = []
+        # batch variables as input registers; None: no batch declared
+        self._batch = frozenset(variables.index(v) for v in batch or ()) or None
+        # while compiling: (name, fn, args), args are registers (int) or constants;
+        # instruction k writes register n + k.  _finalize turns it into the run form.
+        self._code: list[tuple] = []
         self._deps: list[frozenset] = [frozenset([i]) for i in range(self._n)]
         self._env: dict = {v: i for i, v in enumerate(variables)}   # symbol -> operand
         self._memo: dict = {}
@@ -169,13 +239,13 @@ class CompiledExprs:
         del self._memo, self._env
 
     def __reduce__(self):
-        # the program holds closures: pickle the expressions and recompile
-        return (type(self), (self.exprs, self.variables))
+        # the program holds torch callables and lambdas: pickle the expressions, recompile
+        return (type(self), (self.exprs, self.variables, self.batch))
 
     @property
     def n_ops(self) -> int:
         """Number of instructions executed per call."""
-        return len(self._steps)
+        return len(self.program)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -218,30 +288,29 @@ class CompiledExprs:
 
     # ---------------------------------------------------------------- emitters
     def _emit(self, name: str, fn: Callable, args: tuple) -> int:
-        """Append an instruction ``fn(*args)``; args are slots (int) or constants."""
+        """Append an instruction ``fn(*args)``; args are slots (int) or constants.
+
+        Returns the instruction's slot, or the folded value if every argument is a
+        constant.  A constant first argument of a binary operation is moved to where
+        the torch functions take it, as Python's reflected operators do: ``c - x`` is
+        ``rsub(x, c)``, ``c / x`` is ``reciprocal(x) * c`` (what ``Tensor.__rtruediv__``
+        computes), ``c + x`` is ``x + c``, ``c < x`` is ``x > c``.
+        """
+        assert 1 <= len(args) <= 3, (name, args)     # the run loop handles 1 to 3
         slots = tuple(a for a in args if _is_slot(a))
         if not slots:   # all-constant arguments (rare, e.g. a folded Piecewise): fold now
             out = fn(*[torch.tensor(a, dtype=torch.float64) for a in args])
             return bool(out) if out.dtype == torch.bool else float(out)
-        if len(args) == 1:
-            (i,) = args
-            step = lambda r: fn(r[i])  # noqa: E731
-        elif len(args) == 2:
-            a, b = args
-            if _is_slot(a) and _is_slot(b):
-                step = lambda r: fn(r[a], r[b])  # noqa: E731
-            elif _is_slot(a):
-                step = lambda r: fn(r[a], b)  # noqa: E731
-            else:
-                step = lambda r: fn(a, r[b])  # noqa: E731
-        elif len(slots) == 3 == len(args):
-            a, b, c = args
-            step = lambda r: fn(r[a], r[b], r[c])  # noqa: E731
-        else:
-            idx = [(a, _is_slot(a)) for a in args]
-            step = lambda r: fn(*[r[a] if s else a for a, s in idx])  # noqa: E731
-        self._steps.append(step)
-        self.program.append((name, slots))
+        if len(args) == 2 and not _is_slot(args[0]):
+            c, a = args
+            if fn is _SUB:
+                name, fn, args = "rsub", _RSUB, (a, c)
+            elif fn is _DIV:
+                rec = self._emit("reciprocal", torch.reciprocal, (a,))
+                name, fn, args, slots = "mul", _MUL, (rec, c), (rec,)
+            elif fn in _MIRROR:
+                fn, args = _MIRROR[fn], (a, c)
+        self._code.append((name, fn, args))
         self._deps.append(frozenset().union(*(self._deps[s] for s in slots)))
         return len(self._deps) - 1
 
@@ -312,14 +381,14 @@ class CompiledExprs:
                 else:
                     const += v
         if pos:
-            acc = self._chain("add", operator.add, pos)
+            acc = self._chain("add", _ADD, pos)
         elif const != 0.0 or not neg:
             acc, const = const, 0.0
         else:
-            acc = self._emit("neg", torch.neg, (neg.pop(0),))
+            acc = self._emit("neg", _NEG, (neg.pop(0),))
         for n in neg:
-            acc = self._emit("sub", operator.sub, (acc, n))
-        return self._emit("add", operator.add, (acc, const)) if const != 0.0 else acc
+            acc = self._emit("sub", _SUB, (acc, n))
+        return self._emit("add", _ADD, (acc, const)) if const != 0.0 else acc
 
     def _c_Mul(self, expr):
         coeff, num, den = 1.0, [], []
@@ -336,18 +405,18 @@ class CompiledExprs:
             coeff /= d
         den = [d for d in den if _is_slot(d)]
         if num:
-            acc = self._chain("mul", operator.mul, num)
+            acc = self._chain("mul", _MUL, num)
             if coeff == -1.0:
-                acc = self._emit("neg", torch.neg, (acc,))
+                acc = self._emit("neg", _NEG, (acc,))
             elif coeff != 1.0:
-                acc = self._emit("mul", operator.mul, (acc, coeff))
+                acc = self._emit("mul", _MUL, (acc, coeff))
         else:
-            d = self._chain("mul", operator.mul, den)
+            d = self._chain("mul", _MUL, den)
             if coeff == 1.0:
                 return self._emit("reciprocal", torch.reciprocal, (d,))
-            return self._emit("div", operator.truediv, (coeff, d))
+            return self._emit("div", _DIV, (coeff, d))
         for d in den:
-            acc = self._emit("div", operator.truediv, (acc, d))
+            acc = self._emit("div", _DIV, (acc, d))
         return acc
 
     def _c_Pow(self, expr):
@@ -452,48 +521,193 @@ class CompiledExprs:
             acc = self._emit("where", torch.where, (cond, value, acc))
         return acc
 
+    # ------------------------------------------------------------ sign folding
+    def _fold_signs(self, outs: list) -> list:
+        """Push each ``neg`` into the value it negates where that is cheaper; exact.
+
+        ``-v`` is rewritten through the instruction that makes ``v`` when ``v`` is
+        used by nothing else (that instruction then dies):
+
+        * ``-(a - b) = b - a`` and ``-(-a) = a``: free;
+        * ``-(a * b) = (-a) * b = a * (-b)``, likewise for ``a / b``, and
+          ``-(a + b) = (-a) - b = (-b) - a``: as costly as negating the cheaper of
+          ``a`` and ``b``, which is free for a constant and recursive otherwise.
+
+        Each identity holds exactly in IEEE arithmetic (rounding commutes with
+        negation; ``+`` and ``*`` commute), up to the sign of a zero result.  Costs
+        compare (extra instructions, extra instructions on values that depend on a
+        batch variable); a rewrite is taken only when it is strictly cheaper than
+        a plain ``neg``, so programs that cannot gain stay as compiled.  The
+        rewritten instructions take the place of the ``neg``; where a rewrite moves
+        a use of a value shared with other users, that value's gradient is summed
+        in another order (last-bit differences at most).
+        """
+        n, code, deps = self._n, self._code, self._deps
+        if not any(fn is _NEG for _, fn, _ in code):
+            return outs
+        uses = Counter(a for _, _, args in code for a in args if _is_slot(a))
+        uses.update(o for o in outs if _is_slot(o))
+        batch = self._batch
+
+        def batched(s: int) -> int:      # 1 if ``s`` may have the full batch shape
+            return int(bool(deps[s] & batch) if batch is not None else bool(deps[s]))
+
+        plans: dict = {}
+
+        def plan(s, depth: int = 0):
+            """(cost, how) of computing ``-s``; how: None (plain neg), 'unwrap',
+            'swap' or the index of the argument to negate."""
+            if not _is_slot(s):
+                return (0, 0), None
+            if s in plans:
+                return plans[s]
+            best = ((1, batched(s)), None)
+            if s >= n and uses[s] == 1 and depth < 32:   # depth: bounded recursion
+                _, fn, args = code[s - n]
+                if fn is _NEG:
+                    best = min(best, ((-1, -batched(s)), "unwrap"), key=_cost)
+                elif fn is _SUB or fn is _RSUB:
+                    best = min(best, ((0, 0), "swap"), key=_cost)
+                elif fn is _MUL or fn is _DIV or fn is _ADD:
+                    for i, a in enumerate(args):
+                        best = min(best, (plan(a, depth + 1)[0], i), key=_cost)
+            plans[s] = best
+            return best
+
+        new: dict = {}    # old slot -> operand in the rebuilt program
+
+        def op(a):
+            return new.get(a, a) if _is_slot(a) else a
+
+        def negated(s):
+            """Emit ``-s`` (s: an old operand) into the rebuilt program."""
+            if not _is_slot(s):
+                return -s
+            how = plan(s)[1]
+            if how is None:
+                return self._emit("neg", _NEG, (op(s),))
+            name, fn, args = code[s - n]
+            if how == "unwrap":                               # -(-a) = a
+                return op(args[0])
+            if how == "swap":
+                a, b = (op(x) for x in args)
+                if fn is _RSUB:                               # -(b - a) = a - b
+                    return self._emit("sub", _SUB, (a, b))
+                return self._emit("sub", _SUB, (b, a))        # -(a - b) = b - a
+            neg = negated(args[how])
+            if fn is _ADD:                                    # -(a + b) = (-a) - b
+                return self._emit("sub", _SUB, (neg, op(args[1 - how])))
+            new_args = [op(a) for a in args]                  # -(a*b) = (-a)*b = a*(-b)
+            new_args[how] = neg
+            return self._emit(name, fn, tuple(new_args))
+
+        self._code, self._deps = [], deps[:n]
+        for k, (name, fn, args) in enumerate(code):
+            if fn is _NEG and plan(args[0])[1] is not None:
+                new[n + k] = negated(args[0])
+            else:
+                new[n + k] = self._emit(name, fn, tuple(op(a) for a in args))
+        return [op(o) for o in outs]
+
     # ----------------------------------------------------------------- output
+    def _assemble(self, outs: list) -> list:
+        """Drop dead instructions, order the rest into blocks of equal arity and lay
+        out the registers; returns the outputs' registers (constants stay numbers)."""
+        n, code = self._n, self._code
+        live = {o for o in outs if _is_slot(o)}
+        for k in range(len(code) - 1, -1, -1):
+            if n + k in live:
+                live.update(a for a in code[k][2] if _is_slot(a))
+        # Reordering must keep the order in which each value's users run: autograd
+        # sums a value's gradient contributions in reverse creation order of its users,
+        # so gradients stay bit-identical too.
+        nodes, last_user = [], {}
+        for k in range(len(code)):
+            if n + k in live:
+                slots = {a for a in code[k][2] if _is_slot(a)}
+                nodes.append((k, [a - n for a in slots if a >= n]
+                              + [last_user[a] for a in slots if a in last_user]))
+                last_user.update((a, k) for a in slots)
+        order = _schedule(nodes, lambda k: len(code[k][2]))
+        consts = [a for k in order for a in code[k][2] if not _is_slot(a)]
+        reg = {i: i for i in range(n)}
+        next_const, next_reg = n, n + len(consts)
+        blocks: list = []       # [arity, [(fn, register, ...), ...]]
+        program, deps = [], self._deps[:n] + [frozenset()] * len(consts)
+        for k in order:
+            name, fn, args = code[k]
+            regs = []
+            for a in args:
+                if _is_slot(a):
+                    regs.append(reg[a])
+                else:
+                    regs.append(next_const)
+                    next_const += 1
+            reg[n + k] = next_reg
+            next_reg += 1
+            deps.append(self._deps[n + k])
+            if not blocks or blocks[-1][0] != len(regs):
+                blocks.append([len(regs), []])
+            blocks[-1][1].append((fn, *regs))
+            program.append((name, tuple(regs)))
+        self._consts: tuple = tuple(consts)
+        self._blocks = [(arity, tuple(block)) for arity, block in blocks]
+        self._deps, self.program = deps, program
+        del self._code
+        return [reg[o] if _is_slot(o) else o for o in outs]
+
     def _finalize(self, outs: list) -> None:
-        """Decide per output how to return it: as is, copied, or broadcast."""
-        everything = frozenset(range(self._n))
+        """Optimise the program, then decide per output how to return it: as
+        computed, copied (__call__ only), brought to the batch shape, or filled."""
+        outs = self._assemble(self._fold_signs(outs))
+        everything, batch = frozenset(range(self._n)), self._batch
         seen: set = set()
-        self._final = []   # (slot or None, constant, broadcast?, copy?)
+        self._outputs = []   # (register or None, constant, has the full shape?, copy?)
         for o in outs:
             if not _is_slot(o):
-                self._final.append((None, float(o), True, False))
-            else:   # copy inputs and repeated outputs, so results never alias
-                copy = o < self._n or o in seen
-                self._final.append((o, None, self._deps[o] != everything, copy))
-                seen.add(o)
-        self._simple = not any(b or c for _, _, b, c in self._final)
-        self._out_slots = [o for o, _, _, _ in self._final]
+                self._outputs.append((None, float(o), False, False))
+                continue
+            shaped = bool(self._deps[o] & batch) if batch is not None \
+                else self._deps[o] == everything
+            # copy inputs and repeated outputs, so that results never alias
+            self._outputs.append((o, None, shaped, o < self._n or o in seen))
+            seen.add(o)
+        self._shaped = all(shaped for _, _, shaped, _ in self._outputs)
+        # the fast paths: all outputs are registers of the full shape, picked as they are
+        self._pick = _picker([o for o, _, _, _ in self._outputs]) if self._shaped else None
+        self._plain = self._shaped and not any(copy for _, _, _, copy in self._outputs)
+        self._ref = min(batch) if batch is not None else None   # its value has the batch shape
 
-    def __call__(self, values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Evaluate all expressions; returns one tensor per expression.
+    def _wrong_count(self, values) -> None:
+        raise ExpressionError(
+            f"Expected {self._n} input tensors (for {[str(v) for v in self.variables]}), "
+            f"received {len(values)}. Fix: pass one tensor per variable, in order.")
 
-        Parameters
-        ----------
-        values : sequence of torch.Tensor
-            One tensor per variable, mutually broadcastable.
-
-        Returns
-        -------
-        list of torch.Tensor
-            Each of the broadcast shape of all inputs, with their dtype and device.
-        """
+    def _run(self, values: Sequence[torch.Tensor]) -> list:
+        """All registers after running the program on ``values``."""
         if len(values) != self._n:
-            raise ExpressionError(
-                f"Expected {self._n} input tensors (for {[str(v) for v in self.variables]}), "
-                f"received {len(values)}. Fix: pass one tensor per variable, in order.")
-        r = list(values)
-        for step in self._steps:
-            r.append(step(r))
-        if self._simple:
-            return [r[k] for k in self._out_slots]
-        shape = _broadcast_shape(values)
+            self._wrong_count(values)
+        r = [*values, *self._consts]
+        # one loop per block of equal arity: cheaper than dispatching per instruction
+        for arity, block in self._blocks:
+            if arity == 2:
+                for fn, a, b in block:
+                    r.append(fn(r[a], r[b]))
+            elif arity == 1:
+                for fn, a in block:
+                    r.append(fn(r[a]))
+            else:
+                for fn, a, b, c in block:
+                    r.append(fn(r[a], r[b], r[c]))
+        return r
+
+    def _outputs_shaped(self, values, r: list, copy: bool) -> list[torch.Tensor]:
+        """The outputs, each brought to the full shape (and copied where ``copy``
+        and it would alias an input or another output)."""
+        shape = values[self._ref].shape if self._ref is not None else _broadcast_shape(values)
         result = []
-        for slot, const, broadcast, copy in self._final:
-            if slot is None:
+        for reg, const, shaped, dup in self._outputs:
+            if reg is None:
                 dtype, device = torch.float64, None
                 if values:
                     dtype, device = values[0].dtype, values[0].device
@@ -501,15 +715,105 @@ class CompiledExprs:
                         dtype = torch.promote_types(dtype, v.dtype)
                 out = torch.full(shape, const, dtype=dtype, device=device)
             else:
-                out = r[slot]
-                if broadcast and out.shape != shape:
-                    out = out.expand(shape).clone()
-                elif copy:
+                out = r[reg]
+                if not shaped and out.shape != shape:
+                    out = out.expand(shape)
+                    if copy:
+                        out = out.clone()
+                elif copy and dup:
                     out = out.clone()
             result.append(out)
         return result
 
+    def __call__(self, values: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Evaluate all expressions; returns one tensor per expression.
 
-def compile_exprs(exprs: Sequence[sp.Expr], variables: Sequence[sp.Symbol]) -> CompiledExprs:
+        Parameters
+        ----------
+        values : sequence of torch.Tensor
+            One tensor per variable, mutually broadcastable (see ``batch``).
+
+        Returns
+        -------
+        list of torch.Tensor
+            Each of the broadcast shape of all inputs, with their dtype and device;
+            none aliases an input or another output.
+        """
+        r = self._run(values)
+        if self._plain:
+            return list(self._pick(r))
+        return self._outputs_shaped(values, r, copy=True)
+
+    def stack(self, values: Sequence[torch.Tensor], dim: int = -1) -> torch.Tensor:
+        """Evaluate all expressions and stack them along a new dimension ``dim``.
+
+        Like ``torch.stack(self(values), dim)`` but without the copies that keep
+        the outputs of :meth:`__call__` apart (stacking copies anyway).  Needs at
+        least one expression.
+        """
+        # _run, inlined: this is the ODE solver's hot path (saves a call)
+        if len(values) != self._n:
+            self._wrong_count(values)
+        r = [*values, *self._consts]
+        for arity, block in self._blocks:
+            if arity == 2:
+                for fn, a, b in block:
+                    r.append(fn(r[a], r[b]))
+            elif arity == 1:
+                for fn, a in block:
+                    r.append(fn(r[a]))
+            else:
+                for fn, a, b, c in block:
+                    r.append(fn(r[a], r[b], r[c]))
+        if self._shaped:
+            return torch.stack(self._pick(r), dim)
+        return torch.stack(self._outputs_shaped(values, r, copy=False), dim)
+
+
+def _cost(option: tuple) -> tuple:
+    return option[0]
+
+
+def _picker(regs: list) -> Callable:
+    """``r -> (r[k] for k in regs)`` as a sequence, without a Python-level loop."""
+    if len(regs) > 1:
+        return operator.itemgetter(*regs)             # a tuple
+    if regs:
+        return operator.itemgetter(slice(regs[0], regs[0] + 1))   # a one-item list
+    return lambda r: ()
+
+
+def _schedule(nodes: list, arity: Callable) -> list:
+    """A topological order of ``nodes`` that keeps equal arities together.
+
+    ``nodes``: ``(key, keys that must come first)`` in a valid order, keys sortable
+    by that order.  Greedy: keep taking the earliest ready node of the current arity;
+    when none is ready, continue with the arity of the earliest ready node.
+    O(N log N).
+    """
+    waiting = {k: len(set(pre)) for k, pre in nodes}
+    users: dict = {}
+    for k, pre in nodes:
+        for p in set(pre):
+            users.setdefault(p, []).append(k)
+    ready: dict = {}                                   # arity -> heap of ready keys
+    for k, count in waiting.items():
+        if not count:
+            heapq.heappush(ready.setdefault(arity(k), []), k)
+    order, current = [], None
+    while len(order) < len(nodes):
+        if not ready.get(current):
+            current = min((h[0], a) for a, h in ready.items() if h)[1]
+        k = heapq.heappop(ready[current])
+        order.append(k)
+        for u in users.get(k, ()):
+            waiting[u] -= 1
+            if not waiting[u]:
+                heapq.heappush(ready.setdefault(arity(u), []), u)
+    return order
+
+
+def compile_exprs(exprs: Sequence[sp.Expr], variables: Sequence[sp.Symbol],
+                  batch: Sequence[sp.Symbol] | None = None) -> CompiledExprs:
     """Compile ``exprs`` over ``variables``; see :class:`CompiledExprs`."""
-    return CompiledExprs(exprs, variables)
+    return CompiledExprs(exprs, variables, batch)

@@ -42,6 +42,10 @@ def fit(model: HybridODE, data, **options):
         scaled to order one, so the default suits data in any units.
     lbfgs_iterations : int, default 200
         Maximum L-BFGS iterations after Adam (0 skips them).
+    tolerance : float, default 0.1
+        The final single-shooting pass has converged when 10 iterations improve the
+        objective by less than this, in units of log-likelihood of the whole data set
+        (differences well below 1 are statistically negligible).
     shooting : "auto", "single" or int
         Multiple shooting: windows of this many samples, each with its own learnable
         start state tied to the previous window's end by a continuity penalty. "auto"
@@ -51,7 +55,8 @@ def fit(model: HybridODE, data, **options):
         after L-BFGS converges on the windows it is tightened 10x and solved again.
     polish_iterations : int, default 10
         L-BFGS iterations of the final single-shooting pass from the fitted initial
-        states (after multiple shooting).
+        states (after multiple shooting); it stops early once 10 iterations gain less
+        than ``tolerance``.
     patience : int, default 30
         Adam stops early after this many epochs without a 0.1 % improvement (of the
         held-out error when ``validation`` is set, else of the training loss).
@@ -61,9 +66,18 @@ def fit(model: HybridODE, data, **options):
         phase stops when the held-out error stops improving and keeps the state where it
         was lowest. Its history is ``result.history["validation"]`` (mean squared
         standardised error, about 1 at the noise level).
-    residual_penalty : float, default 1e-2
-        Weight of the minimal-norm penalty on the (scaled) residual: the network only
-        explains what the physics cannot.
+    residual_penalty : float, default 0.01
+        Weight of the minimal-norm penalty on the residual (the mean square of the
+        network's output in units of each state's typical rate): the network explains
+        only what the physics cannot, which keeps the physical parameters identifiable.
+        The data term's weight adapts by itself: the profiled Gaussian likelihood,
+        ``(N/2) log(mean squared error)``, has the gradient of the squared error times
+        ``1/(mean squared error)``, a multiplier that grows as the fit improves (the role
+        of APHYNITY's increasing lambda). A larger weight trims the network harder where
+        the data leave it free (Lotka-Volterra with all four parameters and a residual,
+        5 % noise: worst parameter error 7.1 % at 0.01, 2.8 % at 1) but can hold it at
+        zero on small records (lynx-hare, 21 samples: at 1 the fit misses the cycles,
+        log-normal noise level 0.61 against 0.38 at 0.01).
     weight_decay : float, default 1e-5
         L2 penalty on the network weights.
     noise : {"gaussian", "lognormal", "student_t"}
@@ -287,12 +301,14 @@ class _Trainer:
                         "validation": watch.dump()})
         return FitStatus("max_iterations", f"{opts.epochs} Adam epochs")
 
-    def _new_objective(self) -> None:
-        """Re-score the restored best state after the loss function has changed."""
+    def _new_objective(self) -> float:
+        """Re-score the restored best state after the loss function has changed; returns
+        its data term (negative log-likelihood per observed value)."""
         with torch.no_grad():
-            loss, _ = self._loss()
+            loss, parts = self._loss()
         self.best_loss = float(loss)
         self.best_state = copy.deepcopy(self.problem.state_dict())
+        return float(parts["nll"])
 
     def _tighten(self) -> FitStatus:
         """Close the gaps between shooting windows: a 10x stiffer continuity penalty,
@@ -374,7 +390,9 @@ class _Trainer:
             if watch.update(closure.parts, value):
                 return FitStatus("early_stopped", f"{phase}: the held-out error rose for 3 "
                                  f"steps")
-            if last is not None and abs(last - value) <= 1e-9 * (abs(value) + 1e-8):
+            refining = phase == "polish"      # earlier phases can sit on plateaus
+            if last is not None and (abs(last - value) <= 1e-9 * (abs(value) + 1e-8) or (
+                    refining and (last - value) * self.problem.noise.total < self.opts.tolerance)):
                 return FitStatus("converged")
             last = value
             self._save({"phase": phase, "optimizer": opt.state_dict(),
