@@ -12,6 +12,10 @@ from .errors import suggest
 __all__ = ["FitOptions", "FitStatus"]
 
 
+PENALTY_LEARN, PENALTY_TRIM = 0.01, 1.0     # residual_penalty="auto"
+PENALTY_SLACK = 2.0      # units of log-likelihood the data may pay for the stronger one
+
+
 @dataclass(frozen=True)
 class FitOptions:
     """Options of :func:`sysid.fit` (see its docstring for each)."""
@@ -25,7 +29,7 @@ class FitOptions:
     shooting: str | int = "auto"
     continuity: float = 0.01
     polish_iterations: int = 10
-    residual_penalty: float = 1e-2
+    residual_penalty: float | str = "auto"
     weight_decay: float = 1e-5
     validation: float = 0.0
     noise: str = "gaussian"
@@ -54,7 +58,9 @@ class FitOptions:
         checks = {
             "epochs": self.epochs >= 0, "lbfgs_iterations": self.lbfgs_iterations >= 0,
             "lr": self.lr > 0, "patience": self.patience >= 1,
-            "residual_penalty": self.residual_penalty >= 0, "weight_decay": self.weight_decay >= 0,
+            "residual_penalty": self.residual_penalty == "auto" or (
+                not isinstance(self.residual_penalty, str) and self.residual_penalty >= 0),
+            "weight_decay": self.weight_decay >= 0,
             "rtol": self.rtol > 0, "atol": self.atol > 0, "max_steps": self.max_steps >= 1,
             "substeps": self.substeps >= 1, "continuity": self.continuity > 0,
             "polish_iterations": self.polish_iterations >= 0,
@@ -84,6 +90,12 @@ class FitOptions:
                 raise TypeError(f"sysid.fit got an unknown option {key!r}.{suggest(key, names)} "
                                 f"Options: {', '.join(names)}.")
         return cls(**kwargs)
+
+    def penalty_levels(self) -> tuple[float, float]:
+        """(weight while learning, weight of the refinements) of the residual penalty."""
+        if self.residual_penalty == "auto":
+            return PENALTY_LEARN, PENALTY_TRIM
+        return float(self.residual_penalty), float(self.residual_penalty)
 
     def solver_options(self) -> SolverOptions:
         return SolverOptions(method=self.solver, rtol=self.rtol, atol=self.atol,

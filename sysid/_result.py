@@ -43,7 +43,7 @@ class FitResult:
         self.stats = stats
         try:
             with torch.no_grad(), threads_for(problem.y.numel()):
-                problem.loss(options.residual_penalty, options.weight_decay)
+                problem.loss(0.0, options.weight_decay)   # for the noise levels only
         except SolverFailure:
             pass                      # noise levels stay NaN; status already says why
         self.noise_std = {c: float(s) for c, s in zip(bundle.channels, problem.noise.sigma)}
