@@ -276,7 +276,7 @@ def _setup(model, data, **options):
 def _step(problem, opts) -> float:
     """One training step (zeroed gradients, loss, backward) as Adam takes it."""
     problem.zero_grad(set_to_none=True)
-    loss, _ = problem.loss(opts.residual_penalty, opts.weight_decay)
+    loss, _ = problem.loss(opts.penalty_levels()[0], opts.weight_decay)
     loss.backward()
     return float(loss.detach())
 
@@ -371,7 +371,7 @@ def _adjoint_child(n_samples: int, adjoint: bool, dt: float) -> dict:
     error, loss, forward_s, nfe_forward = None, float("nan"), float("nan"), 0
     try:                                    # _step, split into its forward and backward
         problem.zero_grad(set_to_none=True)
-        value, _ = problem.loss(opts.residual_penalty, opts.weight_decay)
+        value, _ = problem.loss(opts.penalty_levels()[0], opts.weight_decay)
         forward_s, nfe_forward = _clock() - start, problem.field.nfe - nfe0
         value.backward()
         loss = float(value.detach())
