@@ -228,3 +228,14 @@ def test_auto_residual_penalty_declines_a_trim_the_data_would_pay_for():
     assert "trim" in set(result.history["phase"].values)
     # the kept fit: log-normal noise levels near those of the full Lotka-Volterra fit
     assert result.noise_std["hare"] < 0.45 and result.noise_std["lynx"] < 0.35
+
+
+def test_progress_bar_reports_phases_and_is_off_under_ci(capsys, monkeypatch):
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=3.0, dt=0.2, seed=0)
+    budget = dict(epochs=3, lbfgs_iterations=0)
+    sysid.fit(lotka_volterra(), data, progress=True, **budget)
+    shown = capsys.readouterr().err
+    assert "sysid.fit" in shown and "phase=adam" in shown
+    monkeypatch.setenv("CI", "true")
+    sysid.fit(lotka_volterra(), data, **budget)          # progress=None: off under CI
+    assert "sysid.fit" not in capsys.readouterr().err
