@@ -55,7 +55,8 @@ class _Interval:
     def __call__(self, sigma: float, x):
         t = self.t0 + sigma * self.delta
         u = self.inputs(t) if self.inputs is not None else x.new_zeros(x.shape[0], 0)
-        return self.field(t, x, u) * self.scale
+        self.last = self.field(t, x, u)          # in physical time, for the next interval
+        return self.last * self.scale
 
 
 def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=1e-8,
@@ -68,6 +69,10 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
     x = x0
     h, steps = 1.0, 0
     max_steps = max_steps + int(moving.sum())      # the limit is beyond one step per sample
+    # first-same-as-last across intervals: the derivative at an interval's end is the next
+    # one's first stage, unless a held (zero-order-hold) input may jump at the sample
+    reuse = inputs is None or getattr(inputs, "kind", "linear") != "zoh"
+    f_end = None
     for k in range(K - 1):
         if not moving[k]:
             xs.append(x)
@@ -77,7 +82,9 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
             x = _rk4(g, x, substeps)
             steps += substeps
         else:
-            x, h, steps = _dopri5(g, x, h, steps, rtol, atol, max_steps, failure)
+            k1 = f_end * g.scale if f_end is not None else None
+            x, h, steps, f_end = _dopri5(g, x, h, steps, rtol, atol, max_steps, failure, k1)
+            f_end = f_end if reuse else None
         xs.append(x)
     return torch.stack(xs, dim=1)
 
@@ -94,22 +101,27 @@ def _rk4(g, x, substeps):
     return x
 
 
-def _dopri5(g, x, h, steps, rtol, atol, max_steps, failure):
+def _dopri5(g, x, h, steps, rtol, atol, max_steps, failure, k1=None):
+    """One interval; returns (state, next step size, steps, derivative at the end in
+    physical time). ``k1``: the first stage if known (first-same-as-last)."""
     sigma = 0.0
-    k1 = g(0.0, x)
+    if k1 is None:
+        k1 = g(0.0, x)
+    f_end = None
     while sigma < 1.0 - 1e-12:
         proposal = h
         h = min(h, 1.0 - sigma)
         ks = [k1]
         for i in range(1, 7):
             ks.append(g(sigma + _C[i] * h, _combine(x, h, _A[i], ks)))
+        last = g.last
         x_new = _combine(x, h, _B, ks[:6])
         with torch.no_grad():
             err = _combine(torch.zeros_like(x), h, _E, [k.detach() for k in ks])
             tol = atol + rtol * torch.maximum(x.detach().abs(), x_new.detach().abs())
             ratio = float(torch.sqrt(torch.mean((err / tol) ** 2)))
         if ratio <= 1.0:
-            x, sigma, k1 = x_new, sigma + h, ks[6]
+            x, sigma, k1, f_end = x_new, sigma + h, ks[6], last
             steps += 1
             if steps > max_steps:
                 raise failure(f"max_num_steps exceeded ({max_steps} steps)")
@@ -121,4 +133,4 @@ def _dopri5(g, x, h, steps, rtol, atol, max_steps, failure):
                 h = max(h, proposal)       # does not shrink the next interval's steps
         if h < 1e-10:
             raise failure(f"underflow in dt {h}: the problem is stiff or the state blew up")
-    return x, h, steps
+    return x, h, steps, f_end
