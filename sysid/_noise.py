@@ -128,7 +128,6 @@ class StudentT(NoiseModel):
                               for k in self.known], dtype=torch.float64)
         self.register_buffer("fixed_scale", fixed)
         self.register_buffer("is_known", torch.tensor([k is not None for k in self.known]))
-        self.floor = torch.zeros(y.shape[-1], dtype=torch.float64)
 
     def scales(self) -> torch.Tensor:
         return torch.where(self.is_known, self.fixed_scale, torch.exp(self.log_scale))
@@ -139,7 +138,6 @@ class StudentT(NoiseModel):
     def nll(self, pred, y, mask):
         r = torch.where(mask, self.residuals(pred, y, mask), torch.zeros((), dtype=pred.dtype))
         s = self.scales()
-        self._sse = (r ** 2).reshape(-1, r.shape[-1]).sum(0).detach()
         terms = torch.log(s) + 0.5 * (self.dof + 1) * torch.log1p((r / s) ** 2 / self.dof)
         return (terms * mask).sum() / self.total
 

@@ -751,20 +751,7 @@ class CompiledExprs:
         the outputs of :meth:`__call__` apart (stacking copies anyway).  Needs at
         least one expression.
         """
-        # _run, inlined: this is the ODE solver's hot path (saves a call)
-        if len(values) != self._n:
-            self._wrong_count(values)
-        r = [*values, *self._consts]
-        for arity, block in self._blocks:
-            if arity == 2:
-                for fn, a, b in block:
-                    r.append(fn(r[a], r[b]))
-            elif arity == 1:
-                for fn, a in block:
-                    r.append(fn(r[a]))
-            else:
-                for fn, a, b, c in block:
-                    r.append(fn(r[a], r[b], r[c]))
+        r = self._run(values)
         if self._shaped:
             return torch.stack(self._pick(r), dim)
         return torch.stack(self._outputs_shaped(values, r, copy=False), dim)

@@ -311,14 +311,12 @@ class _Trainer:
                         "validation": watch.dump()})
         return FitStatus("max_iterations", f"{opts.epochs} Adam epochs")
 
-    def _new_objective(self) -> float:
-        """Re-score the restored best state after the loss function has changed; returns
-        its data term (negative log-likelihood per observed value)."""
+    def _new_objective(self) -> None:
+        """Re-score the restored best state after the loss function has changed."""
         with torch.no_grad():
-            loss, parts = self._loss()
+            loss, _ = self._loss()
         self.best_loss = float(loss)
         self.best_state = copy.deepcopy(self.problem.state_dict())
-        return float(parts["nll"])
 
     def _tighten(self) -> FitStatus:
         """Close the gaps between shooting windows: a 10x stiffer continuity penalty,

@@ -239,3 +239,16 @@ def test_progress_bar_reports_phases_and_is_off_under_ci(capsys, monkeypatch):
     monkeypatch.setenv("CI", "true")
     sysid.fit(lotka_volterra(), data, **budget)          # progress=None: off under CI
     assert "sysid.fit" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("residual_penalty", "strong", "residual_penalty is out of range; received 'strong'"),
+    ("residual_penalty", -1.0, "residual_penalty is out of range; received -1.0"),
+    ("validation", 0.8, "validation is out of range; received 0.8"),
+    ("noise", "cauchy", "noise must be one of .*student_t.*received 'cauchy'"),
+    ("checkpoint", 42, "checkpoint must be a file path; received 42"),
+])
+def test_bad_training_options_are_refused_with_the_value_received(option, value, message):
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=3.0, dt=0.2, seed=0)
+    with pytest.raises(ValueError, match=message):
+        sysid.fit(lotka_volterra(), data, progress=False, **{option: value})
