@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["stlsq", "threshold_path", "forward_path", "PathStep"]
+__all__ = ["stlsq", "threshold_path", "forward_path", "least_squares", "rss", "inclusion",
+           "PathStep"]
 
 #: Ridge strength of the STLSQ iterations, relative to the (unit-RMS) column norms:
 #: a light ridge tames nearly collinear polynomial columns; the final coefficients on
@@ -196,3 +197,84 @@ def _step(threshold, free, selected, A, b, n_features) -> PathStep:
     if len(selected):
         full[free[selected]] = np.linalg.lstsq(A[:, selected], b, rcond=None)[0]
     return PathStep(threshold, tuple(int(i) for i in free[selected]), full)
+
+
+def least_squares(theta: np.ndarray, y: np.ndarray, support, keep=None) -> np.ndarray:
+    """Least-squares coefficients of ``y`` on the ``support`` columns together with the kept
+    columns (the kept ones reported as zero), as a full-length vector.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> theta = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> least_squares(theta, np.array([2.0, 0.0, 2.0]), (0,)).round(6).tolist()
+    [2.0, 0.0]
+    """
+    theta, y, keep = _prepare(theta, y, keep)
+    free, A, b = _project_out(theta, y, keep)
+    position = {int(c): i for i, c in enumerate(free)}
+    cols = [position[int(c)] for c in support]
+    return _step(float("nan"), free, np.asarray(cols, dtype=int), A, b,
+                 theta.shape[1]).coefficients
+
+
+def rss(theta: np.ndarray, y: np.ndarray, support, keep=None) -> float:
+    """Residual sum of squares of ``y`` regressed on the ``support`` and the kept columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> theta = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> round(rss(theta, np.array([2.0, 0.0, 2.0]), (0,)), 12)
+    0.0
+    """
+    theta, y, keep = _prepare(theta, y, keep)
+    cols = np.zeros(theta.shape[1], dtype=bool)
+    cols[list(support)] = True
+    A = theta[:, cols | keep]
+    if A.shape[1] == 0:
+        return float(y @ y)
+    r = y - A @ np.linalg.lstsq(A, y, rcond=None)[0]
+    return float(r @ r)
+
+
+def inclusion(theta: np.ndarray, y: np.ndarray, n_terms: int, keep=None, *, n_models: int = 50,
+              seed: int = 0) -> np.ndarray:
+    """How often each column is among the best ``n_terms`` over bootstrap resamples.
+
+    pysindy's :class:`~pysindy.optimizers.EnsembleOptimizer` bags (resamples the rows
+    with replacement) forward selection (FROLS) of ``n_terms`` columns, ``n_models``
+    times; the result is the fraction of the bagged supports that contain each column
+    (ensemble SINDy's inclusion probability). Kept columns are projected out first, as in
+    :func:`threshold_path`, and reported as 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(3)
+    >>> theta = rng.normal(size=(300, 3))
+    >>> y = theta[:, 2] + 0.01 * rng.normal(size=300)
+    >>> inclusion(theta, y, 1, n_models=20).tolist()
+    [0.0, 0.0, 1.0]
+    """
+    from pysindy.optimizers import FROLS, EnsembleOptimizer
+
+    theta, y, keep = _prepare(theta, y, keep)
+    free, A, b = _project_out(theta, y, keep)
+    out = np.zeros(theta.shape[1])
+    n = min(int(n_terms), len(free))
+    if n == 0 or n_models <= 0 or not np.any(b):
+        return out
+    state = np.random.get_state()     # pysindy draws the resamples from numpy's global RNG
+    np.random.seed(int(seed))
+    try:
+        opt = EnsembleOptimizer(FROLS(alpha=RIDGE * len(A), max_iter=n, normalize_columns=False,
+                                      unbias=False), bagging=True, n_models=int(n_models))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt.fit(A, b.reshape(-1, 1))
+    finally:
+        np.random.set_state(state)
+    hits = np.array([np.asarray(c).reshape(-1) != 0 for c in opt.coef_list])
+    out[free] = hits.mean(axis=0)
+    return out

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch
 
 from ._model import HybridODE
 from ._physics import CompiledExprs
-from ._sindy import forward_path, threshold_path
+from ._sindy import forward_path, inclusion, least_squares, rss, threshold_path
 from .errors import ModelError, SysidError, suggest
 
 __all__ = ["SymbolicSummary", "summarize"]
@@ -47,15 +48,25 @@ RANK_TOL = 1e-7
 #: Candidates within this many BIC units of the lowest are treated as equally supported;
 #: the sparsest of them is selected (a Bayes factor below e is not evidence for more terms).
 BIC_TIE = 2.0
+#: Candidates scored on held-out windows (the lowest-BIC ones).
+HOLDOUT_TOP = 3
 #: Training budget of each candidate's refit (the starting values are already close).
 REFIT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 100}
+#: Budget of the quick first refit of every candidate: enough to rank them (BIC within a
+#: fraction of a unit of the full refit's on the UDE benchmark) at a quarter of the cost.
+QUICK_OPTIONS = {"epochs": 0, "lbfgs_iterations": 30, "polish_iterations": 0}
+#: Candidates within this many BIC units of the best quick score (at most HOLDOUT_TOP of
+#: them) are refit with the full budget, and scored on held-out windows.
+CONFIRM_DBIC = 10.0
 _CARRIED = ("solver", "rtol", "atol", "max_steps", "substeps", "interpolation", "time_unit",
             "shooting", "continuity", "polish_iterations", "noise")
-_OPTIONS = ("degree", "library", "thresholds", "n_points", "seed")
+_OPTIONS = ("degree", "functions", "library", "thresholds", "n_points", "seed", "max_terms",
+            "refine", "holdout", "ensemble")
 
 
-def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, seed=0,
-              max_terms=8, **unknown) -> "SymbolicSummary":
+def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, n_points=400,
+              seed=0, max_terms=8, refine=10, holdout=0.2, ensemble=50,
+              **unknown) -> "SymbolicSummary":
     """Distil the neural residual of a fitted hybrid model into sparse equations.
 
     Parameters
@@ -131,8 +142,15 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
             "(it was built with residual=None, so its equations are already symbolic: see "
             "result.equations). Fit a model with residual=sysid.MLP(...) to distil a network.")
     thresholds = _check_options(degree, library, thresholds, n_points, seed, unknown)
+    _check_counts(max_terms=max_terms, refine=refine, ensemble=ensemble)
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float, np.number)) \
+            or not 0.0 <= float(holdout) <= 0.5:
+        raise ModelError(f"symbolic option holdout must be a fraction of the shooting windows "
+                         f"in [0, 0.5] (0 switches held-out scoring off); received "
+                         f"{holdout!r}.")
     variables = [_symbol_of(model, n) for n in model.residual_inputs]
-    terms = _library_terms(model, variables, int(degree), library)
+    terms = _library_terms(model, variables, int(degree), _functions(functions, variables)
+                           + list(library or ()))
     samples = _samples(result, int(n_points))
     theta, terms, notes = _evaluate(terms, model, samples)
     rms = np.sqrt(np.mean(theta ** 2, axis=0))
@@ -154,36 +172,17 @@ def summarize(result, *, degree=3, library=None, thresholds=None, n_points=400, 
             scale = 1.0
         paths[s] = (threshold_path(theta_n, target / scale, thresholds, keep[s]),
                     forward_path(theta_n, target / scale, FORWARD_TERMS, keep[s]),
-                    scale / rms)
+                    scale / rms, target / scale)
 
     options = {k: getattr(result.options, k) for k in _CARRIED if hasattr(result.options, k)}
     options.update(REFIT_OPTIONS, seed=int(seed), progress=False, throw=False)
-    rows, fits = [], []
+    search = _Search(fit, result, states, terms, theta_n, keep, paths, options, int(max_terms))
     for cand in _candidates(states, paths, thresholds):
-        supports = cand.pop("supports")
-        values = cand.pop("values")
-        n_terms = sum(len(supports[s]) for s in states)
-        if n_terms > int(max_terms):
-            rows.append({**cand, **{f"support_{s.name}": _support_text(terms, supports[s])
-                                    for s in states},
-                         "n_terms": n_terms, "k": np.nan, "BIC": np.inf, "loss": np.nan,
-                         "status": f"not refit: more than max_terms={max_terms} terms",
-                         "seconds": 0.0})
-            fits.append((None, None, supports))
-            continue
-        init = {**result.parameters, **{_name(s, j, model): values[s][col]
-                                        for s in states for j, col in enumerate(supports[s])}}
-        distilled = _distill(model, states, terms, supports, init)
-        refit, bic, status = _score(fit, distilled, result.data, options)
-        rows.append({**cand,
-                     **{f"support_{s.name}": _support_text(terms, supports[s]) for s in states},
-                     "n_terms": sum(len(supports[s]) for s in states),
-                     "k": len(distilled.parameters), "BIC": bic,
-                     "loss": float(refit.stats["loss"]) if refit is not None else np.nan,
-                     "status": status,
-                     "seconds": float(refit.stats["wall_time_s"]) if refit is not None else 0.0})
-        fits.append((distilled, refit, supports))
-    return _package(result, states, terms, keep, rows, fits, samples, options, notes)
+        search.evaluate(cand["method"], cand["threshold"], cand["supports"])
+    search.refine(int(refine))
+    search.confirm(float(holdout), int(seed))
+    return _package(result, states, terms, keep, search, samples, options, notes,
+                    int(ensemble))
 
 
 # -- options and library -----------------------------------------------------------------
@@ -210,6 +209,35 @@ def _check_options(degree, library, thresholds, n_points, seed, unknown) -> list
             f"thresholds must be a non-empty list of positive numbers (relative to the largest "
             f"normalised coefficient, e.g. [0.01, 0.1, 0.5]); received {thresholds!r}.")
     return values
+
+
+def _check_counts(**values) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+            raise ModelError(f"symbolic option {name} must be an integer >= 0; received "
+                             f"{value!r}.")
+
+
+#: Functions that ``functions=`` accepts by name, applied to each variable the network reads.
+FUNCTIONS = {"sin": sp.sin, "cos": sp.cos, "exp": sp.exp, "tanh": sp.tanh, "log": sp.log,
+             "sqrt": sp.sqrt, "abs": sp.Abs, "sign": sp.sign}
+
+
+def _functions(functions, variables) -> list[sp.Expr]:
+    """``f(v)`` for each requested function ``f`` and each variable ``v``."""
+    if isinstance(functions, str) or not hasattr(functions, "__iter__"):
+        functions = [functions]
+    out = []
+    for f in functions:
+        name = f if isinstance(f, str) else getattr(f, "__name__", None)
+        if name not in FUNCTIONS or (not isinstance(f, str) and f is not FUNCTIONS[name]):
+            raise ModelError(
+                f"functions must name functions to apply to each variable the network reads, "
+                f"from {sorted(FUNCTIONS)} (strings or the SymPy functions, e.g. "
+                f"functions=['sin', 'cos']); received {f!r}. Pass other terms as "
+                f"library=[...] SymPy expressions.")
+        out += [FUNCTIONS[name](v) for v in variables]
+    return out
 
 
 def _symbol_of(model, name: str) -> sp.Symbol:
@@ -358,31 +386,172 @@ def _conditioning(theta_n, terms) -> list[str]:
 
 # -- candidates and refits ---------------------------------------------------------------
 def _candidates(states, paths, thresholds) -> list[dict]:
-    """Distinct combinations of per-state supports: physics only, the forward path by
-    number of terms, then the STLSQ path by threshold index. Coefficients in data units."""
-    out: dict[tuple, dict] = {}
+    """Combinations of per-state supports proposed by the sparse regressions: physics only,
+    the forward path by number of terms, then the STLSQ path by threshold index."""
+    def support(step):
+        return step.support if step is not None else ()
 
-    def add(method, threshold, picks):
-        supports = {s: picks[s].support if picks[s] is not None else () for s in states}
-        key = tuple(supports[s] for s in states)
-        if key in out:
-            if method not in out[key]["method"]:
-                out[key]["method"] += f", {method}"
-            if np.isnan(out[key]["threshold"]):
-                out[key]["threshold"] = threshold
-            return
-        values = {s: picks[s].coefficients * paths[s][2] if picks[s] is not None else None
-                  for s in states}
-        out[key] = {"method": method, "threshold": threshold, "supports": supports,
-                    "values": values}
-
-    add("physics only", np.nan, {s: None for s in states})
+    out = [{"method": "physics only", "threshold": np.nan,
+            "supports": {s: () for s in states}}]
     for n in range(1, FORWARD_TERMS + 1):
-        add("forward", np.nan, {s: paths[s][1][min(n, len(paths[s][1])) - 1]
-                            if paths[s][1] else None for s in states})
+        out.append({"method": "forward", "threshold": np.nan,
+                    "supports": {s: support(paths[s][1][min(n, len(paths[s][1])) - 1]
+                                            if paths[s][1] else None) for s in states}})
     for k, rel in enumerate(thresholds):
-        add("STLSQ", rel, {s: paths[s][0][k] for s in states})
-    return list(out.values())
+        out.append({"method": "STLSQ", "threshold": rel,
+                    "supports": {s: support(paths[s][0][k]) for s in states}})
+    return out
+
+
+class _Search:
+    """Refits candidate supports in data space and keeps the table of results.
+
+    ``evaluate`` refits one joint support (once: repeats only add their method's name);
+    ``refine`` then searches around the best support -- swapping, dropping or adding one
+    term of one state, in the order the network's regression ranks them -- because the
+    network is fitted to noisy data and may prefer a wrong term that the data do not;
+    ``hold_out`` scores the best few on held-out windows.
+    """
+
+    def __init__(self, fit, result, states, terms, theta_n, keep, paths, options, max_terms):
+        self.fit, self.result, self.states, self.terms = fit, result, states, terms
+        self.theta_n, self.keep, self.paths = theta_n, keep, paths
+        self.options, self.max_terms = options, max_terms
+        self.rows, self.fits, self.index = [], [], {}
+
+    def key(self, supports):
+        return tuple(tuple(sorted(supports[s])) for s in self.states)
+
+    def values(self, supports) -> dict:
+        """Starting values: the hybrid fit's parameters and the least-squares coefficients
+        of the network residual on each state's support, in data units."""
+        model = self.result.model
+        init = dict(self.result.parameters)
+        for s in self.states:
+            sup = tuple(sorted(supports[s]))
+            coef = least_squares(self.theta_n, self.paths[s][3], sup, self.keep[s])
+            for j, col in enumerate(sup):
+                init[_name(s, j, model)] = float(coef[col] * self.paths[s][2][col])
+        return init
+
+    def evaluate(self, method, threshold, supports) -> float:
+        """Refit one joint support (cached); returns its BIC."""
+        supports = {s: tuple(sorted(supports[s])) for s in self.states}
+        key = self.key(supports)
+        if key in self.index:
+            row = self.rows[self.index[key]]
+            if method not in row["method"]:
+                row["method"] += f", {method}"
+            if np.isnan(row["threshold"]):
+                row["threshold"] = threshold
+            return row["BIC"]
+        n_terms = sum(len(supports[s]) for s in self.states)
+        row = {"method": method, "threshold": threshold,
+               **{f"support_{s.name}": _support_text(self.terms, supports[s])
+                  for s in self.states},
+               "n_terms": n_terms, "k": np.nan, "BIC": np.inf, "AICc": np.inf,
+               "holdout": np.nan, "loss": np.nan, "status": "", "refit": "-", "seconds": 0.0}
+        distilled = refit = None
+        if n_terms > self.max_terms:
+            row["status"] = f"not refit: more than max_terms={self.max_terms} terms"
+        else:
+            distilled = _distill(self.result.model, self.states, self.terms, supports,
+                                 self.values(supports))
+            refit = self.score(row, distilled, QUICK_OPTIONS)
+            row["refit"] = "quick"
+        self.index[key] = len(self.rows)
+        self.rows.append(row)
+        self.fits.append((distilled, refit, supports))
+        return row["BIC"]
+
+    def best(self) -> int:
+        return int(np.argmin([r["BIC"] for r in self.rows]))
+
+    def refine(self, budget: int) -> None:
+        """Greedy local search from the lowest-BIC support: try the moves in the order of
+        :meth:`moves`, move to the first that lowers the BIC, until none does or
+        ``budget`` refits are spent."""
+        spent = 0
+        while spent < budget:
+            i = self.best()
+            if not np.isfinite(self.rows[i]["BIC"]):
+                return
+            current, improved = self.fits[i][2], False
+            for supports in self.moves(current):
+                if self.key(supports) in self.index:
+                    continue
+                spent += 1
+                if self.evaluate("search", np.nan, supports) < self.rows[i]["BIC"]:
+                    improved = True
+                    break
+                if spent >= budget:
+                    return
+            if not improved:
+                return
+
+    def moves(self, current) -> list[dict]:
+        """Neighbouring supports, most plausible first: per state, the best swap of one
+        term, the best drop, the best addition and the second-best swap, ranked by how much
+        of the network residual each support explains; states interleaved."""
+        per_state = []
+        for s in self.states:
+            free = [c for c in range(len(self.terms)) if not self.keep[s][c]]
+            cur = set(current[s])
+            fit = lambda sup: rss(self.theta_n, self.paths[s][3], tuple(sorted(sup)),
+                                  self.keep[s])
+            swaps = sorted(((fit(cur - {i} | {j}), cur - {i} | {j}) for i in cur
+                            for j in free if j not in cur), key=lambda t: t[0])
+            drops = sorted(((fit(cur - {i}), cur - {i}) for i in cur), key=lambda t: t[0])
+            adds = sorted(((fit(cur | {j}), cur | {j}) for j in free if j not in cur),
+                          key=lambda t: t[0])
+            ordered = [m for m in (swaps[:1], drops[:1], adds[:1], swaps[1:2]) for m in m]
+            per_state.append([sup for _, sup in ordered])
+        out = []
+        for rank in range(max((len(m) for m in per_state), default=0)):
+            for s, moves in zip(self.states, per_state):
+                if rank < len(moves):
+                    out.append({**current, s: tuple(sorted(moves[rank]))})
+        return out
+
+    def score(self, row, distilled, budget):
+        """Refit ``distilled`` with the hybrid fit's options and ``budget``; fill ``row``."""
+        start = time.perf_counter()
+        refit = None
+        try:
+            refit = self.fit(distilled, self.result.data, **{**self.options, **budget})
+        except (SysidError, RuntimeError) as err:
+            row.update(status=f"failed: {err}", BIC=np.inf, AICc=np.inf)
+        else:
+            k = len(distilled.parameters)
+            row.update(k=k, loss=float(refit.stats["loss"]), status=refit.status.code)
+            row["BIC"], row["AICc"] = _criteria(refit, k) if refit.status.success \
+                else (np.inf, np.inf)
+        row["seconds"] += time.perf_counter() - start
+        return refit
+
+    def confirm(self, fraction: float, seed: int) -> None:
+        """Refit the best few candidates (within CONFIRM_DBIC of the lowest quick BIC, at
+        most HOLDOUT_TOP) with the full budget from their quick values, then score each on
+        held-out shooting windows: refit without them, error on them."""
+        bic = np.array([r["BIC"] for r in self.rows])
+        order = [int(i) for i in np.argsort(bic, kind="stable")
+                 if np.isfinite(bic[i]) and bic[i] <= bic.min() + CONFIRM_DBIC][:HOLDOUT_TOP]
+        for i in order:
+            distilled, quick, supports = self.fits[i]
+            start_model = _with_values(distilled, quick.parameters)
+            full = self.score(self.rows[i], start_model, REFIT_OPTIONS)
+            self.rows[i]["refit"] = "full"
+            if full is not None:
+                self.fits[i] = (distilled, full, supports)
+            if fraction <= 0 or full is None or not full.status.success:
+                continue
+            try:
+                held = self.fit(_with_values(distilled, full.parameters), self.result.data,
+                                **{**self.options, **QUICK_OPTIONS, "seed": seed,
+                                   "validation": fraction})
+                self.rows[i]["holdout"] = _holdout_error(held)
+            except (SysidError, RuntimeError, ValueError):
+                self.rows[i]["holdout"] = np.inf
 
 
 def _support_text(terms, support) -> str:
@@ -419,19 +588,9 @@ def _with_values(model, values) -> HybridODE:
                      inputs=model.inputs, observations=model.observations, fixed=model.fixed)
 
 
-def _score(fit, distilled, data, options):
-    """Refit a candidate; return (result or None, BIC, status text)."""
-    try:
-        refit = fit(distilled, data, **options)
-    except (SysidError, RuntimeError) as err:
-        return None, np.inf, f"failed: {err}"
-    if not refit.status.success:
-        return refit, np.inf, refit.status.code
-    return refit, _bic(refit, len(distilled.parameters)), refit.status.code
-
-
-def _bic(refit, k: int) -> float:
-    """``sum_c n_c log(RSS_c / n_c) + k log(n)`` from a single-shooting simulation."""
+def _criteria(refit, k: int) -> tuple[float, float]:
+    """``(BIC, AICc)`` from a single-shooting simulation of the refit model:
+    ``sum_c n_c log(RSS_c / n_c) + k log(n)`` and ``... + 2k + 2k(k+1)/(n-k-1)``."""
     p = refit._problem
     try:
         with torch.no_grad():
@@ -439,22 +598,35 @@ def _bic(refit, k: int) -> float:
             pred = p.field.observe(p.single.tau, xs, p.single.u_grid)
             r = p.noise.residuals(pred, p.y, p.mask).numpy()
     except RuntimeError:     # the solver failed (SolverFailure is a RuntimeError)
-        return np.inf
+        return np.inf, np.inf
     mask = p.mask.numpy()
     r = np.where(mask, r, 0.0).reshape(-1, mask.shape[-1])
     n_c = mask.reshape(-1, mask.shape[-1]).sum(0)
     rss = (r ** 2).sum(0)
     if not np.all(np.isfinite(rss)):
-        return np.inf
+        return np.inf, np.inf
     ok = n_c > 0
-    mse = np.maximum(rss[ok] / n_c[ok], 1e-300)
-    return float(np.sum(n_c[ok] * np.log(mse)) + k * np.log(n_c.sum()))
+    fit_term = float(np.sum(n_c[ok] * np.log(np.maximum(rss[ok] / n_c[ok], 1e-300))))
+    n = float(n_c.sum())
+    aicc = fit_term + 2 * k + (2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else np.inf)
+    return fit_term + k * np.log(n), aicc
 
 
-def _package(result, states, terms, keep, rows, fits, samples, options, notes):
+def _holdout_error(refit) -> float:
+    """Standardised mean squared error on the held-out samples, simulating each whole
+    trajectory from its fitted initial state (about 1 when predicted to within noise)."""
+    p = refit._problem
+    with torch.no_grad():
+        xs = p.states(p.single)
+        pred = p.field.observe(p.single.tau, xs, p.single.u_grid)
+        return float(p.validation_score(pred, p.single))
+
+
+def _package(result, states, terms, keep, search, samples, options, notes, ensemble):
     import pandas as pd
     from .errors import FitError
 
+    rows, fits = search.rows, search.fits
     bic = np.array([r["BIC"] for r in rows])
     if not np.isfinite(bic).any():
         raise FitError(
@@ -486,19 +658,60 @@ def _package(result, states, terms, keep, rows, fits, samples, options, notes):
         if np.isfinite(fidelity[s.name]) and fidelity[s.name] < 0.9:
             notes.append(
                 f"The distilled model reproduces only R^2 = {fidelity[s.name]:.3f} of the "
-                f"network residual of {s.name} along the data: the network holds structure "
-                f"the selected terms lack (terms outside the library, or noise it fitted), "
-                f"or the refit moved the physical parameters. Compare the candidates in "
-                f".path; try a higher degree or library=[...] terms.")
+                f"network residual of {s.name} along the data. Either the network holds "
+                f"structure the selected terms lack (terms outside the library: try a "
+                f"higher degree, functions=[...] or library=[...]), or the network itself "
+                f"is off where the data are noisy and the data preferred these terms "
+                f"(compare the candidates' BIC in .path, and .terms).")
     if refit.status.code != "converged":
         notes.append(f"The refit of the selected model ended with status "
                      f"{refit.status.code!r}: {refit.status.message}")
     library = {s.name: [t for t, k in zip(terms, keep[s]) if not k] for s in states}
+    table = _term_table(search, states, terms, keep, supports, coefs, ensemble,
+                        options["seed"])
     return SymbolicSummary(
         equations=equations, model_equations=refit.equations,
         coefficients={c: float(values[c]) for s in states for c, _ in coefs[s]},
         fidelity=fidelity, domain=samples.domain, warnings=notes, path=path, result=refit,
-        model=_with_values(distilled, values), library=library, options=options)
+        model=_with_values(distilled, values), library=library, options=options,
+        terms=table, uncertainty=_curvature(refit, notes))
+
+
+def _curvature(refit, notes):
+    from ._uncertainty import gauss_newton
+
+    try:
+        return gauss_newton(refit)
+    except (RuntimeError, ValueError, np.linalg.LinAlgError) as err:
+        notes.append(f"Standard errors are not available: the curvature of the likelihood "
+                     f"could not be computed ({err}).")
+        return None
+
+
+def _term_table(search, states, terms, keep, supports, coefs, ensemble, seed):
+    """Every candidate term per state: selected or not, the ensemble's inclusion
+    probability at the selected number of terms, and the data-space BIC weight."""
+    import pandas as pd
+
+    bic = np.array([r["BIC"] for r in search.rows])
+    ok = np.isfinite(bic)
+    w = np.where(ok, np.exp(-0.5 * (np.where(ok, bic, 0.0) - bic[ok].min())), 0.0)
+    w /= w.sum()
+    rows = []
+    for s in states:
+        target = search.paths[s][3]
+        prob = inclusion(search.theta_n, target, len(supports[s]), keep[s],
+                         n_models=ensemble, seed=seed) if ensemble \
+            else np.full(len(terms), np.nan)
+        names = dict(zip(supports[s], (c for c, _ in coefs[s])))
+        for j, term in enumerate(terms):
+            if keep[s][j]:
+                continue
+            weight = float(sum(w[i] for i in range(len(w)) if j in search.fits[i][2][s]))
+            rows.append({"state": s.name, "term": str(term), "selected": j in names,
+                         "coefficient": names.get(j, ""), "inclusion": float(prob[j]),
+                         "weight": weight})
+    return pd.DataFrame(rows)
 
 
 def _select(rows, bic, states, notes) -> int:
@@ -546,10 +759,17 @@ class SymbolicSummary:
     warnings : list[str]
         Collinear candidates, poorly reproduced residuals, refit problems.
     path : pandas.DataFrame
-        Every candidate: ``method`` that proposed it, relative STLSQ ``threshold`` (NaN
-        if only forward selection found it), ``support_<state>``, ``n_terms``, ``k``
-        (learnable parameters), ``BIC``, ``dBIC`` (above the lowest), refit ``loss``,
-        ``status`` and ``seconds``, and ``selected``.
+        Every candidate: ``method`` that proposed it (``forward``, ``STLSQ``, ``search``),
+        relative STLSQ ``threshold``, ``support_<state>``, ``n_terms``, ``k`` (learnable
+        parameters), ``BIC``, ``dBIC`` (above the lowest), ``AICc``, ``holdout``
+        (standardised error on held-out windows, for the best few), refit ``loss``,
+        ``status``, ``refit`` (``quick`` or ``full`` budget), ``seconds``, ``selected``.
+    terms : pandas.DataFrame
+        Every candidate term of every state: ``selected``, its ``coefficient`` name,
+        ``inclusion`` (share of bootstrap-resampled sparse regressions of the network, at
+        the selected number of terms, that contain it: ensemble SINDy) and ``weight``
+        (share of the data-space BIC weight ``exp(-BIC/2)`` of the refit candidates that
+        contain it).
     result : FitResult
         The refit of the selected distilled model to the original data.
     model : HybridODE
@@ -566,7 +786,8 @@ class SymbolicSummary:
     """
 
     def __init__(self, *, equations, model_equations, coefficients, fidelity, domain,
-                 warnings, path, result, model, library, options):
+                 warnings, path, result, model, library, options, terms=None,
+                 uncertainty=None):
         self.equations = equations
         self.model_equations = model_equations
         self.coefficients = coefficients
@@ -577,11 +798,59 @@ class SymbolicSummary:
         self.result = result
         self.model = model
         self.library = library
+        self.terms = terms
+        self._uncertainty = uncertainty
         self._options = dict(options)
 
     @property
     def parameters(self) -> dict[str, float]:
         return dict(self.result.parameters)
+
+    def std_errors(self) -> dict[str, float]:
+        """Standard error of each refit parameter (NaN where unavailable)."""
+        u = self._uncertainty
+        return {n: (u.std_error(n) if u is not None and n in u.names else float("nan"))
+                for n in self.parameters}
+
+    def parameter_table(self, level: float = 0.95):
+        """Refit parameters and coefficients with standard errors and intervals.
+
+        The standard errors come from the curvature of the likelihood of the distilled
+        model at its refit optimum (Gauss-Newton, initial states included as nuisance
+        parameters); the interval is ``value +- z * std_error`` at ``level``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by name: ``kind`` (``physics`` or ``residual``), ``state`` and
+            ``term`` (for residual coefficients), ``value``, ``std_error``, ``lower``,
+            ``upper``, ``inclusion`` and ``weight`` (see :attr:`terms`).
+
+        Examples
+        --------
+        >>> summary.parameter_table()                    # doctest: +SKIP
+                    kind state term  value  std_error  lower  upper  inclusion  weight
+        c_x_0   residual     x  x*y -0.910      0.015 -0.939 -0.881       1.00    0.93
+        """
+        import pandas as pd
+        from scipy.stats import norm
+
+        if not 0.0 < float(level) < 1.0:
+            raise ModelError(f"level must be between 0 and 1 (e.g. 0.95); received {level!r}.")
+        z = float(norm.ppf(0.5 + float(level) / 2))
+        se = self.std_errors()
+        terms = self.terms.set_index("coefficient") if self.terms is not None else None
+        rows = []
+        for name, value in self.parameters.items():
+            row = {"kind": "physics", "state": "", "term": "", "value": value,
+                   "std_error": se[name], "lower": value - z * se[name],
+                   "upper": value + z * se[name], "inclusion": np.nan, "weight": np.nan}
+            if name in self.coefficients and terms is not None and name in terms.index:
+                t = terms.loc[name]
+                row.update(kind="residual", state=t["state"], term=t["term"],
+                           inclusion=t["inclusion"], weight=t["weight"])
+            rows.append({"name": name, **row})
+        return pd.DataFrame(rows).set_index("name")
 
     def refit(self, data, **options):
         """Fit the selected distilled model (physics + symbolic terms, no network) to ``data``.
@@ -598,7 +867,8 @@ class SymbolicSummary:
         Returns
         -------
         FitResult
-            Starting from the summary's fitted values.
+            Starting from the summary's fitted values; it forecasts, imputes and saves
+            like any result.
 
         Examples
         --------
@@ -610,21 +880,76 @@ class SymbolicSummary:
 
         return fit(self.model, data, **{**self._options, "throw": True, **options})
 
-    def to_latex(self, digits: int = 4) -> str:
-        r"""The model equations as a LaTeX ``align`` block, numbers to ``digits`` figures.
+    def to_latex(self, uncertainty: bool = True, digits: int = 4) -> str:
+        r"""The model equations as a LaTeX ``align`` block.
+
+        Every fitted number is rounded to the precision its standard error supports (two
+        significant figures of the standard error), so the rounding never hides the
+        uncertainty nor claims more than the data give; with ``uncertainty=True`` each is
+        written as ``(value \pm standard error)``. Numbers without a standard error keep
+        ``digits`` significant figures.
 
         Examples
         --------
         >>> print(summary.to_latex())                    # doctest: +SKIP
         \begin{align}
-        \frac{d x}{d t} &= - 0.9003 x y + 1.3 x \\
-        \frac{d y}{d t} &= 0.7997 x y - 1.8 y
+        \frac{d x}{d t} &= 1.3 x - \left(0.910 \pm 0.015\right) x y \\
+        \frac{d y}{d t} &= \left(0.745 \pm 0.057\right) x y - 1.8 y
         \end{align}
         """
-        names = {s.name: s for s in self.model.states}
-        lines = [rf"\frac{{d {sp.latex(names[n])}}}{{d t}} &= {sp.latex(_rounded(e, digits))}"
-                 for n, e in self.model_equations.items()]
+        model = self.model
+        values, se = self.parameters, self.std_errors()
+        variables = [*model.states, *model.inputs, sp.Symbol("t")]
+        tags, texts = {}, {}
+        for k, p in enumerate(model.parameters):
+            tag = "ZQ" + "".join(chr(65 + int(d)) for d in f"{k:03d}")
+            tags[p] = (-1 if values[p.name] < 0 else 1) * sp.Symbol(tag, positive=True)
+            texts[tag] = _number(abs(values[p.name]), se[p.name], digits, uncertainty)
+        numeric = {p: sp.Float(values[p.name]) for p in model.parameters}
+        lines = []
+        for s in model.states:
+            rhs = sp.expand(sp.sympify(model.physics.get(s, 0)).subs(model.fixed))
+            body = ""
+            for term in sp.Add.make_args(rhs):
+                coeff, rest = term.as_independent(*variables, as_Add=False)
+                value = complex(coeff.xreplace(numeric).evalf())
+                sign = "-" if value.real < 0 else "+"
+                if coeff.free_symbols:
+                    mag = coeff.xreplace(tags)
+                    mag = -mag if mag.could_extract_minus_sign() else mag
+                    text = sp.latex(mag)
+                    for tag, number in texts.items():
+                        text = text.replace(tag, number)
+                else:
+                    text = _number(abs(float(coeff)), float("nan"), digits, False)
+                if rest != 1:
+                    text = sp.latex(rest) if text == "1" else f"{text} {sp.latex(rest)}"
+                body += (f"{'-' if sign == '-' else ''}{text}" if not body
+                         else f" {sign} {text}")
+            lines.append(rf"\frac{{d {sp.latex(s)}}}{{d t}} &= {body or '0'}")
         return "\\begin{align}\n" + " \\\\\n".join(lines) + "\n\\end{align}"
+
+    def plot(self, ax=None):
+        """The selection path: BIC of every refit candidate against its number of terms,
+        the selected one marked; returns the matplotlib Figure."""
+        import matplotlib.pyplot as plt
+
+        path = self.path[np.isfinite(self.path["BIC"])]
+        fig, ax = (plt.subplots(figsize=(6, 4)) if ax is None else (ax.figure, ax))
+        for method, marker in (("forward", "o"), ("STLSQ", "s"), ("search", "^"),
+                               ("physics only", "D")):
+            sel = path[path["method"].str.split(", ").str[0] == method]
+            ax.scatter(sel["n_terms"], sel["dBIC"], marker=marker, label=method, alpha=0.8)
+        best = path[path["selected"]].iloc[0]
+        ax.scatter([best["n_terms"]], [best["dBIC"]], s=200, facecolors="none",
+                   edgecolors="k", linewidths=2, label="selected")
+        ax.set_yscale("symlog", linthresh=10.0)
+        ax.set_xlabel("number of residual terms")
+        ax.set_ylabel("BIC above the lowest")
+        ax.set_title("Symbolic summary: candidates refit to the data")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        return fig
 
     def __repr__(self) -> str:
         eqs = [f"d{n}/dt = {_rounded(e, 4)}" for n, e in self.model_equations.items()]
@@ -635,6 +960,17 @@ class SymbolicSummary:
                        f"selected by BIC = {row['BIC']:.1f} among {len(self.path)} candidates"
                        + (f"; {len(self.warnings)} warning(s)" if self.warnings else "")]
         return "SymbolicSummary(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _number(value: float, se: float, digits: int, uncertainty: bool) -> str:
+    """``value`` (>= 0) rounded to two significant figures of ``se``, as LaTeX."""
+    if not (np.isfinite(se) and se > 0):
+        return f"{float(f'{value:.{digits}g}'):g}"
+    decimals = max(0, 1 - int(np.floor(np.log10(se))))
+    if value != 0 and np.log10(abs(value)) - np.log10(se) > 8:   # far beyond the noise
+        return f"{float(f'{value:.{digits}g}'):g}"
+    v, e = f"{value:.{decimals}f}", f"{se:.{decimals}f}"
+    return rf"\left({v} \pm {e}\right)" if uncertainty else v
 
 
 def _rounded(expr, digits: int):
