@@ -15,9 +15,17 @@
    does not rely on the full least-squares coefficients.
 4. *Selection in data space.* Each distinct support becomes a distilled model -- the known
    physics plus learnable coefficients times the terms, no network -- refit to the data and
-   scored by BIC on the observations; the sparsest model within 2 BIC units of the best is
-   selected. Information criteria computed on the network's outputs always favour the
-   densest model; re-simulating against the data does not.
+   scored on the observations by EBIC (BIC plus the log of the number of supports of each
+   size the library allows); a local search then swaps, drops or adds single terms around
+   the best support, because the network was itself fitted to noisy data and may prefer a
+   term the data do not. The sparsest model within 2 units of the best is selected, the
+   best few are also scored on held-out windows. Information criteria computed on the
+   network's outputs always favour the densest model; re-simulating against the data
+   does not.
+5. *Uncertainty.* Standard errors of the refit coefficients and physical parameters from
+   the curvature of the likelihood (:mod:`sysid._uncertainty`); inclusion probabilities
+   of each term from bagged sparse regressions (pysindy's ensembles) and from the
+   candidates' EBIC weights.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ FORWARD_TERMS = 3
 COLLINEAR = 0.999
 #: A normalised library whose smallest/largest singular value falls below this is reported.
 RANK_TOL = 1e-7
+#: The criterion that ranks candidates: BIC extended by the size of the search space
+#: (EBIC with gamma = 1, Chen & Chen 2008, Biometrika 95:759). Plain BIC ignores how many
+#: supports were tried; with a library of ten terms per state, a search then adds a
+#: spurious term to a noisy orbit segment far more often than BIC's nominal rate.
+SCORE = "EBIC"
 #: Candidates within this many BIC units of the lowest are treated as equally supported;
 #: the sparsest of them is selected (a Bayes factor below e is not evidence for more terms).
 BIC_TIE = 2.0
@@ -75,6 +88,10 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
         A fit of a model with a neural residual.
     degree : int, default 3
         Highest total degree of the candidate monomials (the constant is included).
+    functions : sequence of str, optional
+        Functions applied to each variable the network reads, added as candidates:
+        any of ``"sin", "cos", "exp", "tanh", "log", "sqrt", "abs", "sign"`` (or the
+        SymPy functions themselves), e.g. ``functions=["sin", "cos"]``.
     library : sequence of sympy.Expr, optional
         Extra candidate terms over the variables the network reads, e.g.
         ``[sympy.sin(theta)]``. A numeric factor is ignored (``2*sin(theta)`` is
@@ -92,6 +109,14 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
         Candidates with more residual terms than this (summed over states) are listed in
         ``.path`` but not refit: dense supports cost the most to refit and a sparse
         summary is the goal. Raise it to score them too.
+    refine : int, default 10
+        Budget of the local search (refits of neighbouring supports); 0 switches it off.
+    holdout : float, default 0.2
+        Fraction of shooting windows held out to score the best few candidates (refit
+        without them, error on them); 0 switches it off.
+    ensemble : int, default 50
+        Bootstrap resamples of the sparse regression for the inclusion probabilities in
+        ``.terms``; 0 switches them off.
 
     Returns
     -------
@@ -108,8 +133,15 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
     -----
     Candidates are: the physics alone; the best 1, 2 and 3 terms per state by forward
     selection; and the STLSQ support at each threshold (per-state supports combined along
-    the path index). Duplicates are refit once. Each costs one :func:`sysid.fit`, so the
-    summary takes roughly (number of distinct candidates) x (time of a physics-only fit).
+    the path index). Each is refit once with a quick budget (``epochs=0,
+    lbfgs_iterations=30, polish_iterations=0``, the fit's other options), starting from
+    the hybrid fit's parameters and the network regression's coefficients. A greedy local
+    search then tries, from the best support, to swap one term of a state for another,
+    drop one or add one (most plausible first by how much of the network residual the
+    new support explains), moving whenever the score improves, within ``refine`` refits.
+    The best few (at most 3, within 10 units) are refit with the full budget
+    (``lbfgs_iterations=100`` and the single-shooting polish) and scored on held-out
+    windows.
 
     A term that the known physics of a state already has with a parameter coefficient
     (``a*x`` in ``dx/dt = a*x + NN``) is not a candidate residual term of that state:
@@ -117,14 +149,14 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
     carried by the network cannot leak into other terms), and the physical parameters are
     refit together with the residual coefficients, so that share returns to the parameter.
 
-    Every candidate refit starts from the hybrid fit's parameters and the regression's
-    coefficients (``epochs=0, lbfgs_iterations=100``, the fit's other options). The score
-    is ``BIC = sum_c n_c log(RSS_c / n_c) + k log(n)`` over observed channels ``c``, from
-    a simulation of the refit model over each whole trajectory (residuals in log space
-    for ``noise="lognormal"``), with ``k`` the learnable parameters (initial states are
-    fitted by every candidate alike and not counted). Among the candidates within 2 BIC
-    units of the lowest, the one with the fewest parameters is selected, and the others
-    are named in ``warnings``.
+    The score is ``EBIC = sum_c n_c log(RSS_c / n_c) + k log(n) + 2 sum_s log C(p_s,
+    k_s)`` over observed channels ``c``, from a simulation of the refit model over each
+    whole trajectory (residuals in log space for ``noise="lognormal"``), with ``k`` the
+    learnable parameters (initial states are fitted by every candidate alike and not
+    counted), ``p_s`` the library size and ``k_s`` the number of terms of state ``s``.
+    The last term accounts for the many supports a search compares. Among the candidates
+    within 2 units of the lowest, the one with the fewest parameters is selected, and the
+    others are named in ``warnings``. Plain ``BIC`` and ``AICc`` are in ``.path`` too.
 
     Examples
     --------
@@ -444,12 +476,12 @@ class _Search:
                 row["method"] += f", {method}"
             if np.isnan(row["threshold"]):
                 row["threshold"] = threshold
-            return row["BIC"]
+            return row[SCORE]
         n_terms = sum(len(supports[s]) for s in self.states)
         row = {"method": method, "threshold": threshold,
                **{f"support_{s.name}": _support_text(self.terms, supports[s])
                   for s in self.states},
-               "n_terms": n_terms, "k": np.nan, "BIC": np.inf, "AICc": np.inf,
+               "n_terms": n_terms, "k": np.nan, "BIC": np.inf, "EBIC": np.inf, "AICc": np.inf,
                "holdout": np.nan, "loss": np.nan, "status": "", "refit": "-", "seconds": 0.0}
         distilled = refit = None
         if n_terms > self.max_terms:
@@ -457,15 +489,15 @@ class _Search:
         else:
             distilled = _distill(self.result.model, self.states, self.terms, supports,
                                  self.values(supports))
-            refit = self.score(row, distilled, QUICK_OPTIONS)
+            refit = self.score(row, distilled, QUICK_OPTIONS, supports)
             row["refit"] = "quick"
         self.index[key] = len(self.rows)
         self.rows.append(row)
         self.fits.append((distilled, refit, supports))
-        return row["BIC"]
+        return row[SCORE]
 
     def best(self) -> int:
-        return int(np.argmin([r["BIC"] for r in self.rows]))
+        return int(np.argmin([r[SCORE] for r in self.rows]))
 
     def refine(self, budget: int) -> None:
         """Greedy local search from the lowest-BIC support: try the moves in the order of
@@ -474,14 +506,14 @@ class _Search:
         spent = 0
         while spent < budget:
             i = self.best()
-            if not np.isfinite(self.rows[i]["BIC"]):
+            if not np.isfinite(self.rows[i][SCORE]):
                 return
             current, improved = self.fits[i][2], False
             for supports in self.moves(current):
                 if self.key(supports) in self.index:
                     continue
                 spent += 1
-                if self.evaluate("search", np.nan, supports) < self.rows[i]["BIC"]:
+                if self.evaluate("search", np.nan, supports) < self.rows[i][SCORE]:
                     improved = True
                     break
                 if spent >= budget:
@@ -513,19 +545,28 @@ class _Search:
                     out.append({**current, s: tuple(sorted(moves[rank]))})
         return out
 
-    def score(self, row, distilled, budget):
+    def extension(self, supports) -> float:
+        """EBIC's extra penalty ``2 sum_s log C(p_s, k_s)``: the log of the number of
+        supports of each size that the library allows (Chen & Chen 2008)."""
+        from math import comb, log
+
+        return 2.0 * sum(log(comb(int((~self.keep[s]).sum()), len(supports[s])))
+                         for s in self.states)
+
+    def score(self, row, distilled, budget, supports):
         """Refit ``distilled`` with the hybrid fit's options and ``budget``; fill ``row``."""
         start = time.perf_counter()
         refit = None
         try:
             refit = self.fit(distilled, self.result.data, **{**self.options, **budget})
         except (SysidError, RuntimeError) as err:
-            row.update(status=f"failed: {err}", BIC=np.inf, AICc=np.inf)
+            row.update(status=f"failed: {err}", BIC=np.inf, EBIC=np.inf, AICc=np.inf)
         else:
             k = len(distilled.parameters)
             row.update(k=k, loss=float(refit.stats["loss"]), status=refit.status.code)
             row["BIC"], row["AICc"] = _criteria(refit, k) if refit.status.success \
                 else (np.inf, np.inf)
+            row["EBIC"] = row["BIC"] + self.extension(supports)
         row["seconds"] += time.perf_counter() - start
         return refit
 
@@ -533,13 +574,13 @@ class _Search:
         """Refit the best few candidates (within CONFIRM_DBIC of the lowest quick BIC, at
         most HOLDOUT_TOP) with the full budget from their quick values, then score each on
         held-out shooting windows: refit without them, error on them."""
-        bic = np.array([r["BIC"] for r in self.rows])
+        bic = np.array([r[SCORE] for r in self.rows])
         order = [int(i) for i in np.argsort(bic, kind="stable")
                  if np.isfinite(bic[i]) and bic[i] <= bic.min() + CONFIRM_DBIC][:HOLDOUT_TOP]
         for i in order:
             distilled, quick, supports = self.fits[i]
             start_model = _with_values(distilled, quick.parameters)
-            full = self.score(self.rows[i], start_model, REFIT_OPTIONS)
+            full = self.score(self.rows[i], start_model, REFIT_OPTIONS, supports)
             self.rows[i]["refit"] = "full"
             if full is not None:
                 self.fits[i] = (distilled, full, supports)
@@ -627,7 +668,7 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
     from .errors import FitError
 
     rows, fits = search.rows, search.fits
-    bic = np.array([r["BIC"] for r in rows])
+    bic = np.array([r[SCORE] for r in rows])
     if not np.isfinite(bic).any():
         raise FitError(
             f"None of the {len(rows)} candidate symbolic models could be refit to the data "
@@ -635,7 +676,7 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
             f"itself succeeded (result.status), or try other thresholds or a lower degree.")
     best = _select(rows, bic, states, notes)
     path = pd.DataFrame(rows)
-    path.insert(path.columns.get_loc("BIC") + 1, "dBIC", bic - np.min(bic))
+    path.insert(path.columns.get_loc(SCORE) + 1, "dEBIC", bic - np.min(bic))
     path["selected"] = np.arange(len(rows)) == best
     distilled, refit, supports = fits[best]
     values = refit.parameters
@@ -693,7 +734,7 @@ def _term_table(search, states, terms, keep, supports, coefs, ensemble, seed):
     probability at the selected number of terms, and the data-space BIC weight."""
     import pandas as pd
 
-    bic = np.array([r["BIC"] for r in search.rows])
+    bic = np.array([r[SCORE] for r in search.rows])
     ok = np.isfinite(bic)
     w = np.where(ok, np.exp(-0.5 * (np.where(ok, bic, 0.0) - bic[ok].min())), 0.0)
     w /= w.sum()
@@ -715,19 +756,19 @@ def _term_table(search, states, terms, keep, supports, coefs, ensemble, seed):
 
 
 def _select(rows, bic, states, notes) -> int:
-    """The sparsest candidate among those within BIC_TIE of the lowest BIC."""
+    """The sparsest candidate among those within BIC_TIE of the lowest EBIC."""
     lowest = float(np.min(bic))
     close = [i for i in np.flatnonzero(bic <= lowest + BIC_TIE)]
     best = int(min(close, key=lambda i: (rows[i]["k"], bic[i])))
     others = [i for i in close if i != best]
     if others:
-        text = "; ".join(_support_sets(rows[i], states) + f" (BIC {bic[i]:.1f})"
+        text = "; ".join(_support_sets(rows[i], states) + f" ({SCORE} {bic[i]:.1f})"
                          for i in others)
         notes.append(
-            f"Other candidates are within {BIC_TIE:g} BIC units of the selected one (BIC "
-            f"{bic[best]:.1f}), so these data support them about equally: {text}. The one "
-            f"with the fewest parameters was selected; compare them in .path, or collect "
-            f"more informative data.")
+            f"Other candidates are within {BIC_TIE:g} {SCORE} units of the selected one "
+            f"({SCORE} {bic[best]:.1f}), so these data support them about equally: {text}. "
+            f"The one with the fewest parameters was selected; compare them in .path (and "
+            f"the held-out errors there), or collect more informative data.")
     return best
 
 
@@ -934,18 +975,18 @@ class SymbolicSummary:
         the selected one marked; returns the matplotlib Figure."""
         import matplotlib.pyplot as plt
 
-        path = self.path[np.isfinite(self.path["BIC"])]
+        path = self.path[np.isfinite(self.path[SCORE])]
         fig, ax = (plt.subplots(figsize=(6, 4)) if ax is None else (ax.figure, ax))
         for method, marker in (("forward", "o"), ("STLSQ", "s"), ("search", "^"),
                                ("physics only", "D")):
             sel = path[path["method"].str.split(", ").str[0] == method]
-            ax.scatter(sel["n_terms"], sel["dBIC"], marker=marker, label=method, alpha=0.8)
+            ax.scatter(sel["n_terms"], sel["dEBIC"], marker=marker, label=method, alpha=0.8)
         best = path[path["selected"]].iloc[0]
-        ax.scatter([best["n_terms"]], [best["dBIC"]], s=200, facecolors="none",
+        ax.scatter([best["n_terms"]], [best["dEBIC"]], s=200, facecolors="none",
                    edgecolors="k", linewidths=2, label="selected")
         ax.set_yscale("symlog", linthresh=10.0)
         ax.set_xlabel("number of residual terms")
-        ax.set_ylabel("BIC above the lowest")
+        ax.set_ylabel("EBIC above the lowest")
         ax.set_title("Symbolic summary: candidates refit to the data")
         ax.legend(fontsize="small")
         fig.tight_layout()

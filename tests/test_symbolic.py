@@ -76,13 +76,51 @@ def test_refit_coefficients_and_folded_physics(summary):
 def test_selection_is_made_in_data_space(summary):
     path = summary.path
     assert len(path) >= 3 and path["selected"].sum() == 1
-    assert {"method", "threshold", "n_terms", "k", "BIC", "dBIC", "loss", "status"} <= set(path)
+    assert {"method", "threshold", "n_terms", "k", "BIC", "EBIC", "dEBIC", "AICc", "holdout",
+            "loss", "status", "refit"} <= set(path)
     physics_only = path[path["n_terms"] == 0].iloc[0]
     selected = path[path["selected"]].iloc[0]
-    assert physics_only["BIC"] > selected["BIC"] + 100    # the residual is needed
-    assert selected["dBIC"] <= 2.0
-    # denser candidates do not beat the selected support by 2 BIC units or more
-    assert (path.loc[path["k"] > selected["k"], "BIC"] > selected["BIC"] - 2.0).all()
+    assert physics_only["EBIC"] > selected["EBIC"] + 100    # the residual is needed
+    assert selected["dEBIC"] <= 2.0 and selected["refit"] == "full"
+    # denser candidates do not beat the selected support by 2 units or more
+    assert (path.loc[path["k"] > selected["k"], "EBIC"] > selected["EBIC"] - 2.0).all()
+    # the local search ran, and the selected candidate was scored on held-out windows
+    assert (path["method"] == "search").any()
+    assert 0.2 < selected["holdout"] < 5.0
+    # EBIC = BIC + 2 log C(p, k) per state (9 free candidates each, 1 term each)
+    assert selected["EBIC"] - selected["BIC"] == pytest.approx(4 * np.log(9), rel=1e-12)
+
+
+def test_uncertainty_inclusion_and_weights(summary):
+    table = summary.parameter_table(level=0.9)
+    assert list(table.index) == ["a", "d", "c_x_0", "c_y_0"]
+    assert (table.loc[["c_x_0", "c_y_0"], "kind"] == "residual").all()
+    assert (table.loc[["a", "d"], "kind"] == "physics").all()
+    se = table["std_error"]
+    assert (se > 0).all() and (se < 0.1 * table["value"].abs()).all()
+    z = (table["upper"] - table["value"]) / se
+    assert np.allclose(z, 1.6448536, rtol=1e-6)
+    # the 90 % intervals of this 0.5 %-noise fit contain the truth for a and b
+    assert table.loc["a", "lower"] < TRUE["a"] < table.loc["a", "upper"]
+    assert table.loc["c_x_0", "lower"] < -TRUE["b"] < table.loc["c_x_0", "upper"]
+    terms = summary.terms
+    chosen = terms[terms["selected"]]
+    assert sorted(chosen["coefficient"]) == ["c_x_0", "c_y_0"]
+    assert (chosen["term"] == "x*y").all()
+    assert (chosen["inclusion"] >= 0.9).all() and (chosen["weight"] > 0.5).all()
+    assert terms["inclusion"].between(0, 1).all() and terms["weight"].between(0, 1).all()
+    # every other term is in at most a minority of the bootstrap supports
+    assert (terms.loc[~terms["selected"], "inclusion"] < 0.5).all()
+
+
+def test_selection_path_plot(summary):
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = summary.plot()
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "number of residual terms"
+    assert "EBIC" in ax.get_ylabel()
+    assert "selected" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_fidelity_and_domain(summary, data):
@@ -95,24 +133,63 @@ def test_fidelity_and_domain(summary, data):
         assert hi == pytest.approx(values.max(), abs=0.05 * scale)
 
 
-def test_latex_and_repr(summary):
+def _latex_lines(latex):
+    assert latex.startswith("\\begin{align}\n") and latex.endswith("\n\\end{align}")
+    lines = latex.splitlines()[1:-1]
+    return [line.rstrip(" \\").split(" &= ") for line in lines]
+
+
+def test_latex_rounds_to_the_uncertainty_and_parses_back(summary):
+    from sympy.parsing.latex import parse_latex
+
+    lines = dict(_latex_lines(summary.to_latex(uncertainty=False)))
+    assert set(lines) == {"\\frac{d x}{d t}", "\\frac{d y}{d t}"}
+    se = summary.std_errors()
+    for name, sym in (("x", X), ("y", Y)):
+        parsed = parse_latex(lines[f"\\frac{{d {name}}}{{d t}}"], backend="lark")
+        parsed = parsed.xreplace({s: {"x": X, "y": Y}[s.name] for s in parsed.free_symbols})
+        exact = sp.Poly(summary.model_equations[name], X, Y)
+        for monom, value in zip(exact.monoms(), exact.coeffs()):
+            got = float(sp.Poly(parsed, X, Y).coeff_monomial(X ** monom[0] * Y ** monom[1]))
+            assert got == pytest.approx(float(value), abs=0.06 * se["c_x_0"] + 1e-12 +
+                                        (0.06 * se[f"c_{name}_0"] if monom == (1, 1) else
+                                         0.06 * se["a" if name == "x" else "d"]))
+    # two significant figures of the standard error: c_y_0 with se ~0.01 -> 3 decimals
+    decimals = 1 - int(np.floor(np.log10(se["c_y_0"])))
+    assert f"{abs(summary.coefficients['c_y_0']):.{decimals}f} x y" in \
+        lines["\\frac{d y}{d t}"]
+
+
+def test_latex_with_uncertainty_renders(summary):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     latex = summary.to_latex()
-    assert latex.startswith("\\begin{align}") and latex.endswith("\\end{align}")
-    assert "\\frac{d x}{d t} &=" in latex and "\\frac{d y}{d t} &=" in latex
-    assert latex.count("\\\\") == 1
-    digits = [len(re.sub(r"[^0-9]", "", n).strip("0")) for n in re.findall(r"\d+\.\d+", latex)]
-    assert digits and max(digits) <= 4
+    assert latex.count("\\pm") == 4          # a, d and both coefficients
+    fig = plt.figure()
+    for i, (lhs, rhs) in enumerate(_latex_lines(latex)):
+        fig.text(0.0, 0.2 + 0.3 * i, f"${lhs} = {rhs}$")
+    fig.canvas.draw()                         # mathtext parses every line or raises
+    plt.close(fig)
+
+
+def test_repr(summary):
     text = repr(summary)
     assert text.startswith("SymbolicSummary(") and "dx/dt = " in text and "x*y" in text
 
 
-def test_refit_to_data_gives_a_usable_result(summary, data):
+def test_refit_to_data_gives_a_usable_result(summary, data, tmp_path):
     refit = summary.refit(data)
     assert isinstance(refit, sysid.FitResult)
     assert refit.model.residual is None
     assert refit.parameters["c_y_0"] == pytest.approx(summary.coefficients["c_y_0"], rel=0.02)
     future = refit.forecast(horizon=5.0, n=50)
     assert not np.isnan(future["x"].values).any() and not np.isnan(future["y"].values).any()
+    refit.save(tmp_path / "distilled.sysid")
+    again = sysid.load(tmp_path / "distilled.sysid")
+    assert again.parameters == refit.parameters
+    np.testing.assert_array_equal(again.forecast(horizon=5.0, n=50)["y"].values,
+                                  future["y"].values)
 
 
 # -- errors ------------------------------------------------------------------------------
@@ -137,6 +214,10 @@ def test_physics_only_model_raises(data):
     ({"library": [sp.sin(sp.Symbol("z"))]}, ModelError,
      r"library term sin\(z\) uses \['z'\], which the network does not read"),
     ({"library": [1.5]}, ModelError, r"library terms must be SymPy expressions; received 1\.5"),
+    ({"functions": ["sinh"]}, ModelError, r"functions must name functions .* received 'sinh'"),
+    ({"refine": -1}, ModelError, r"refine must be an integer >= 0; received -1"),
+    ({"holdout": 0.9}, ModelError, r"holdout must be a fraction .* received 0\.9"),
+    ({"ensemble": 2.5}, ModelError, r"ensemble must be an integer >= 0; received 2\.5"),
 ])
 def test_invalid_options_are_refused(hybrid, options, error, message):
     with pytest.raises(error, match=message):
@@ -165,3 +246,13 @@ def test_forward_path_finds_the_best_single_term_among_collinear_columns():
     assert steps[0].support == (2,)
     assert [len(s.support) for s in steps] == [1, 2, 3]
     assert steps[0].coefficients[2] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_functions_option_adds_each_function_of_each_variable():
+    from sysid._symbolic import _functions
+    th, om = sp.symbols("theta omega")
+    assert _functions(["sin", sp.cos], [th, om]) == [sp.sin(th), sp.sin(om), sp.cos(th),
+                                                   sp.cos(om)]
+    assert _functions("exp", [th]) == [sp.exp(th)]
+    with pytest.raises(ModelError, match=r"functions must name .*received <function"):
+        _functions([lambda v: v], [th])
