@@ -998,7 +998,8 @@ class SymbolicSummary:
                for n, e in self.equations.items()]
         row = self.path[self.path["selected"]].iloc[0]
         lines = eqs + ["symbolic residual: " + "; ".join(res),
-                       f"selected by BIC = {row['BIC']:.1f} among {len(self.path)} candidates"
+                       f"selected by {SCORE} = {row[SCORE]:.1f} among {len(self.path)} "
+                       f"candidates"
                        + (f"; {len(self.warnings)} warning(s)" if self.warnings else "")]
         return "SymbolicSummary(\n  " + "\n  ".join(lines) + "\n)"
 
