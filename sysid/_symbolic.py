@@ -571,21 +571,37 @@ class _Search:
         return refit
 
     def confirm(self, fraction: float, seed: int) -> None:
-        """Refit the best few candidates (within CONFIRM_DBIC of the lowest quick BIC, at
-        most HOLDOUT_TOP) with the full budget from their quick values, then score each on
+        """Refit with the full budget, from their quick values: the best few candidates
+        (within CONFIRM_DBIC of the lowest quick score, at most HOLDOUT_TOP) and the best
+        candidate of each smaller number of terms (a quick refit can stop short of the
+        optimum, which would wrongly favour a denser model). Then score the best few on
         held-out shooting windows: refit without them, error on them."""
-        bic = np.array([r[SCORE] for r in self.rows])
-        order = [int(i) for i in np.argsort(bic, kind="stable")
-                 if np.isfinite(bic[i]) and bic[i] <= bic.min() + CONFIRM_DBIC][:HOLDOUT_TOP]
+        score = np.array([r[SCORE] for r in self.rows])
+        ok = np.isfinite(score)
+        if not ok.any():
+            return
+        order = [int(i) for i in np.argsort(score, kind="stable")
+                 if ok[i] and score[i] <= score[ok].min() + CONFIRM_DBIC][:HOLDOUT_TOP]
+        size = self.rows[order[0]]["n_terms"]
+        for m in range(1, size):
+            same = [i for i in range(len(self.rows)) if ok[i] and self.rows[i]["n_terms"] == m]
+            if same:
+                best = min(same, key=lambda i: score[i])
+                if best not in order:
+                    order.append(best)
         for i in order:
             distilled, quick, supports = self.fits[i]
-            start_model = _with_values(distilled, quick.parameters)
-            full = self.score(self.rows[i], start_model, REFIT_OPTIONS, supports)
+            full = self.score(self.rows[i], _with_values(distilled, quick.parameters),
+                              REFIT_OPTIONS, supports)
             self.rows[i]["refit"] = "full"
             if full is not None:
                 self.fits[i] = (distilled, full, supports)
-            if fraction <= 0 or full is None or not full.status.success:
-                continue
+        if fraction <= 0:
+            return
+        score = np.array([r[SCORE] if r["refit"] == "full" else np.inf for r in self.rows])
+        for i in [int(i) for i in np.argsort(score, kind="stable")
+                  if np.isfinite(score[i])][:HOLDOUT_TOP]:
+            distilled, full, _ = self.fits[i]
             try:
                 held = self.fit(_with_values(distilled, full.parameters), self.result.data,
                                 **{**self.options, **QUICK_OPTIONS, "seed": seed,
