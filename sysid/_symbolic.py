@@ -500,16 +500,17 @@ class _Search:
         return int(np.argmin([r[SCORE] for r in self.rows]))
 
     def refine(self, budget: int) -> None:
-        """Greedy local search from the lowest-BIC support: try the moves in the order of
-        :meth:`moves`, move to the first that lowers the BIC, until none does or
-        ``budget`` refits are spent."""
+        """Greedy local search from the lowest-score support: try the moves in the order of
+        :meth:`moves` (those predicted to come within BIC_TIE of improving), move to the
+        first whose refit lowers the score, until none does or ``budget`` refits are
+        spent."""
         spent = 0
         while spent < budget:
             i = self.best()
             if not np.isfinite(self.rows[i][SCORE]):
                 return
-            current, improved = self.fits[i][2], False
-            for supports in self.moves(current):
+            improved = False
+            for supports in self.moves(i):
                 if self.key(supports) in self.index:
                     continue
                 spent += 1
@@ -521,29 +522,125 @@ class _Search:
             if not improved:
                 return
 
-    def moves(self, current) -> list[dict]:
-        """Neighbouring supports, most plausible first: per state, the best swap of one
-        term, the best drop, the best addition and the second-best swap, ranked by how much
-        of the network residual each support explains; states interleaved."""
-        per_state = []
-        for s in self.states:
-            free = [c for c in range(len(self.terms)) if not self.keep[s][c]]
-            cur = set(current[s])
-            fit = lambda sup: rss(self.theta_n, self.paths[s][3], tuple(sorted(sup)),
-                                  self.keep[s])
-            swaps = sorted(((fit(cur - {i} | {j}), cur - {i} | {j}) for i in cur
-                            for j in free if j not in cur), key=lambda t: t[0])
-            drops = sorted(((fit(cur - {i}), cur - {i}) for i in cur), key=lambda t: t[0])
-            adds = sorted(((fit(cur | {j}), cur | {j}) for j in free if j not in cur),
-                          key=lambda t: t[0])
-            ordered = [m for m in (swaps[:1], drops[:1], adds[:1], swaps[1:2]) for m in m]
-            per_state.append([sup for _, sup in ordered])
-        out = []
-        for rank in range(max((len(m) for m in per_state), default=0)):
-            for s, moves in zip(self.states, per_state):
-                if rank < len(moves):
-                    out.append({**current, s: tuple(sorted(moves[rank]))})
-        return out
+    def moves(self, i) -> list[dict]:
+        """Supports one term away from candidate ``i`` (swap, drop or add one term of one
+        state), most promising first, by the change of the score that a linearisation in
+        data space predicts: the Jacobian of the standardised residuals at ``i``'s refit,
+        with every other candidate term added at coefficient zero, gives each move's
+        Gauss-Newton decrease of the residual sum of squares (Rao's score test for
+        additions, the linearised loss for removals). Unlike the regression on the
+        network, this asks the data. Moves predicted to be worse by more than BIC_TIE are
+        left out."""
+        try:
+            lin = self.linearised(i)
+        except (SysidError, RuntimeError, ValueError, np.linalg.LinAlgError):
+            return []
+        r, J, raw, current, extra, fixed = lin
+        current_supports = self.fits[i][2]
+        n = float(r.size)
+        rss0 = float(r @ r)
+        base_ext = self.extension(current_supports)
+
+        def basis(cols):
+            A = J[:, cols]
+            if A.shape[1] == 0:
+                return np.zeros((len(r), 0))
+            u, sv, _ = np.linalg.svd(A, full_matrices=False)
+            return u[:, sv > sv[0] * 1e-10] if len(sv) and sv[0] > 0 else u[:, :0]
+
+        def perp(Q, v):
+            return v - Q @ (Q.T @ v)
+
+        def gain(Q, rr, col):
+            b = perp(Q, J[:, col])
+            bb = float(b @ b)
+            return float(b @ rr) ** 2 / bb if bb > 1e-12 * max(float(J[:, col] @ J[:, col]),
+                                                               1e-300) else 0.0
+
+        candidates = []
+        cur_cols = list(current.values())
+        A_all = fixed + cur_cols
+        Q_all = basis(A_all)
+        r_perp = perp(Q_all, r)
+
+        def predicted(new_supports, new_rss, dk):
+            if sum(len(v) for v in new_supports.values()) > self.max_terms:
+                return np.inf
+            return (new_rss - rss0) + dk * np.log(n) + self.extension(new_supports) - base_ext
+
+        for (s, col), c in extra.items():       # additions
+            sup = {**current_supports, s: tuple(sorted(current_supports[s] + (col,)))}
+            candidates.append((predicted(sup, rss0 - gain(Q_all, r_perp, c), 1), sup))
+        for (s, col), c in current.items():     # removals and swaps
+            cols = fixed + [k for k in cur_cols if k != c]
+            Q = basis(cols)
+            rr = perp(Q, r - J[:, c] * raw[c])
+            dropped = tuple(t for t in current_supports[s] if t != col)
+            sup = {**current_supports, s: dropped}
+            rss_drop = float(rr @ rr)
+            candidates.append((predicted(sup, rss_drop, -1), sup))
+            for (s2, col2), c2 in extra.items():
+                if s2 != s:
+                    continue
+                swapped = {**current_supports, s: tuple(sorted(dropped + (col2,)))}
+                candidates.append((predicted(swapped, rss_drop - gain(Q, rr, c2), 0),
+                                   swapped))
+        candidates.sort(key=lambda t: t[0])
+        return [sup for value, sup in candidates if value < BIC_TIE]
+
+    def linearised(self, i):
+        """Residuals and Jacobian at candidate ``i``'s refit, every other term added at 0.
+
+        Returns ``(r, J, raw, current, extra, fixed)``: standardised residuals, their
+        Jacobian (columns: raw parameters, then initial states), the raw parameter values,
+        the column of each current term ``{(state, term index): column}``, of each added
+        term, and the columns always in the model (physical parameters, initial states).
+        """
+        from ._uncertainty import residual_jacobian
+
+        distilled, refit, supports = self.fits[i]
+        values = refit.parameters
+        model = self.result.model
+        physics = dict(distilled.physics)
+        parameters = {p: values[p.name] for p in distilled.parameters}
+        taken = {str(x) for x in (*distilled.states, *distilled.inputs,
+                                  *distilled.parameters, *distilled.fixed)}
+        added = []
+        for st in self.states:
+            terms = []
+            for col in range(len(self.terms)):
+                if self.keep[st][col] or col in supports[st]:
+                    continue
+                name = f"z_{st.name}_{col}"
+                while name in taken:
+                    name += "_"
+                sym = sp.Symbol(name, real=True)
+                parameters[sym] = 0.0
+                terms.append(sym * self.terms[col])
+                added.append((st, col))
+            if terms:
+                physics[st] = physics.get(st, sp.Integer(0)) + sp.Add(*terms)
+        aug = HybridODE(states=distilled.states, physics=physics, parameters=parameters,
+                        residual=None, inputs=distilled.inputs,
+                        observations=distilled.observations, fixed=distilled.fixed)
+        built = self.fit(aug, self.result.data, **{**self.options, "epochs": 0,
+                                                   "lbfgs_iterations": 0,
+                                                   "polish_iterations": 0,
+                                                   "shooting": "single", "throw": False})
+        p = built._problem
+        with torch.no_grad():
+            p.z0.copy_((refit._problem.x0() - p.loc) / p.scale)
+        r, J, P = residual_jacobian(p)
+        raw = p.field.raw.detach().numpy()
+        n_phys = len(model.parameters)
+        current, k = {}, n_phys
+        for st in self.states:
+            for col in supports[st]:
+                current[(st, col)] = k
+                k += 1
+        extra = {key: k + j for j, key in enumerate(added)}
+        fixed = list(range(n_phys)) + list(range(P, J.shape[1]))
+        return r, J, raw, current, extra, fixed
 
     def extension(self, supports) -> float:
         """EBIC's extra penalty ``2 sum_s log C(p_s, k_s)``: the log of the number of
@@ -764,7 +861,8 @@ def _term_table(search, states, terms, keep, supports, coefs, ensemble, seed):
         for j, term in enumerate(terms):
             if keep[s][j]:
                 continue
-            weight = float(sum(w[i] for i in range(len(w)) if j in search.fits[i][2][s]))
+            weight = min(1.0, float(sum(w[i] for i in range(len(w))
+                                        if j in search.fits[i][2][s])))
             rows.append({"state": s.name, "term": str(term), "selected": j in names,
                          "coefficient": names.get(j, ""), "inclusion": float(prob[j]),
                          "weight": weight})

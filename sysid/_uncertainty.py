@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Curvature", "gauss_newton"]
+__all__ = ["Curvature", "gauss_newton", "residual_jacobian"]
 
 #: Rows of the Jacobian computed per batched backward pass.
 _CHUNK = 256
@@ -51,7 +51,31 @@ def gauss_newton(result) -> Curvature:
     ValueError
         The model has a neural residual (its weights would be part of the curvature).
     """
-    problem = result._problem
+    r, jac, P = residual_jacobian(result._problem)
+    field = result._problem.field
+    jtj = jac.T @ jac
+    # the noise levels were estimated with the parameters: n / (n - p) corrects the bias
+    n, p = jac.shape
+    cov_raw = np.linalg.pinv(jtj, hermitian=True) * (n / (n - p) if n > p else np.inf)
+    s = np.linalg.svd(jtj, compute_uv=False, hermitian=True) if jtj.size else np.ones(1)
+    condition = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+    with torch.no_grad():
+        values = field.transform.forward(field.raw.detach()).numpy()
+    slope = _transform_slope(field.transform, field.raw.detach())
+    cov = slope[:, None] * cov_raw[:P, :P] * slope[None, :]
+    names = [p.name for p in result.model.parameters]
+    return Curvature(names, values, cov, condition, int(r.size))
+
+
+def residual_jacobian(problem) -> tuple[np.ndarray, np.ndarray, int]:
+    """Standardised residuals ``r`` (N,) of a single-shooting simulation and their Jacobian
+    (N, P + initial states) in the raw parameters (first P columns) and the initial states.
+
+    Raises
+    ------
+    ValueError
+        The model has a neural residual (its weights would be part of the curvature).
+    """
     field = problem.field
     if field.residual is not None:
         raise ValueError("gauss_newton() needs a model without a neural residual")
@@ -63,20 +87,7 @@ def gauss_newton(result) -> Curvature:
         r = _standardised_residuals(problem)
     finally:
         field._parameters["raw"], problem._parameters["z0"] = saved_raw, saved_z0
-    jac = _jacobian(r, [raw, z0])
-    P = raw.numel()
-    jtj = jac.T @ jac
-    # the noise levels were estimated with the parameters: n / (n - p) corrects the bias
-    n, p = jac.shape
-    cov_raw = np.linalg.pinv(jtj, hermitian=True) * (n / (n - p) if n > p else np.inf)
-    s = np.linalg.svd(jtj, compute_uv=False, hermitian=True) if jtj.size else np.ones(1)
-    condition = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
-    with torch.no_grad():
-        values = field.transform.forward(raw.detach()).numpy()
-    slope = _transform_slope(field.transform, raw.detach())
-    cov = slope[:, None] * cov_raw[:P, :P] * slope[None, :]
-    names = [p.name for p in result.model.parameters]
-    return Curvature(names, values, cov, condition, int(r.numel()))
+    return r.detach().numpy(), _jacobian(r, [raw, z0]), raw.numel()
 
 
 def _standardised_residuals(problem) -> torch.Tensor:
