@@ -252,7 +252,6 @@ def pendulum_least_squares(ds, omega0_guess=1.5, alpha_guess=0.1):
             "status": fit.message}
 
 
-
 def oracle_least_squares_masked(times, Y):
     """``oracle_least_squares`` for data with missing values: ``Y`` (T, 2) with NaN where a
     state was not measured. Correct structure, a and d known; b, c and (x0, y0) fitted on
@@ -308,6 +307,7 @@ def duffing_least_squares(ds, guesses=(0.5, 0.5, 0.5)):
     delta, alpha, beta = (float(v) for v in fit.x[:3])
     return {"delta": delta, "alpha": alpha, "beta": beta, "wall_s": wall,
             "status": fit.message}
+
 
 if __name__ == "__main__":
     for s in range(3):

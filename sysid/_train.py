@@ -133,6 +133,14 @@ def fit(model: HybridODE, data, **options):
     >>> round(result.parameters["a"], 1)
     1.3
     """
+    return fit_from(model, data, None, **options)
+
+
+def fit_from(model: HybridODE, data, x0, **options):
+    """:func:`fit` starting from the initial states ``x0`` (trajectories, states), in
+    physical units, instead of estimating them from the first samples (``None``: the
+    same as :func:`fit`). The symbolic summary starts its candidate refits from the
+    hybrid fit's initial states this way."""
     from ._result import FitResult
 
     if not isinstance(model, HybridODE):
@@ -145,6 +153,10 @@ def fit(model: HybridODE, data, **options):
                      n_fitted=len(model.parameters) + n_traj * len(model.states))
     torch.manual_seed(opts.seed)
     problem = build_problem(model, bundle, opts)
+    if x0 is not None:
+        with torch.no_grad():
+            x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(problem.z0.shape)
+            problem.z0.copy_((x0 - problem.loc) / problem.scale)
     trainer = _Trainer(problem, opts, fingerprint(model, bundle, opts)
                        if opts.checkpoint or opts.resume else "")
     if opts.resume:
