@@ -1,12 +1,12 @@
 """``SymbolicSummary``: a sparse symbolic form of the neural residual, selected in data space.
 
-:func:`summarize` (reached as ``result.symbolic(...)``) works in four steps:
+:func:`summarize` (reached as ``result.symbolic(...)``) works in five steps:
 
 1. *Where to look.* The trained network is evaluated along the fitted trajectories only
    (a dense grid inside each trajectory's data span): that is where the data constrain it,
    and the range of the states there is reported as the validity domain.
 2. *Candidates.* A library of SymPy terms over the variables the network reads (monomials
-   up to ``degree`` plus user terms), evaluated with sysid's own compiler and normalised to
+   up to ``degree``, functions of each variable, user terms), evaluated with sysid's own compiler and normalised to
    unit RMS so that thresholds mean the same for every term.
 3. *Sparse regression* of the network's output on the library (:mod:`sysid._sindy`):
    STLSQ over a path of thresholds, plus greedy forward selection (FROLS) of the best 1, 2
@@ -17,8 +17,9 @@
    physics plus learnable coefficients times the terms, no network -- refit to the data and
    scored on the observations by EBIC (BIC plus the log of the number of supports of each
    size the library allows); a local search then swaps, drops or adds single terms around
-   the best support, because the network was itself fitted to noisy data and may prefer a
-   term the data do not. The sparsest model within 2 units of the best is selected, the
+   the best support, ranked by a linearisation of the residuals in data space, because the
+   network was itself fitted to noisy data and may prefer a term the data do not. The
+   sparsest model within 2 units of the best is selected, the
    best few are also scored on held-out windows. Information criteria computed on the
    network's outputs always favour the densest model; re-simulating against the data
    does not.
@@ -139,8 +140,11 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
     lbfgs_iterations=30, polish_iterations=0``, the fit's other options), starting from
     the hybrid fit's parameters and the network regression's coefficients. A greedy local
     search then tries, from the best support, to swap one term of a state for another,
-    drop one or add one (most plausible first by how much of the network residual the
-    new support explains), moving whenever the score improves, within ``refine`` refits.
+    drop one or add one, moving whenever the score improves, within ``refine`` refits.
+    The moves are ranked by the change of the score that a linearisation in data space
+    predicts (the Jacobian of the residuals at the current refit, every other term added
+    at zero: Rao's score test for additions), and only those predicted within 2 units of
+    an improvement are refit, so a search from the right support costs few refits.
     The best few (at most 3, within 10 units) are refit with the full budget
     (``lbfgs_iterations=100`` and the single-shooting polish) and scored on held-out
     windows.
