@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["stlsq", "threshold_path", "forward_path", "least_squares", "rss", "inclusion",
+__all__ = ["stlsq", "threshold_path", "forward_path", "least_squares", "inclusion",
            "PathStep"]
 
 #: Ridge strength of the STLSQ iterations, relative to the (unit-RMS) column norms:
@@ -216,26 +216,6 @@ def least_squares(theta: np.ndarray, y: np.ndarray, support, keep=None) -> np.nd
     cols = [position[int(c)] for c in support]
     return _step(float("nan"), free, np.asarray(cols, dtype=int), A, b,
                  theta.shape[1]).coefficients
-
-
-def rss(theta: np.ndarray, y: np.ndarray, support, keep=None) -> float:
-    """Residual sum of squares of ``y`` regressed on the ``support`` and the kept columns.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> theta = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    >>> round(rss(theta, np.array([2.0, 0.0, 2.0]), (0,)), 12)
-    0.0
-    """
-    theta, y, keep = _prepare(theta, y, keep)
-    cols = np.zeros(theta.shape[1], dtype=bool)
-    cols[list(support)] = True
-    A = theta[:, cols | keep]
-    if A.shape[1] == 0:
-        return float(y @ y)
-    r = y - A @ np.linalg.lstsq(A, y, rcond=None)[0]
-    return float(r @ r)
 
 
 def inclusion(theta: np.ndarray, y: np.ndarray, n_terms: int, keep=None, *, n_models: int = 50,

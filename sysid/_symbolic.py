@@ -40,7 +40,7 @@ import torch
 
 from ._model import HybridODE
 from ._physics import CompiledExprs
-from ._sindy import forward_path, inclusion, least_squares, rss, threshold_path
+from ._sindy import forward_path, inclusion, least_squares, threshold_path
 from .errors import ModelError, SysidError, suggest
 
 __all__ = ["SymbolicSummary", "summarize"]
@@ -458,7 +458,6 @@ class _Search:
         self.theta_n, self.keep, self.paths = theta_n, keep, paths
         self.options, self.max_terms = options, max_terms
         self.rows, self.fits, self.index = [], [], {}
-        self.x0 = _x0(result)
 
     def key(self, supports):
         return tuple(tuple(sorted(supports[s])) for s in self.states)
@@ -498,7 +497,7 @@ class _Search:
         else:
             distilled = _distill(self.result.model, self.states, self.terms, supports,
                                  self.values(supports))
-            refit = self.score(row, distilled, QUICK_OPTIONS, supports, None)
+            refit = self.score(row, distilled, QUICK_OPTIONS, supports)
             row["refit"] = "quick"
         self.index[key] = len(self.rows)
         self.rows.append(row)
@@ -656,12 +655,12 @@ class _Search:
         return 2.0 * sum(log(comb(int((~self.keep[s]).sum()), len(supports[s])))
                          for s in self.states)
 
-    def score(self, row, distilled, budget, supports, x0):
+    def score(self, row, distilled, budget, supports):
         """Refit ``distilled`` with the hybrid fit's options and ``budget``; fill ``row``."""
         start = time.perf_counter()
         refit = None
         try:
-            refit = self.fit(distilled, self.result.data, x0, **{**self.options, **budget})
+            refit = self.fit(distilled, self.result.data, None, **{**self.options, **budget})
         except (SysidError, RuntimeError) as err:
             row.update(status=f"failed: {err}", BIC=np.inf, EBIC=np.inf, AICc=np.inf)
         else:
@@ -695,7 +694,7 @@ class _Search:
         for i in order:
             distilled, quick, supports = self.fits[i]
             full = self.score(self.rows[i], _with_values(distilled, quick.parameters),
-                              REFIT_OPTIONS, supports, None)
+                              REFIT_OPTIONS, supports)
             self.rows[i]["refit"] = "full"
             if full is not None:
                 self.fits[i] = (distilled, full, supports)
