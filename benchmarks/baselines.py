@@ -17,8 +17,6 @@
   theta'' = -omega0^2 sin(theta) - alpha theta' of APHYNITY (Yin et al., "Augmenting
   Physical Models with Deep Networks for Complex Dynamics Forecasting", ICLR 2021),
   fitting omega0, alpha and each trajectory's initial state to angle-only data.
-* ``oracle_least_squares_masked`` -- ``oracle_least_squares`` on data with missing values
-  (NaN), for the partial-observation scenario (predator measured at a few samples only).
 * ``duffing_least_squares`` -- the correct-structure fit of an unforced Duffing oscillator
   x'' = -delta x' - alpha x - beta x^3 to position-only data: delta, alpha, beta and each
   trajectory's initial (x, v) fitted.
@@ -184,18 +182,22 @@ def plain_recipe(times, Y, seed, max_lbfgs=10_000, time_limit=None, verbose=Fals
 
 
 def oracle_least_squares(times, Y, sigma=None):
-    """Correct structure, a and d known; fit b, c and (x0, y0). With ``sigma`` the residuals
-    are weighted by the benchmark's noise scale, sigma * (time mean of each state of Y)."""
+    """Correct structure, a and d known; fit b, c and (x0, y0) to the measured entries of
+    ``Y`` (NaN = not measured; the guess of a state missing at t = 0 is its first measured
+    value). With ``sigma`` the residuals are weighted by the benchmark's noise scale,
+    sigma * (time mean of each state of Y)."""
     times, Y = np.asarray(times, dtype=float), np.asarray(Y, dtype=float)
     a, d = LV_PARAMS["a"], LV_PARAMS["d"]
-    scale = 1.0 if sigma is None else sigma * np.abs(Y.mean(axis=0))
+    mask = np.isfinite(Y)
+    scale = 1.0 if sigma is None else sigma * np.abs(np.nanmean(Y, axis=0))
 
     def residual(p):
         pred = _solve(_lv, p[2:], times, (a, p[0], p[1], d))
-        return np.full(Y.size, 1e6) if pred is None else ((pred - Y) / scale).ravel()
+        return np.full(mask.sum(), 1e6) if pred is None else ((pred - Y) / scale)[mask]
 
+    first = [Y[np.flatnonzero(mask[:, j])[0], j] for j in range(Y.shape[1])]
     start = time.perf_counter()
-    fit = least_squares(residual, np.array([1.0, 1.0, *Y[0]]))
+    fit = least_squares(residual, np.array([1.0, 1.0, *first]))
     wall = time.perf_counter() - start
     b, c, x0, y0 = fit.x
     args = (a, b, c, d)
@@ -249,32 +251,6 @@ def pendulum_least_squares(ds, omega0_guess=1.5, alpha_guess=0.1):
     fit = least_squares(residual, x0, bounds=(lower, np.inf))
     wall = time.perf_counter() - start
     return {"omega0": float(fit.x[0]), "alpha": float(fit.x[1]), "wall_s": wall,
-            "status": fit.message}
-
-
-def oracle_least_squares_masked(times, Y):
-    """``oracle_least_squares`` for data with missing values: ``Y`` (T, 2) with NaN where a
-    state was not measured. Correct structure, a and d known; b, c and (x0, y0) fitted on
-    the measured entries only (unweighted). The initial guess of a state missing at t = 0 is
-    its first measured value."""
-    times, Y = np.asarray(times, dtype=float), np.asarray(Y, dtype=float)
-    a, d = LV_PARAMS["a"], LV_PARAMS["d"]
-    mask = np.isfinite(Y)
-
-    def residual(p):
-        pred = _solve(_lv, p[2:], times, (a, p[0], p[1], d))
-        return np.full(mask.sum(), 1e6) if pred is None else (pred - Y)[mask]
-
-    first = [Y[np.flatnonzero(mask[:, j])[0], j] for j in range(Y.shape[1])]
-    start = time.perf_counter()
-    fit = least_squares(residual, np.array([1.0, 1.0, *first]))
-    wall = time.perf_counter() - start
-    b, c, x0, y0 = fit.x
-    args = (a, b, c, d)
-    return {"b": float(b), "c": float(c), "x0": (float(x0), float(y0)), "wall_s": wall,
-            "fit_rmse": _rmse(_solve(_lv, fit.x[2:], times, args), lv_truth(times)),
-            "extrap_rel_l2": _rel_l2(_solve(_lv, fit.x[2:], EXTRAP_TIMES, args),
-                                     lv_truth(EXTRAP_TIMES)),
             "status": fit.message}
 
 
