@@ -288,3 +288,9 @@ def test_search_in_data_space_overrules_a_wrong_network():
     assert summary.coefficients["c_y_0"] == pytest.approx(0.8, rel=0.05)
     chosen = path[path["selected"]].iloc[0]
     assert "search" in chosen["method"]
+
+
+def test_parameter_table_refuses_a_bad_level(summary):
+    with pytest.raises(ModelError, match=r"level must be between 0 and 1 \(e\.g\. 0\.95\); "
+                                         r"received 1\.5"):
+        summary.parameter_table(level=1.5)
