@@ -88,10 +88,10 @@ def test_unknown_names():
 
 
 def test_available():
-    assert available("load") == ["lynx_hare"]
+    assert available("load") == ["lynx_hare", "cascaded_tanks", "emps", "silverbox"]
     assert SYSTEM_NAMES == ["lotka_volterra", "pendulum", "duffing", "van_der_pol",
                             "fitzhugh_nagumo", "lorenz", "sir", "two_tank"]
-    assert available() == ["lynx_hare", *SYSTEM_NAMES]
+    assert available() == ["lynx_hare", "cascaded_tanks", "emps", "silverbox", *SYSTEM_NAMES]
 
 
 # ------------------------------------------------------------- synthetic systems

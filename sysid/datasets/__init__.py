@@ -1,6 +1,10 @@
 """Datasets for system identification: bundled measurements and synthetic systems.
 
-* :func:`load` -- measured data shipped with sysid (``"lynx_hare"``).
+* :func:`load` -- measured data: shipped with sysid (``"lynx_hare"``) or
+  nonlinear system identification benchmarks (``"cascaded_tanks"``,
+  ``"emps"``, ``"silverbox"``) whose files sysid does not ship.
+* :func:`download` -- fetch a benchmark's files (checked by SHA-256) into the
+  cache folder.
 * :func:`simulate` -- noisy, partial, irregular data from a synthetic system
   with known equations and parameters (:func:`system`).
 * :func:`available` -- the names accepted by both.
@@ -14,15 +18,16 @@ Examples
 --------
 >>> from sysid import datasets
 >>> datasets.available()[:2]
-['lynx_hare', 'lotka_volterra']
+['lynx_hare', 'cascaded_tanks']
 >>> data, truth = datasets.simulate("lotka_volterra", noise=0.05, truth=True)
 >>> sorted(data.data_vars)
 ['x', 'y']
 """
 
 from ._bundled import available, load
+from ._real import download
 from ._simulate import simulate
 from ._system import Staircase, System
 from ._systems import system
 
-__all__ = ["available", "load", "simulate", "system", "System", "Staircase"]
+__all__ = ["available", "download", "load", "simulate", "system", "System", "Staircase"]

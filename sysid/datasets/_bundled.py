@@ -1,4 +1,4 @@
-"""Measured datasets shipped with sysid: locating the files and loading them."""
+"""Measured datasets: shipped with sysid or found locally/downloaded; locating and loading them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import DataError, suggest
+from . import _real
 
 __all__ = ["BUNDLED", "load", "available", "data_locations"]
 
@@ -23,16 +24,20 @@ ENV_VAR = "SYSID_DATA_DIR"
 @dataclass(frozen=True)
 class _Bundled:
     folder: str
-    filename: str
-    reader: Callable[[str], xr.Dataset]
-    splits: dict[str, tuple[float, float]]  # split name -> closed time interval
+    files: tuple[str, ...]
+    build: Callable[[Callable[[str], bytes], "str | None"], xr.Dataset]  # (get_bytes, split)
+    splits: tuple[str, ...]
+    shipped: bool  # True: the file is package data; False: found locally or downloaded
 
 
 def data_locations() -> list[tuple[str, Any]]:
-    """Return the ``(description, folder)`` pairs searched for bundled data, in order.
+    """Return the ``(description, folder)`` pairs searched for shipped data, in order.
 
     ``$SYSID_DATA_DIR`` alone when it is set; otherwise the installed package
     data ``sysid._bundled`` and the repository's top-level ``datasets/`` folder.
+    This is the search for ``lynx_hare`` (after an explicit ``path=``). The
+    datasets that sysid does not ship search ``path=``, ``$SYSID_DATA_DIR``,
+    these two folders and then the cache folder (see :func:`load`).
 
     Examples
     --------
@@ -43,6 +48,10 @@ def data_locations() -> list[tuple[str, Any]]:
     env = os.environ.get(ENV_VAR)
     if env:
         return [(f"${ENV_VAR}", Path(env).expanduser())]
+    return _shipped_locations()
+
+
+def _shipped_locations() -> list[tuple[str, Any]]:
     found: list[tuple[str, Any]] = []
     try:
         found.append(("package data sysid._bundled", importlib.resources.files("sysid._bundled")))
@@ -52,21 +61,70 @@ def data_locations() -> list[tuple[str, Any]]:
     return found
 
 
-def _read_text(name: str, spec: _Bundled) -> str:
-    looked = []
-    for where, folder in data_locations():
-        candidate = folder.joinpath(spec.folder).joinpath(spec.filename)
-        looked.append(f"{where}: {candidate}")
-        try:
-            if candidate.is_file():
-                return candidate.read_text(encoding="utf-8")
-        except OSError:
-            continue
-    raise DataError(
-        f"load({name!r}): data file '{spec.folder}/{spec.filename}' not found. Looked in: "
-        + "; ".join(looked)
-        + f". Fix: reinstall sysid (the file is package data), or set the environment "
-        f"variable {ENV_VAR} to a folder that contains '{spec.folder}/{spec.filename}'.")
+def _search_folders(name: str, spec: _Bundled, path: Any) -> list[tuple[str, Any]]:
+    """Return the ``(description, folder)`` pairs where the files of ``name`` may lie, in order."""
+    folders: list[tuple[str, Any]] = []
+    if path is not None:
+        root = Path(path).expanduser()
+        folders += [("path=", root / spec.folder), ("path=", root)]
+    if spec.shipped:  # $SYSID_DATA_DIR replaces the shipped copy, as it always did
+        return folders + [(where, folder.joinpath(spec.folder))
+                          for where, folder in data_locations()]
+    env = os.environ.get(ENV_VAR)
+    if env:
+        folders.append((f"${ENV_VAR}", Path(env).expanduser() / spec.folder))
+    folders += [(where, folder.joinpath(spec.folder)) for where, folder in _shipped_locations()]
+    folders.append((f"cache ${_real.CACHE_ENV} or ~/.cache/sysid", _real.cache_dir() / spec.folder))
+    return folders
+
+
+def _reader(name: str, spec: _Bundled, path: Any, download: bool) -> Callable[[str], bytes]:
+    """Return ``get(filename) -> bytes`` that finds (and checks, or downloads) one file."""
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise DataError(f"load({name!r}): path must be a folder (str or pathlib.Path); "
+                            f"received {type(path).__name__}. Fix: pass the folder that holds "
+                            f"'{spec.folder}/<file>' or the files themselves, or omit path.")
+        if not Path(path).expanduser().is_dir():
+            raise DataError(f"load({name!r}): path={str(path)!r} is not an existing folder. "
+                            f"Fix: pass the folder that holds '{spec.folder}/<file>' or the "
+                            f"files themselves (not a file), or omit path.")
+
+    def get(filename: str) -> bytes:
+        looked = []
+        for where, folder in _search_folders(name, spec, path):
+            candidate = folder.joinpath(filename)
+            looked.append(f"{where}: {candidate}")
+            try:
+                if not candidate.is_file():
+                    continue
+                data = candidate.read_bytes()
+            except OSError:
+                continue
+            if not spec.shipped:
+                _real.check_sha256(name, filename, data, str(candidate))
+            return data
+        if not spec.shipped and download:
+            target = _real._fetch(name, filename, _real.cache_dir())
+            return target.read_bytes()
+        where = "; ".join(looked)
+        if spec.shipped:
+            raise DataError(
+                f"load({name!r}): data file '{spec.folder}/{filename}' not found. Looked in: "
+                + where
+                + f". Fix: reinstall sysid (the file is package data), or set the environment "
+                f"variable {ENV_VAR} to a folder that contains '{spec.folder}/{filename}'.")
+        raise DataError(
+            f"load({name!r}): data file '{spec.folder}/{filename}' not found. Looked in: "
+            f"{where}. sysid does not ship this file (its licence is unclear; see "
+            f"datasets/{spec.folder}/PROVENANCE.txt). Fix: call load({name!r}, download=True) "
+            f"or sysid.datasets.download({name!r}) to fetch it (checked by SHA-256) into "
+            f"{_real.cache_dir() / spec.folder}; or copy the file(s) "
+            f"{', '.join(spec.files)} into one of the folders above, e.g. "
+            f"'<dir>/{spec.folder}/', and set the environment variable {ENV_VAR}=<dir> or "
+            f"pass path=<dir>.")
+
+    return get
 
 
 def _read_lynx_hare(text: str) -> xr.Dataset:
@@ -124,37 +182,91 @@ def _read_lynx_hare(text: str) -> xr.Dataset:
         })
 
 
+_LYNX_HARE_SPLITS = {"train": (0.0, 15.0), "test": (16.0, 20.0)}  # closed time intervals
+
+
+def _build_lynx_hare(get: Callable[[str], bytes], split: str | None) -> xr.Dataset:
+    try:
+        text = get("hudson-bay-lynx-hare.csv").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"load('lynx_hare'): the CSV file is not UTF-8 text ({exc}). "
+                        f"Fix: restore the original file.") from exc
+    ds = _read_lynx_hare(text)
+    if split is not None:
+        lo, hi = _LYNX_HARE_SPLITS[split]
+        ds = ds.sel(time=slice(lo, hi))
+    return ds
+
+
 BUNDLED: dict[str, _Bundled] = {
-    "lynx_hare": _Bundled("lynx_hare", "hudson-bay-lynx-hare.csv", _read_lynx_hare,
-                          splits={"train": (0.0, 15.0), "test": (16.0, 20.0)}),
+    "lynx_hare": _Bundled("lynx_hare", ("hudson-bay-lynx-hare.csv",), _build_lynx_hare,
+                          splits=tuple(_LYNX_HARE_SPLITS), shipped=True),
+    **{name: _Bundled(name, tuple(f.filename for f in files), _real.READERS[name],
+                      splits=_real.SPLITS[name], shipped=False)
+       for name, files in _real.REMOTE.items()},
 }
 
 
-def load(name: str, *, split: str | None = None) -> xr.Dataset:
-    """Load a measured dataset bundled with sysid.
+def load(name: str, *, split: str | None = None, path: str | os.PathLike | None = None,
+         download: bool = False) -> xr.Dataset:
+    """Load a measured dataset: shipped with sysid, or a benchmark found locally or downloaded.
 
     Parameters
     ----------
     name : str
-        Dataset name; see ``available("load")``. Currently ``"lynx_hare"``.
-    split : {None, "train", "test"}, optional
-        ``None`` returns all samples.  For ``"lynx_hare"``, ``"train"`` is
-        1900-1915 (16 years, time 0-15) and ``"test"`` is 1916-1920 (time
-        16-20), for forecasting checks.
+        Dataset name; see ``available("load")``: ``"lynx_hare"`` (shipped),
+        ``"cascaded_tanks"``, ``"emps"``, ``"silverbox"`` (nonlinear system
+        identification benchmarks; their files are not shipped, see
+        :func:`sysid.datasets.download`).
+    split : str, optional
+        ``None`` returns all samples.
+
+        * ``"lynx_hare"``: ``"train"`` is 1900-1915 (16 years, time 0-15),
+          ``"test"`` is 1916-1920 (time 16-20), for forecasting checks.
+        * ``"cascaded_tanks"``: ``"train"`` = uEst/yEst, ``"test"`` =
+          uVal/yVal (1024 samples each); ``None``: both, with a
+          ``trajectory`` dimension (coordinate ``["train", "test"]``).
+        * ``"emps"``: ``"train"`` = DATA_EMPS.mat, ``"test"`` =
+          DATA_EMPS_PULSES.mat (24841 samples each); ``None``: both, with a
+          ``trajectory`` dimension (``pulses`` is NaN in the train record).
+        * ``"silverbox"``: slices of the SNLS80mV record (131072 samples):
+          ``"arrow"`` [100:40575], ``"arrow_no_extrapolation"`` (its first
+          32000), ``"multisine"`` [40650:127400], ``"train"`` (its first
+          75 %, 65062) and ``"test"`` (the rest, 21688). Times keep their
+          place in the record.
+    path : str or path-like, optional
+        A folder searched first: it may hold ``<name>/<file>`` or the files
+        directly.
+    download : bool, default False
+        When a benchmark file is not found, fetch it with
+        :func:`sysid.datasets.download` into the cache folder.
 
     Returns
     -------
     xarray.Dataset
-        Dimension ``time``; one variable per measured channel; ``units`` and
+        Dimension ``time`` (and ``trajectory`` for a two-record benchmark with
+        ``split=None``); one variable per measured channel; ``units`` and
         ``long_name`` on everything; ``title``, ``source``, ``citation``,
-        ``license`` and ``description`` in ``attrs``.
+        ``license`` and ``description`` in ``attrs``. The benchmarks also have
+        ``sampling_time`` (s), ``init_window`` (number of initial test outputs
+        the official protocol allows for estimating the initial state) and
+        ``metric``; times are in seconds from the start of the record.
 
     Raises
     ------
     DataError
-        Unknown name or split, or the data file cannot be found or parsed.
-        Files are searched in ``$SYSID_DATA_DIR`` if set, else in the package
-        data and the repository's ``datasets/`` folder.
+        Unknown name or split; a data file not found (the message lists where
+        it looked and how to fix it), differing from the published one
+        (SHA-256), failing to download, or not parseable.
+
+    Notes
+    -----
+    Search order for a benchmark file: ``path``, ``$SYSID_DATA_DIR``
+    (``<name>/<file>``), the package data and the repository's ``datasets/``
+    folder, then the cache folder ``$SYSID_CACHE_DIR`` (default
+    ``~/.cache/sysid``). Every file found is checked against the SHA-256 in
+    ``datasets/<name>/PROVENANCE.txt``. For ``lynx_hare``, which ships with
+    sysid, ``$SYSID_DATA_DIR`` replaces the package data when set.
 
     Examples
     --------
@@ -164,6 +276,14 @@ def load(name: str, *, split: str | None = None) -> xr.Dataset:
     (30.0, 4.0, 21)
     >>> load("lynx_hare", split="test").sizes["time"]
     5
+
+    The benchmarks need their files (``download=True`` fetches them once):
+
+    >>> tanks = load("cascaded_tanks", split="train", download=True)  # doctest: +SKIP
+    >>> tanks.sizes["time"], tanks.attrs["sampling_time"], float(tanks.y.max())  # doctest: +SKIP
+    (1024, 4.0, 10.0)
+    >>> load("silverbox", split="test").sizes["time"]  # doctest: +SKIP
+    21688
     """
     spec = BUNDLED.get(name) if isinstance(name, str) else None
     if spec is None:
@@ -173,35 +293,37 @@ def load(name: str, *, split: str | None = None) -> xr.Dataset:
             raise DataError(f"load(): {name!r} is a synthetic system, not a bundled file. "
                             f"Use sysid.datasets.simulate({name!r}) instead.")
         hint = suggest(str(name), list(BUNDLED) + list(SYSTEMS)) if isinstance(name, str) else ""
-        raise DataError(f"load(): unknown dataset {name!r}.{hint} Bundled datasets: "
+        raise DataError(f"load(): unknown dataset {name!r}.{hint} Measured datasets: "
                         f"{', '.join(BUNDLED)}; synthetic systems (use simulate()): "
                         f"{', '.join(SYSTEMS)}.")
     if split is not None and split not in spec.splits:
         hint = suggest(str(split), spec.splits) if isinstance(split, str) else ""
         raise DataError(f"load({name!r}): unknown split {split!r}.{hint} Use one of "
                         f"{', '.join(map(repr, spec.splits))}, or None for all samples.")
-    ds = spec.reader(_read_text(name, spec))
+    if not isinstance(download, bool):
+        raise DataError(f"load({name!r}): download must be True or False; received "
+                        f"{download!r}.")
+    ds = spec.build(_reader(name, spec, path, download), split)
     if split is not None:
-        lo, hi = spec.splits[split]
-        ds = ds.sel(time=slice(lo, hi))
         ds.attrs["split"] = split
     return ds
 
 
 def available(kind: str | None = None) -> list[str]:
-    """Return the dataset names: bundled (``load``) and synthetic (``simulate``).
+    """Return the dataset names: measured (``load``) and synthetic (``simulate``).
 
     Parameters
     ----------
     kind : {None, "load", "simulate"}, optional
-        Restrict to bundled measured data (``"load"``) or to synthetic systems
-        (``"simulate"``); ``None`` lists both, bundled first.
+        Restrict to measured data (``"load"``: shipped first, then the
+        downloadable benchmarks) or to synthetic systems (``"simulate"``);
+        ``None`` lists both, measured first.
 
     Examples
     --------
     >>> from sysid.datasets import available
     >>> available("load")
-    ['lynx_hare']
+    ['lynx_hare', 'cascaded_tanks', 'emps', 'silverbox']
     >>> "lotka_volterra" in available()
     True
     """
