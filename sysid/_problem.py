@@ -237,6 +237,31 @@ def _local_start(times, values):
     return float(np.clip(value, lo, hi)), float(slope)
 
 
+def _direct_channel(model, bundle, state):
+    """Index of a channel that measures ``state`` directly (its observation is the state
+    itself, under any name; the state's own name first), or None."""
+    names = [c for c in bundle.channels if model.channels.get(c) == state]
+    names.sort(key=lambda c: c != state.name)
+    return bundle.channels.index(names[0]) if names else None
+
+
+def _sign_constrained_start(model, free, bundle):
+    """Start and bounds of the search for unobserved states: 0 and unbounded, except for a
+    state declared ``positive=True`` (``negative=True``), which starts at the typical size of
+    the measured channels with that sign and stays on its side of 0 (a tank level under a
+    square root, a concentration)."""
+    typical = np.nanmedian(np.abs(bundle.y[bundle.mask])) if bundle.mask.any() else 1.0
+    typical = float(typical) if np.isfinite(typical) and typical > 0 else 1.0
+    start, low, high = np.zeros(len(free)), np.full(len(free), -np.inf), np.full(len(free), np.inf)
+    for j, i in enumerate(free):
+        sym = model.states[i]
+        if sym.is_positive or sym.is_nonnegative:
+            start[j], low[j] = typical, 1e-9 * typical
+        elif sym.is_negative or sym.is_nonpositive:
+            start[j], high[j] = -typical, -1e-9 * typical
+    return start, (low, high)
+
+
 def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     """Guess the state at each start (trajectory b, time index k), default each
     trajectory's first sample: observed states from a local fit of the next few samples,
@@ -248,8 +273,7 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     n = len(model.states)
     x0 = np.zeros((len(starts), n))
     slopes = np.full((len(starts), n), np.nan)
-    observed = [bundle.channels.index(s.name) if s.name in bundle.channels
-                and model.channels[s.name] == s else None for s in model.states]
+    observed = [_direct_channel(model, bundle, s) for s in model.states]
     for j, (b, k) in enumerate(starts):
         for i, c in enumerate(observed):
             m = np.flatnonzero(bundle.mask[b, k:, c]) + k if c is not None else []
@@ -259,6 +283,7 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     if not free:
         return x0, observed
     scale = np.array([_robust_std(bundle.y[..., c]) if c is not None else 1.0 for c in observed])
+    start, bounds = _sign_constrained_start(model, free, bundle)
     for j, (b, k) in enumerate(starts):
         known = [i for i in range(n) if i not in free and np.isfinite(slopes[j, i])]
         if not known:
@@ -272,10 +297,10 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
             with torch.no_grad():
                 f = field.physics(t0, x[None], u)[0].numpy()
             return np.concatenate([(f[known] - slopes[j, known]) / scale[known],
-                                   1e-3 * np.asarray(v)])
+                                   1e-3 * (np.asarray(v) - start)])
 
         try:
-            sol = least_squares(mismatch, np.zeros(len(free)), max_nfev=200)
+            sol = least_squares(mismatch, start, bounds=bounds, max_nfev=200)
             if np.all(np.isfinite(sol.x)):
                 x0[j, free] = sol.x
         except (ValueError, RuntimeError, FloatingPointError):

@@ -200,3 +200,31 @@ def test_a_model_that_blows_up_ends_with_a_status_not_a_crash():
     with pytest.raises(sysid.errors.FitError, match="best result so far") as err:
         sysid.fit(model, data, progress=False, max_steps=200)
     assert err.value.result.parameters == result.parameters
+
+
+def test_tanks_with_a_renamed_sensor_and_an_unmeasured_positive_state():
+    # The cascaded-tanks setting: the upper tank h1 (under a square root) is never measured,
+    # the lower tank is read by a channel named "level" (observations={"level": h2}).
+    # The initial-state guess must read h2 from "level" and start h1 on the positive side;
+    # before both fixes the fit started at h = 0, where sqrt has an infinite slope, and
+    # the solver failed.
+    data, truth = sysid.datasets.simulate("two_tank", observed=["h2"], noise=0.01, seed=0,
+                                          truth=True)
+    data = data.rename({"h2": "level"})
+    h1, h2 = sp.symbols("h1 h2", positive=True)
+    u = sp.Symbol("u")
+    k1, k2, k3, k4 = sp.symbols("k1 k2 k3 k4", positive=True)
+    model = sysid.HybridODE(
+        states=[h1, h2], inputs=[u],
+        physics={h1: -k1 * sp.sqrt(h1) + k4 * u, h2: k2 * sp.sqrt(h1) - k3 * sp.sqrt(h2)},
+        parameters={k1: 0.3, k2: 0.3, k3: 0.3, k4: 0.5}, observations={"level": h2})
+    result = sysid.fit(model, data, seed=0, interpolation="zoh", progress=False)
+    assert result.status.success
+    imp = result.impute()
+    # The lower tank is measured: its fitted level sits at the 1 % noise level.
+    sd = float(truth["h2"].std())
+    rmse = float(np.sqrt(np.mean((imp["h2"].values - truth["h2"].values) ** 2)))
+    assert rmse < 0.03 * sd, rmse
+    # (The parameters themselves are weakly identified from 200 s of the lower tank alone:
+    # h1 has a scale symmetry, h1 -> s h1, k1 -> k1 sqrt(s), k2 -> k2 / sqrt(s), k4 -> s k4,
+    # and the fit lands on a different k3 with the same output; not asserted here.)
