@@ -13,6 +13,8 @@ from ._residual import ResidualNet
 
 __all__ = ["HybridField"]
 
+_FLOOR = torch.finfo(torch.float64).tiny ** 0.25   # about 1e-77: sqrt and log stay finite
+
 
 class HybridField(nn.Module):
     """``f(t, x, u) = physics(t, x, u; p) + residual(x, u)`` and the observation map.
@@ -44,6 +46,11 @@ class HybridField(nn.Module):
             self._observe = CompiledExprs(obs, ov, batch=ov[:n_batch])
         self.nfe = 0
         self._cached: list | None = None
+        # States declared positive=True or nonnegative=True: the physics sees them floored
+        # just above 0, so that a solver step or a residual that overshoots below 0 cannot
+        # turn sqrt(h) or log(c) into NaN (the state itself is not altered).
+        signed = [bool(s.is_positive or s.is_nonnegative) for s in model.states]
+        self._floored = torch.tensor(signed) if any(signed) else None
 
     def freeze_parameters(self, on: bool) -> None:
         """Evaluate the parameter transform once per solve instead of once per call."""
@@ -67,6 +74,8 @@ class HybridField(nn.Module):
         p = self._cached
         if p is None:
             p = self.parameter_values().unbind(0)
+        if self._floored is not None:
+            x = torch.where(self._floored, x.clamp_min(_FLOOR), x)
         if self._has_inputs:
             return self._physics.stack([*x.unbind(-1), *u.unbind(-1), t, *p], -1)
         return self._physics.stack([*x.unbind(-1), t, *p], -1)
