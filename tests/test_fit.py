@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+import xarray as xr
 
 import sysid
 
@@ -228,3 +229,27 @@ def test_tanks_with_a_renamed_sensor_and_an_unmeasured_positive_state():
     # (The parameters themselves are weakly identified from 200 s of the lower tank alone:
     # h1 has a scale symmetry, h1 -> s h1, k1 -> k1 sqrt(s), k2 -> k2 / sqrt(s), k4 -> s k4,
     # and the fit lands on a different k3 with the same output; not asserted here.)
+
+
+def test_physics_sees_a_positive_state_floored_above_zero():
+    # A solver step (or a residual) that overshoots a positive state below 0 must not turn
+    # sqrt(h) into NaN; a state without the assumption is passed through unchanged.
+    from sysid._data import prepare
+    from sysid._options import FitOptions
+    from sysid._problem import build_problem
+
+    h = sp.Symbol("h", positive=True)
+    z = sp.Symbol("z")
+    k = sp.Symbol("k", positive=True)
+    model = sysid.HybridODE(states=[h, z], physics={h: -k * sp.sqrt(h), z: -k * z},
+                            parameters={k: 0.5})
+    times = np.linspace(0.0, 4.0, 9)
+    data = xr.Dataset({"h": ("time", 4.0 * np.exp(-times)), "z": ("time", np.exp(-times))},
+                      coords={"time": times})
+    field = build_problem(model, prepare(model, data), FitOptions()).field
+    x = torch.tensor([[-1e-3, -2.0], [4.0, 3.0]], dtype=torch.float64)
+    f = field.physics(torch.zeros(2, dtype=torch.float64), x, torch.zeros(2, 0))
+    assert torch.isfinite(f).all()
+    assert abs(float(f[0, 0])) < 1e-30               # sqrt of the floor, about 1e-38
+    assert float(f[0, 1]) == pytest.approx(1.0)       # -k z with z = -2 untouched
+    assert float(f[1, 0]) == pytest.approx(-1.0)      # -0.5 sqrt(4)
