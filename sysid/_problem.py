@@ -284,6 +284,7 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
         return x0, observed
     scale = np.array([_robust_std(bundle.y[..., c]) if c is not None else 1.0 for c in observed])
     start, bounds = _sign_constrained_start(model, free, bundle)
+    x0[:, free] = start        # kept where nothing else informs the guess
     for j, (b, k) in enumerate(starts):
         known = [i for i in range(n) if i not in free and np.isfinite(slopes[j, i])]
         if not known:
