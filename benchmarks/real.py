@@ -47,8 +47,6 @@ import xarray as xr
 import sysid
 from sysid.errors import DataError
 
-torch.set_num_threads(1)
-
 SECTIONS = ("tanks", "emps", "silverbox", "lynx_hare")
 HERE = Path(__file__).resolve().parent
 
@@ -342,6 +340,7 @@ def main(argv=None):
     parser.add_argument("--figures", default=str(HERE.parent / "docs" / "_static" / "benchmarks"),
                         help="folder for the PNG figures ('' for none)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)
     mode = "quick" if args.quick else "full"
     figures = Path(args.figures) if args.figures else None
     if figures:

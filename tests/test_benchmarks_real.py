@@ -1,0 +1,38 @@
+"""The real-data benchmark suite's own code (benchmarks/real.py), on the cheap parts.
+
+The full suite takes most of an hour (``python benchmarks/real.py``); here the lynx-hare
+section runs for real (about 20 s) and the helpers are checked on known answers.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import real  # noqa: E402
+
+
+def test_lynx_hare_parameters_inside_the_stan_80_percent_intervals():
+    text = real.lynx_hare("full", None, None)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "inside" not in line]
+    assert len(rows) == 4, text
+    values = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in rows}
+    for name, (_, lo, hi) in real.STAN.items():
+        assert lo <= values[name] <= hi, (name, values[name], lo, hi)
+    assert "met (4/4)" in text
+
+
+def test_block_mean_keeps_each_blocks_impulse():
+    t = np.arange(10.0)
+    ds = xr.Dataset({"q": ("time", t ** 2), "vir": ("time", t)}, coords={"time": t})
+    out = real.block_mean(ds, 3, ["vir"])
+    assert out["time"].values.tolist() == [0.0, 3.0, 6.0]       # the last partial block dropped
+    assert out["q"].values.tolist() == [0.0, 9.0, 36.0]          # outputs sampled
+    assert out["vir"].values.tolist() == [1.0, 4.0, 7.0]         # inputs averaged per block
+
+
+def test_rmse():
+    assert real.rmse([1.0, 2.0], [1.0, 4.0]) == np.sqrt(2.0)
