@@ -136,9 +136,7 @@ def tanks(mode, data_dir, figures):
         figure(figures / "tanks.png", test, sims, "y",
                f"Cascaded Tanks: free-run simulation on the test record (first {n} samples "
                "set the initial state)", "V")
-    head = ("| model | test RMSE (V) | train RMSE (V) | fit time (s) | settings |\n"
-            "|---|---|---|---|---|")
-    body = "\n".join(f"| {a} | {b} | {c} | {d:.0f} | {e} |" for a, b, c, d, e in rows)
+    body = table(["model", "test RMSE (V)", "train RMSE (V)", "fit time (s)", "settings"], rows)
     published = ("Published test RMSE (V, simulation): best linear approximation 0.75, "
                  "nonlinear state-space 0.34, **neural continuous-time model (Forgione & Piga "
                  "2021) 0.33**, CT-SUBNET 0.217 (best seed; median about 0.30), **grey-box with "
@@ -146,7 +144,14 @@ def tanks(mode, data_dir, figures):
     err = float(rows[0][1])
     verdict = (f"Targets: below 0.33 V -- {'met' if err < 0.33 else 'not met'} ({err:.3f}); "
                f"aimed at 0.18 V -- {'met' if err < 0.18 else 'not met'}.")
-    return "\n".join([head, body, "", published, verdict, f"Initial-state window n = {n}."])
+    return "\n".join([body, "", published, verdict, f"Initial-state window n = {n}."])
+
+
+def table(columns, rows):
+    """A markdown table; a float cell is a time in seconds, written without decimals."""
+    cell = lambda v: f"{v:.0f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+                     + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
 def _settings(options):
@@ -215,9 +220,8 @@ def emps(mode, data_dir, figures):
             k: s.assign(q=s["q"] * 1000) for k, s in sims.items()}, "q",
             f"EMPS: free-run simulation on the test record from the force command only "
             f"(first {n} samples set the initial state)", "mm")
-    head = ("| model | test RMSE (mm) | train free-run RMSE (mm) | fit time (s) | settings |\n"
-            "|---|---|---|---|---|")
-    body = "\n".join(f"| {a} | {b} | {c} | {d:.0f} | {e} |" for a, b, c, d, e in rows)
+    body = table(["model", "test RMSE (mm)", "train free-run RMSE (mm)", "fit time (s)",
+                  "settings"], rows)
     published = ("Published test RMSE (mm, simulation from vir): **CT-SUBNET 4.61**, LSTM 74, "
                  "RNN 89, GRU 220, the mean 82.6. The IDIM-LS reference parameters (M 95.1 kg, "
                  "Fv 203.5 N s/m, Fc 20.4 N, offset -3.16 N) run free give 9.2 mm on the test "
@@ -226,7 +230,7 @@ def emps(mode, data_dir, figures):
     verdict = f"Target: below 4.61 mm -- {'met' if err < 4.61 else 'not met'} ({err:.2f})."
     note = (f"Fitted on the training record decimated {factor}x (outputs sampled, "
             f"the force command block-averaged); simulated on the full 1 ms test record.")
-    return "\n".join([head, body, "", published, verdict, note])
+    return "\n".join([body, "", published, verdict, note])
 
 
 # -- Silverbox --------------------------------------------------------------------------------
@@ -284,13 +288,12 @@ def silverbox(mode, data_dir, figures):
         figure(figures / "silverbox.png", tests["test"], sims, "y",
                f"Silverbox: free-run simulation on the multisine test record "
                f"(first {n} samples set the initial state)", "V")
-    head = ("| model | multisine test RMSE (mV) | arrow full (mV) | arrow, no extrapolation (mV) "
-            "| fit time (s) | settings |\n|---|---|---|---|---|---|")
-    body = "\n".join(f"| {a} | {b} | {c} | {d} | {e:.0f} | {f} |" for a, b, c, d, e, f in rows)
+    body = table(["model", "multisine test RMSE (mV)", "arrow full (mV)",
+                  "arrow, no extrapolation (mV)", "fit time (s)", "settings"], rows)
     published = "Published (mV, simulation): GRU 1.49 / 2.80 / 0.95; LSTM 1.50 / 2.68 / 0.96."
     err = float(rows[0][1])
     verdict = f"Target: multisine below 1.49 mV -- {'met' if err < 1.49 else 'not met'} ({err:.2f})."
-    return "\n".join([head, body, "", published, verdict, summary_text])
+    return "\n".join([body, "", published, verdict, summary_text])
 
 
 # -- lynx-hare --------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ class HybridField(nn.Module):
         # just above 0, so that a solver step or a residual that overshoots below 0 cannot
         # turn sqrt(h) or log(c) into NaN (the state itself is not altered).
         signed = [bool(s.is_positive or s.is_nonnegative) for s in model.states]
-        self._floored = torch.tensor(signed) if any(signed) else None
+        self.register_buffer("_floored", torch.tensor(signed) if any(signed) else None,
+                             persistent=False)
 
     def freeze_parameters(self, on: bool) -> None:
         """Evaluate the parameter transform once per solve instead of once per call."""

@@ -97,14 +97,22 @@ def check_sha256(name: str, filename: str, data: bytes, where: str) -> None:
     sysid.errors.DataError: load('emps'): the file /tmp/x differs from the published DATA_EMPS.mat ...
     """
     spec = _remote(name, filename)
-    got = hashlib.sha256(data).hexdigest()
-    if got != spec.sha256:
+    mismatch = _mismatch(spec, data)
+    if mismatch:
         raise DataError(
             f"load({name!r}): the file {where} differs from the published {filename} "
-            f"(sha256 {got[:16]}..., {len(data)} bytes; expected {spec.sha256[:16]}..., "
-            f"{spec.size} bytes): it is damaged, edited or another version. Fix: delete it and "
+            f"{mismatch}: it is damaged, edited or another version. Fix: delete it and "
             f"run sysid.datasets.download({name!r}) (or load({name!r}, download=True)), or "
             f"replace it with the original from {spec.url}.")
+
+
+def _mismatch(spec: RemoteFile, data: bytes) -> str:
+    """'' when ``data`` is the published file, else its digest and size beside the expected."""
+    got = hashlib.sha256(data).hexdigest()
+    if got == spec.sha256:
+        return ""
+    return (f"(sha256 {got[:16]}..., {len(data)} bytes; expected {spec.sha256[:16]}..., "
+            f"{spec.size} bytes)")
 
 
 def _check_name(name: object, caller: str) -> str:
@@ -131,12 +139,11 @@ def _fetch(name: str, filename: str, folder: Path) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise DataError(f"download({name!r}): could not fetch {spec.url} ({exc}). "
                         + manual) from exc
-    got = hashlib.sha256(data).hexdigest()
-    if got != spec.sha256:
+    mismatch = _mismatch(spec, data)
+    if mismatch:
         raise DataError(
             f"download({name!r}): the file fetched from {spec.url} differs from the published "
-            f"{filename} (sha256 {got[:16]}..., {len(data)} bytes; expected "
-            f"{spec.sha256[:16]}..., {spec.size} bytes); it was refused and not saved. "
+            f"{filename} {mismatch}; it was refused and not saved. "
             f"Fix: retry later (the transfer may have been cut or altered); if it persists, "
             f"get the file by hand from the original benchmark (see "
             f"datasets/{name}/PROVENANCE.txt) and copy it to {target}.")
