@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import sympy as sp
 import torch
 from torch import nn
@@ -52,6 +54,18 @@ class HybridField(nn.Module):
         signed = [bool(s.is_positive or s.is_nonnegative) for s in model.states]
         self.register_buffer("_floored", torch.tensor(signed) if any(signed) else None,
                              persistent=False)
+        self._rows: torch.Tensor | None = None      # see per_row_parameters
+
+    @contextmanager
+    def per_row_parameters(self, values: torch.Tensor):
+        """Within the block, batch row ``r`` (of states, inputs and time) uses its own
+        physical parameter values ``values[r]`` ((R, P)), e.g. copies of the data set
+        that each carry the derivative along one direction (forward-mode Jacobians)."""
+        self._rows = values.transpose(0, 1)
+        try:
+            yield
+        finally:
+            self._rows = None
 
     def freeze_parameters(self, on: bool) -> None:
         """Evaluate the parameter transform once per solve instead of once per call."""
@@ -59,12 +73,16 @@ class HybridField(nn.Module):
 
     # -- parameters ----------------------------------------------------------------------
     def parameter_values(self) -> torch.Tensor:
-        """Physical parameter values (P,)."""
+        """Physical parameter values (P,), or (P, R) inside :meth:`per_row_parameters`."""
+        if self._rows is not None:
+            return self._rows
         return self.transform.forward(self.raw)
 
     def _values(self, t, x, u):
         """The compiled expressions' inputs: state columns, input columns, t, parameters."""
         p = self._cached if self._cached is not None else self.parameter_values().unbind(0)
+        if self._rows is not None and x.dim() > 2:    # per-row values against (R, T, n)
+            p = [v.reshape(v.shape + (1,) * (x.dim() - 2)) for v in p]
         if self._has_inputs:
             return [*x.unbind(-1), *u.unbind(-1), t, *p]
         return [*x.unbind(-1), t, *p]     # u is (B, 0): no columns to unbind

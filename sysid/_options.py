@@ -29,6 +29,7 @@ class FitOptions:
     shooting: str | int = "auto"
     continuity: float = 0.01
     polish_iterations: int = 10
+    gauss_newton: bool = True
     residual_penalty: float | str = "auto"
     weight_decay: float = 1e-5
     validation: float = 0.0

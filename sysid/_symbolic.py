@@ -64,15 +64,15 @@ SCORE = "EBIC"
 BIC_TIE = 2.0
 #: Candidates scored on held-out windows (the lowest-BIC ones).
 HOLDOUT_TOP = 3
-#: Training budget of each candidate's refit (the starting values are already close).
-REFIT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 100}
-#: Budget of the quick first refit of every candidate: multiple shooting, then a short
-#: single-shooting polish. The score is a single-shooting simulation, so an unpolished
-#: multiple-shooting refit misranked candidates on long oscillating records (the angle-only
-#: pendulum, 10 trajectories: -1.46 omega theta^2 selected instead of -0.198 omega; with 3
-#: polish iterations the right term). Single shooting alone from the hybrid fit's initial
-#: states collapsed the lynx-hare demo's refits to zero growth rates (log-normal noise).
-QUICK_OPTIONS = {"epochs": 0, "lbfgs_iterations": 30, "polish_iterations": 3}
+#: Budget of each candidate's refits. The score is a single-shooting simulation over whole
+#: trajectories, so the refits are single shooting too, from the hybrid fit's initial states
+#: and the least-squares coefficients of the network's residual: a model without a network
+#: is then fitted by Levenberg-Marquardt (``gauss_newton``), a few Jacobians per candidate.
+#: The quick refit ranks every candidate; the best few get the full budget.
+QUICK_OPTIONS = {"epochs": 0, "lbfgs_iterations": 8, "shooting": "single"}
+REFIT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 100, "shooting": "single"}
+#: Budget of the held-out refits (multiple shooting: the held-out samples are whole windows).
+HOLDOUT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 30, "polish_iterations": 3}
 #: Candidates within this many BIC units of the best quick score (at most HOLDOUT_TOP of
 #: them) are refit with the full budget, and scored on held-out windows.
 CONFIRM_DBIC = 10.0
@@ -215,7 +215,7 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
                     scale / rms, target / scale)
 
     options = {k: getattr(result.options, k) for k in _CARRIED if hasattr(result.options, k)}
-    options.update(REFIT_OPTIONS, seed=int(seed), progress=False, throw=False)
+    options.update(seed=int(seed), progress=False, throw=False)
     search = _Search(fit_from, result, states, terms, theta_n, keep, paths, options, int(max_terms))
     for cand in _candidates(states, paths, thresholds):
         search.evaluate(cand["method"], cand["threshold"], cand["supports"])
@@ -497,7 +497,7 @@ class _Search:
         else:
             distilled = _distill(self.result.model, self.states, self.terms, supports,
                                  self.values(supports))
-            refit = self.score(row, distilled, QUICK_OPTIONS, supports)
+            refit = self.score(row, distilled, QUICK_OPTIONS, supports, _x0(self.result))
             row["refit"] = "quick"
         self.index[key] = len(self.rows)
         self.rows.append(row)
@@ -604,7 +604,7 @@ class _Search:
         the column of each current term ``{(state, term index): column}``, of each added
         term, and the columns always in the model (physical parameters, initial states).
         """
-        from ._uncertainty import residual_jacobian
+        from ._lm import linearise
 
         distilled, refit, supports = self.fits[i]
         values = refit.parameters
@@ -635,7 +635,8 @@ class _Search:
                          **{**self.options, "epochs": 0, "lbfgs_iterations": 0,
                             "polish_iterations": 0, "shooting": "single", "throw": False})
         p = built._problem
-        r, J, P = residual_jacobian(p)
+        _, r, J = linearise(p)
+        P = p.field.raw.numel()
         raw = p.field.raw.detach().numpy()
         n_phys = len(model.parameters)
         current, k = {}, n_phys
@@ -655,12 +656,13 @@ class _Search:
         return 2.0 * sum(log(comb(int((~self.keep[s]).sum()), len(supports[s])))
                          for s in self.states)
 
-    def score(self, row, distilled, budget, supports):
-        """Refit ``distilled`` with the hybrid fit's options and ``budget``; fill ``row``."""
+    def score(self, row, distilled, budget, supports, x0):
+        """Refit ``distilled`` from initial states ``x0`` with the hybrid fit's options and
+        ``budget``; fill ``row``."""
         start = time.perf_counter()
         refit = None
         try:
-            refit = self.fit(distilled, self.result.data, None, **{**self.options, **budget})
+            refit = self.fit(distilled, self.result.data, x0, **{**self.options, **budget})
         except (SysidError, RuntimeError) as err:
             row.update(status=f"failed: {err}", BIC=np.inf, EBIC=np.inf, AICc=np.inf)
         else:
@@ -694,19 +696,22 @@ class _Search:
         for i in order:
             distilled, quick, supports = self.fits[i]
             full = self.score(self.rows[i], _with_values(distilled, quick.parameters),
-                              REFIT_OPTIONS, supports)
+                              REFIT_OPTIONS, supports, _x0(quick))
             self.rows[i]["refit"] = "full"
             if full is not None:
                 self.fits[i] = (distilled, full, supports)
         if fraction <= 0:
             return
         score = np.array([r[SCORE] if r["refit"] == "full" else np.inf for r in self.rows])
-        for i in [int(i) for i in np.argsort(score, kind="stable")
-                  if np.isfinite(score[i])][:HOLDOUT_TOP]:
+        held_out = [int(i) for i in np.argsort(score, kind="stable")
+                    if np.isfinite(score[i])][:HOLDOUT_TOP]
+        if held_out and _sparsest_close(self.rows, score) not in held_out:
+            held_out.append(_sparsest_close(self.rows, score))   # the one to be selected
+        for i in held_out:
             distilled, full, _ = self.fits[i]
             try:
                 held = self.fit(_with_values(distilled, full.parameters), self.result.data,
-                                None, **{**self.options, **QUICK_OPTIONS, "seed": seed,
+                                None, **{**self.options, **HOLDOUT_OPTIONS, "seed": seed,
                                          "shooting": self.options.get("shooting", "auto"),
                                          "validation": fraction})
                 self.rows[i]["holdout"] = _holdout_error(held)
@@ -743,8 +748,11 @@ def _distill(model, states, terms, supports, values) -> HybridODE:
 
 
 def _with_values(model, values) -> HybridODE:
+    tiny = np.finfo(float).tiny     # a positive parameter whose log underflowed stays > 0
     return HybridODE(states=model.states, physics=model.physics,
-                     parameters={p: values[p.name] for p in model.parameters}, residual=None,
+                     parameters={p: (max(values[p.name], tiny) if p.is_positive or
+                                     p.is_nonnegative else values[p.name])
+                                 for p in model.parameters}, residual=None,
                      inputs=model.inputs, observations=model.observations, fixed=model.fixed)
 
 
@@ -883,9 +891,8 @@ def _term_table(search, states, terms, keep, supports, coefs, ensemble, seed):
 
 def _select(rows, bic, states, notes) -> int:
     """The sparsest candidate among those within BIC_TIE of the lowest EBIC."""
-    lowest = float(np.min(bic))
-    close = [i for i in np.flatnonzero(bic <= lowest + BIC_TIE)]
-    best = int(min(close, key=lambda i: (rows[i]["k"], bic[i])))
+    best = _sparsest_close(rows, bic)
+    close = [i for i in np.flatnonzero(bic <= float(np.min(bic)) + BIC_TIE)]
     others = [i for i in close if i != best]
     if others:
         text = "; ".join(_support_sets(rows[i], states) + f" ({SCORE} {bic[i]:.1f})"
@@ -896,6 +903,13 @@ def _select(rows, bic, states, notes) -> int:
             f"The one with the fewest parameters was selected; compare them in .path (and "
             f"the held-out errors there), or collect more informative data.")
     return best
+
+
+def _sparsest_close(rows, score) -> int:
+    """Among the candidates within BIC_TIE of the lowest score, the one with the fewest
+    parameters (the lower score between equals)."""
+    close = np.flatnonzero(score <= float(np.min(score)) + BIC_TIE)
+    return int(min(close, key=lambda i: (rows[i]["k"], score[i])))
 
 
 class SymbolicSummary:

@@ -57,6 +57,12 @@ def fit(model: HybridODE, data, **options):
         L-BFGS iterations of the final single-shooting pass from the fitted initial
         states (after multiple shooting); it stops early once 10 iterations gain less
         than ``tolerance``.
+    gauss_newton : bool, default True
+        For a model without a network (Gaussian or log-normal noise, no ``validation``),
+        the single-shooting passes (``lbfgs_iterations`` with ``shooting="single"``, and
+        the polish) use Levenberg-Marquardt, a trust-region Gauss-Newton method, in place
+        of L-BFGS: the iteration budgets then count its Jacobians, and a few suffice where
+        L-BFGS takes hundreds of solves. False keeps L-BFGS.
     patience : int, default 30
         Adam stops early after this many epochs without a 0.1 % improvement (of the
         held-out error when ``validation`` is set, else of the training loss).
@@ -231,7 +237,11 @@ class _Trainer:
         try:
             status = self._phase("adam", self._adam)
             if status.success and opts.lbfgs_iterations > 0:
-                status = self._phase("lbfgs", lambda: self._lbfgs(opts.lbfgs_iterations))
+                if self._gauss_newton():
+                    status = self._phase("lbfgs", lambda: self._levenberg_marquardt(
+                        opts.lbfgs_iterations, "lbfgs"))
+                else:
+                    status = self._phase("lbfgs", lambda: self._lbfgs(opts.lbfgs_iterations))
                 if status.success and self.problem.windows is not None:
                     status = self._phase("tighten", self._tighten)
                     low, high = opts.penalty_levels()
@@ -377,12 +387,59 @@ class _Trainer:
                                  f"cannot be integrated over whole trajectories: {err}")
             if self.opts.polish_iterations == 0:
                 return FitStatus("converged", "multiple shooting")
-        status = self._lbfgs(self.opts.polish_iterations, phase="polish")
+        if self._gauss_newton():
+            status = self._levenberg_marquardt(self.opts.polish_iterations, "polish")
+        else:
+            status = self._lbfgs(self.opts.polish_iterations, phase="polish")
         if status.code == "max_iterations":     # a refinement: its budget is not a failure
             return FitStatus("converged", f"multiple shooting converged; the final "
                              f"single-shooting pass used its {self.opts.polish_iterations} "
                              f"iterations (polish_iterations)")
         return status
+
+    def _gauss_newton(self) -> bool:
+        """Single-shooting passes use Levenberg-Marquardt (see the gauss_newton option)."""
+        from ._lm import supports_gauss_newton
+        return (self.opts.gauss_newton and self.opts.validation == 0
+                and not self.problem.active and supports_gauss_newton(self.problem))
+
+    def _levenberg_marquardt(self, budget: int, phase: str) -> FitStatus:
+        """Levenberg-Marquardt on whole trajectories; each accepted step is recorded (its
+        ``lr`` column holds the damping) and checkpointed."""
+        from ._lm import levenberg_marquardt
+
+        saved = self._resume_state(phase)
+        if saved is None:
+            self._restore()
+            done, lam = 0, 1e-3
+        else:
+            done, lam = saved["counters"]["iters"], saved["counters"]["lam"]
+        total = self.problem.noise.total
+        counters = {"iters": done}
+
+        def accepted(f, new_lam):
+            counters["iters"] += 1
+            value = f / total
+            self._record(phase, value, {"nll": torch.tensor(value)}, new_lam)
+            if value < self.best_loss:
+                self.best_loss = value
+                self.best_state = copy.deepcopy(self.problem.state_dict())
+            self._save({"phase": phase, "counters": {"iters": counters["iters"],
+                                                     "lam": new_lam}})
+
+        report = levenberg_marquardt(self.problem, max(budget - done, 0), lam=lam,
+                                     on_accept=accepted)
+        self.lbfgs_iters = counters["iters"]
+        if not np.isfinite(report.objective):
+            return FitStatus("solver_failed", f"{phase}: {report.message}")
+        if report.converged:
+            return FitStatus("converged", f"Levenberg-Marquardt: {report.message}")
+        if counters["iters"] >= budget:
+            return FitStatus("max_iterations", f"{budget} Levenberg-Marquardt iterations "
+                             f"({phase})")
+        if counters["iters"] == 0:      # it could not take a single step: L-BFGS instead
+            return self._lbfgs(budget, phase=phase)
+        return FitStatus("converged", f"Levenberg-Marquardt ({phase}): {report.message}")
 
     def _lbfgs(self, budget: int, phase: str = "lbfgs") -> FitStatus:
         params = [p for p in self.problem.parameters() if p.requires_grad]

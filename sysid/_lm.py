@@ -1,0 +1,245 @@
+"""Levenberg-Marquardt for models without a network.
+
+A model with only physical parameters (a distilled symbolic model, or physics the user
+wrote completely) has few unknowns: its raw parameters and the initial state of each
+trajectory. Its negative log-likelihood over whole trajectories (single shooting) is a sum
+of squares in disguise, and a Gauss-Newton method with a trust region converges in a
+handful of solves where a quasi-Newton method with line searches needs hundreds.
+
+Objective, for each observed channel ``c`` with ``n_c`` samples and residuals ``r_c``
+(log-space residuals for log-normal noise)::
+
+    known noise level s_c:     f_c = SSE_c / (2 s_c^2)
+    estimated noise level:     f_c = n_c / 2 * log(SSE_c / n_c + floor_c)
+
+Around the current point both are ``const + 1/2 || w_c r_c ||^2`` to first order in
+``SSE_c``, with ``w_c = 1 / s_c`` or ``w_c = sqrt(n_c / (SSE_c + n_c floor_c))``. Each
+iteration linearises the weighted residuals (batched reverse-mode Jacobian), solves the
+damped normal equations ``(J^T J + lambda diag(J^T J)) step = -J^T r`` and accepts the step
+when the actual decrease of ``f`` is a reasonable fraction of the predicted one (Nielsen's
+update of ``lambda``). The weights are re-evaluated at every accepted point, so the fixed
+point is the minimum of ``f`` itself, not of a weighted least-squares surrogate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+
+import numpy as np
+import torch
+
+from ._integrate import SolverFailure
+
+__all__ = ["levenberg_marquardt", "linearise", "supports_gauss_newton"]
+
+#: Stop when an accepted step improves ``f`` (log-likelihood units) by less than this.
+F_TOLERANCE = 1e-6
+#: Central-difference step of the Jacobian, in raw parameter and scaled state units.
+STEP = 1e-5
+#: Longest step in any raw coordinate (a factor e^3 for a log-scale parameter); longer
+#: Gauss-Newton steps are shortened along their direction.
+MAX_STEP = 3.0
+#: Give up when the damping has to grow past this (no descent step can be found).
+LAMBDA_MAX = 1e12
+
+
+@dataclass
+class LMReport:
+    """What a Levenberg-Marquardt run did."""
+
+    converged: bool
+    iterations: int
+    evaluations: int
+    objective: float
+    message: str
+    values: list[float] = dc_field(default_factory=list)
+
+
+def supports_gauss_newton(problem) -> bool:
+    """True when ``problem`` has no network and a least-squares noise model."""
+    return (problem.field.residual is None
+            and problem.noise.name in ("gaussian", "lognormal")
+            and not any(p.requires_grad for p in problem.noise.parameters()))
+
+
+def _residuals(problem):
+    """Masked residuals (N, C) of a single-shooting simulation and the objective ``f``."""
+    seg = problem.single
+    xs = problem.states(seg)
+    pred = problem.field.observe(seg.tau, xs, seg.u_grid)
+    r = problem.noise.residuals(pred, seg.y, seg.mask)
+    r = torch.where(seg.mask, r, torch.zeros((), dtype=r.dtype))
+    return r.reshape(-1, r.shape[-1]), seg.mask.reshape(-1, seg.mask.shape[-1])
+
+
+def _objective_and_weights(problem, flat: torch.Tensor):
+    noise = problem.noise
+    sse = (flat.detach() ** 2).sum(0)
+    f, w = 0.0, torch.zeros(flat.shape[-1], dtype=flat.dtype)
+    for c, (n_c, known) in enumerate(zip(noise.counts, noise.known)):
+        if n_c == 0:
+            continue
+        if known is not None:
+            f += 0.5 * float(sse[c]) / known ** 2 + n_c * float(np.log(known))
+            w[c] = 1.0 / known
+        else:
+            level = float(sse[c]) / n_c + float(noise.floor[c])
+            f += 0.5 * n_c * float(np.log(level))
+            w[c] = float(np.sqrt(1.0 / level))
+    return f, w
+
+
+def _evaluate(problem) -> float:
+    with torch.no_grad():
+        flat, _ = _residuals(problem)
+        f, _ = _objective_and_weights(problem, flat)
+    return f if np.isfinite(f) else float("inf")
+
+
+def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
+                        on_accept=None) -> LMReport:
+    """Minimise the single-shooting negative log-likelihood of ``problem`` over its raw
+    parameters and initial states, in place, by at most ``iterations`` Jacobians,
+    starting with damping ``lam``.
+
+    ``on_accept(f, lam)`` is called after every accepted step (``f`` in log-likelihood
+    units, ``lam`` the damping the next iteration starts from).
+    """
+    raw, z0 = problem.field.raw, problem.z0
+    params = [p for p in (raw, z0) if p.requires_grad and p.numel() > 0]
+    sizes = [p.numel() for p in params]
+    columns = np.concatenate([np.arange(raw.numel())] * any(p is raw for p in params)
+                             + [raw.numel() + np.arange(z0.numel())] * any(p is z0 for p in params)
+                             + [np.zeros(0, dtype=int)]).astype(int)
+    evaluations = 0
+    try:
+        f = _evaluate(problem)
+    except SolverFailure as err:
+        return LMReport(False, 0, 1, float("inf"), f"the start cannot be integrated: {err}")
+    evaluations += 1
+    history = [f]
+    if not params:
+        return LMReport(True, 0, evaluations, f, "nothing to fit", history)
+    nu = 2.0
+    for it in range(1, int(iterations) + 1):
+        saved = [p.detach().clone() for p in params]
+        try:
+            _, r, J = linearise(problem)
+        except SolverFailure as err:
+            return LMReport(False, it - 1, evaluations, f, f"the solver failed: {err}", history)
+        J = J[:, columns]
+        evaluations += 1
+        if not (np.all(np.isfinite(J)) and np.all(np.isfinite(r))):
+            return LMReport(False, it - 1, evaluations, f, "non-finite Jacobian", history)
+        A, g = J.T @ J, J.T @ r
+        d = np.clip(np.diag(A), 1e-12 * max(float(np.max(np.diag(A))), 1e-300), None)
+        accepted = False
+        while lam < LAMBDA_MAX:
+            try:
+                step = np.linalg.solve(A + lam * np.diag(d), -g)
+            except np.linalg.LinAlgError:
+                lam, nu = lam * nu, nu * 2
+                continue
+            longest = float(np.max(np.abs(step)))
+            if longest > MAX_STEP:      # raw units are order one: a longer step is a leap
+                step = step * (MAX_STEP / longest)
+            predicted = -float(g @ step) - 0.5 * float(step @ A @ step)
+            if not predicted > 0:
+                break
+            _assign(params, saved, sizes, step)
+            try:
+                f_new = _evaluate(problem)
+            except SolverFailure:
+                f_new = float("inf")
+            evaluations += 1
+            rho = (f - f_new) / predicted
+            if rho > 1e-4:
+                accepted = True
+                lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                nu = 2.0
+                break
+            _assign(params, saved, sizes, None)
+            lam, nu = lam * nu, nu * 2
+        if not accepted:
+            _assign(params, saved, sizes, None)
+            return LMReport(True, it, evaluations, f,
+                            "no step decreases the objective further (a minimum)", history)
+        gain, f = f - f_new, f_new
+        history.append(f)
+        if on_accept is not None:
+            on_accept(f, lam)
+        if gain < F_TOLERANCE * max(1.0, abs(f)):
+            return LMReport(True, it, evaluations, f, f"converged in {it} iterations",
+                            history)
+    return LMReport(False, int(iterations), evaluations, f,
+                    f"stopped after {int(iterations)} iterations", history)
+
+
+def linearise(problem, step: float = STEP):
+    """Objective ``f``, weighted residuals ``r`` (N,) and their Jacobian (N, P + B n) in
+    the raw parameters and the (scaled) initial states ``z0`` (B, n), row-major.
+
+    Central differences, in one batched solve: the B trajectories are copied ``2 (P + n)
+    + 1`` times; copies ``2k + 1`` and ``2k + 2`` move raw parameter ``k`` by ``+-step``
+    (each copy has its own parameter values, :meth:`HybridField.per_row_parameters`),
+    the next ``2 n`` move the ``i``-th initial state of every trajectory at once
+    (trajectory ``b``'s residuals depend on its own initial state only). All copies
+    share the adaptive solver's steps, so the differences are those of one smooth
+    discrete solution map (no step-size noise), accurate to about ``step ** 2``. Raw
+    parameters and scaled initial states are of order one, which sets ``step``.
+    (Forward-mode automatic differentiation gives the same columns to 1e-13 but ran
+    15x slower here: dual tensors go through Python-level decompositions.)
+    """
+    from ._integrate import solve_segments
+
+    field, seg = problem.field, problem.single
+    B, n = problem.z0.shape
+    P = field.raw.numel()
+    K = P + n
+    copies = 2 * K + 1
+    raw = field.raw.detach().expand(copies, B, P).clone()
+    z0 = problem.z0.detach().expand(copies, B, n).clone()
+    for k in range(P):
+        raw[2 * k + 1, :, k] += step
+        raw[2 * k + 2, :, k] -= step
+    for i in range(n):
+        z0[2 * (P + i) + 1, :, i] += step
+        z0[2 * (P + i) + 2, :, i] -= step
+    rows = torch.arange(B).repeat(copies)
+    with torch.no_grad(), field.per_row_parameters(field.transform.forward(
+            raw.reshape(copies * B, P))):
+        xs = solve_segments(field, problem.loc + problem.scale * z0.reshape(copies * B, n),
+                            seg.tau[rows], seg.inputs.select(rows), problem.solver)
+        pred = field.observe(seg.tau[rows], xs, seg.u_grid[rows])
+        res = problem.noise.residuals(pred, seg.y[rows], seg.mask[rows])
+    res = res.reshape(copies, B, *res.shape[1:])
+    primal = res[0]
+    tangent = (res[1::2] - res[2::2]) / (2.0 * step)
+    mask = seg.mask
+    primal = torch.where(mask, primal, torch.zeros((), dtype=primal.dtype))
+    flat = primal.reshape(-1, primal.shape[-1])
+    f, w = _objective_and_weights(problem, flat)
+    r = (primal * w)[mask].numpy()
+    tangent = torch.where(mask, tangent * w, torch.zeros((), dtype=tangent.dtype))
+    J = np.zeros((r.size, P + B * n))
+    for k in range(P):
+        J[:, k] = tangent[k][mask].numpy()
+    owner = torch.arange(B).view(B, *([1] * (mask.dim() - 1))).expand(mask.shape)[mask]
+    owner = owner.numpy()
+    for i in range(n):
+        col = tangent[P + i][mask].numpy()
+        for b in range(B):
+            sel = owner == b
+            J[sel, P + b * n + i] = col[sel]
+    return f, r, J
+
+
+def _assign(params, saved, sizes, step) -> None:
+    with torch.no_grad():
+        offset = 0
+        for p, s, k in zip(params, saved, sizes):
+            if step is None:
+                p.copy_(s)
+            else:
+                p.copy_(s + torch.as_tensor(step[offset:offset + k]).reshape(s.shape))
+            offset += k
