@@ -20,6 +20,10 @@ where wall time does not (wall time is printed alongside where it matters).
    with and without ``adjoint=True``, for a pendulum series of 200 and of 2000 samples
    (quick: 50 and 500), each configuration in a fresh subprocess; the adjoint rows also
    compare loss and gradient with direct backpropagation.
+4. ``least_squares``: fits of models without a network by Levenberg-Marquardt
+   (``gauss_newton=True``, the default) against L-BFGS (``gauss_newton=False``), single
+   shooting from the same start: CPU time, the ratio, and the difference of the final
+   objectives (log-likelihood units over the whole data set; negative = LM lower).
 
 Each measurement function returns a list of dict rows; :func:`markdown` formats them.
 """
@@ -442,12 +446,56 @@ def adjoint_memory(quick: bool = False) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------- least squares
+def _least_squares_cases(quick: bool):
+    import sysid
+
+    x, y = sp.symbols("x y")
+    a, b, c, d = sp.symbols("a b c d", positive=True)
+    lv = sysid.HybridODE(states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+                         parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+    yield ("Lotka-Volterra, 4 parameters, 31 points, 5 % noise", lv,
+           sysid.datasets.simulate("lotka_volterra", noise=0.05, seed=1, t_end=3.0, dt=0.1))
+    th, om = sp.symbols("theta omega")
+    w0, al = sp.Symbol("omega0", positive=True), sp.Symbol("alpha")
+    pend = sysid.HybridODE(states=[th, om], physics={th: om, om: -w0 ** 2 * sp.sin(th)
+                                                     - al * om},
+                           parameters={w0: 1.2, al: 0.1})
+    n_traj = 3 if quick else 10
+    yield (f"pendulum, angle only, {n_traj} trajectories of 20 s, 5 % noise", pend,
+           sysid.datasets.simulate("pendulum", noise=0.05, observed=["theta"], irregular=True,
+                                   n_trajectories=n_traj, dt=0.5, t_end=20.0, seed=0))
+
+
+def least_squares(quick: bool = False) -> list[dict]:
+    import sysid
+
+    rows = []
+    for label, model, data in _least_squares_cases(quick):
+        row = {"case": label}
+        results = {}
+        for name, gn in (("LM", True), ("L-BFGS", False)):
+            start = time.process_time()
+            results[name] = sysid.fit(model, data, epochs=0, lbfgs_iterations=200,
+                                      shooting="single", gauss_newton=gn, progress=False,
+                                      throw=False)
+            row[f"{name} cpu s"] = time.process_time() - start
+        row["ratio L-BFGS / LM"] = row["L-BFGS cpu s"] / row["LM cpu s"]
+        n = results["LM"]._problem.noise.total
+        row["objective LM - L-BFGS"] = (results["LM"].stats["loss"]
+                                        - results["L-BFGS"].stats["loss"]) * n
+        row["LM status"] = results["LM"].status.code
+        rows.append(row)
+    return rows
+
+
 # ------------------------------------------------------------------------------ main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
-    parser.add_argument("--only", default="physics,scaling,adjoint",
-                        help="comma-separated subset of physics, scaling, adjoint")
+    parser.add_argument("--only", default="physics,scaling,adjoint,least_squares",
+                        help="comma-separated subset of physics, scaling, adjoint, "
+                             "least_squares")
     parser.add_argument("--adjoint-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.adjoint_child:
@@ -464,6 +512,8 @@ def main(argv=None) -> None:
                     "peak RSS growth during the step; nfe backward = right-hand-side calls "
                     "during backward, 0 for direct backpropagation, which replays the "
                     "recorded graph)", adjoint_memory),
+        "least_squares": ("Models without a network: Levenberg-Marquardt vs L-BFGS, single "
+                          "shooting, same start (CPU time)", least_squares),
     }
     total = time.perf_counter()
     print(f"# sysid speed ({'quick' if args.quick else 'full'}), torch {torch.__version__}, "

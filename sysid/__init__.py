@@ -10,10 +10,12 @@ from ._io import load
 from ._model import MLP, HybridODE, t
 from ._options import FitOptions, FitStatus
 from ._result import FitResult
+from ._scale import Ensemble, FitCollection, fit_ensemble, fit_many, sweep
 from ._symbolic import SymbolicSummary
 from ._train import fit
 
 __version__ = "0.1.0"
 
 __all__ = ["HybridODE", "MLP", "fit", "FitResult", "FitOptions", "FitStatus", "load",
-           "SymbolicSummary", "datasets", "errors", "t", "__version__"]
+           "SymbolicSummary", "datasets", "errors", "t", "__version__",
+           "fit_many", "sweep", "fit_ensemble", "FitCollection", "Ensemble"]

@@ -114,8 +114,20 @@ def _netcdf_bytes(ds: xr.Dataset) -> torch.Tensor:
     ds.attrs = clean(ds.attrs)
     for name in ds.variables:
         ds[name].attrs = clean(ds[name].attrs)
-    raw = ds.to_netcdf(engine="h5netcdf")
+    raw = _to_netcdf_in_memory(ds)
     return torch.frombuffer(bytearray(bytes(raw)), dtype=torch.uint8).clone()
+
+
+def _to_netcdf_in_memory(ds: xr.Dataset):
+    """netCDF bytes of ``ds``. With a dask.distributed Client active, xarray would take its
+    write lock from the scheduler, by the name of an in-memory buffer it does not know;
+    the write is local, so it runs under dask's synchronous scheduler instead."""
+    try:
+        import dask
+    except ImportError:
+        return ds.to_netcdf(engine="h5netcdf")
+    with dask.config.set(scheduler="synchronous"):
+        return ds.to_netcdf(engine="h5netcdf")
 
 
 def _open_netcdf(tensor, what) -> xr.Dataset:

@@ -23,6 +23,7 @@ point is the minimum of ``f`` itself, not of a weighted least-squares surrogate.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
@@ -209,7 +210,8 @@ def linearise(problem, step: float = STEP):
     with torch.no_grad(), field.per_row_parameters(field.transform.forward(
             raw.reshape(copies * B, P))):
         xs = solve_segments(field, problem.loc + problem.scale * z0.reshape(copies * B, n),
-                            seg.tau[rows], seg.inputs.select(rows), problem.solver)
+                            seg.tau[rows], seg.inputs.select(rows),
+                            dataclasses.replace(problem.solver, adjoint=False))
         pred = field.observe(seg.tau[rows], xs, seg.u_grid[rows])
         res = problem.noise.residuals(pred, seg.y[rows], seg.mask[rows])
     res = res.reshape(copies, B, *res.shape[1:])

@@ -75,33 +75,140 @@ class FitResult:
                 rhs[s] = rhs[s] + sp.Function(f"NN_{s}")(*args)
         return rhs
 
-    def parameter_table(self):
-        """Value and standard error of each parameter (arrives with issue 6)."""
-        raise NotImplementedError(
-            "parameter_table() (standard errors and intervals) is not available yet: "
-            "parameter uncertainty arrives with issue 6. Use result.parameters for the values.")
+    def parameter_table(self, level: float = 0.9, *, network: bool = True):
+        """Value, standard error and ``level`` interval of each fitted physical parameter.
+
+        The standard errors come from the Laplace approximation: the Gauss-Newton
+        curvature of the fit's objective at its optimum, with the initial states (and,
+        for a hybrid model, the network's weights, under the Gaussian prior that the
+        fit's weight decay implies) integrated out. The noise levels are estimated from
+        the residuals, so the intervals use Student's t with the residual degrees of
+        freedom. Parameters given in ``fixed`` are known constants and not listed.
+
+        A parameter declared ``positive=True`` (``negative=True``) is fitted as the log of
+        its magnitude; its interval is computed on that log scale and mapped back, so it
+        stays on its side of 0 and is not symmetric about the value. ``std_error`` is the
+        delta-method error in the parameter's own units.
+
+        Parameters whose data do not identify them (``identifiable`` False: relative
+        error above 100 %, a correlation beyond +-0.99 with another parameter, or a
+        near-flat direction of the curvature) trigger a
+        :class:`sysid.errors.IdentifiabilityWarning` that says which and what to do.
+
+        Parameters
+        ----------
+        level : float, default 0.9
+            Coverage of the interval (0.9: a 90 % confidence interval).
+        network : bool, default True
+            For a hybrid model, include the network's weights in the approximation (the
+            honest interval where the network can trade off against a physical term).
+            False holds the network fixed at its fitted weights: narrower, conditional
+            intervals, for comparison. Ignored without a network.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``parameter``; columns ``value``, ``std_error``, ``lower``,
+            ``upper``, ``rel_error`` (``std_error / |value|``), ``identifiable`` (bool),
+            ``scale`` (``"log"`` or ``"linear"``: where the interval was computed) and
+            ``note`` (why a parameter is not identifiable). ``table.attrs`` holds
+            ``level``, ``network``, ``dof`` and ``n_observations``.
+
+        Notes
+        -----
+        The approximation is linear in the parameters about the optimum: too narrow when
+        the model is strongly nonlinear over the uncertainty, the fit has not converged,
+        the noise is correlated in time, or (hybrid models) the network could reach other
+        optima. See ``docs/uncertainty.md``.
+
+        Examples
+        --------
+        >>> table = result.parameter_table(level=0.9)       # doctest: +SKIP
+        >>> table[["value", "std_error", "lower", "upper"]]  # doctest: +SKIP
+                   value  std_error   lower   upper
+        parameter
+        omega0     1.046    0.0031   1.041   1.051
+        """
+        from ._uncertainty import parameter_table
+        return parameter_table(self, level, network=network)
+
+    def parameter_correlation(self, *, network: bool = True) -> xr.DataArray:
+        """Correlation matrix of the fitted physical parameters (Laplace approximation).
+
+        Computed on the fit's own (raw) scale: the log of positive parameters, which to
+        first order gives the same correlations as the physical scale and stays finite
+        along flat directions.
+
+        Parameters
+        ----------
+        network : bool, default True
+            As in :meth:`parameter_table`.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``("parameter", "parameter_")``, both labelled by parameter name.
+
+        Examples
+        --------
+        >>> corr = result.parameter_correlation()           # doctest: +SKIP
+        >>> float(corr.sel(parameter="a", parameter_="b"))  # doctest: +SKIP
+        0.87
+        """
+        from ._uncertainty import parameter_correlation
+        return parameter_correlation(self, network=network)
 
     # -- trajectories --------------------------------------------------------------------
-    def impute(self, times=None) -> xr.Dataset:
+    def impute(self, times=None, *, level=None, interval="confidence") -> xr.Dataset:
         """Every state and every channel at ``times`` (default: the data's times).
 
         Returns an ``xarray.Dataset`` with the data's dims, coords and attrs; states that
         were never measured are included.
 
+        Parameters
+        ----------
+        times : array_like, optional
+            Float (or datetime64, like the data) times; default the data's times.
+        level : float, optional
+            With e.g. ``level=0.9``, the dataset also holds ``<var>_lower`` and
+            ``<var>_upper`` for every state and channel: a 90 % band from the delta method
+            (the trajectory's Jacobian in the parameters, initial states and network
+            weights, times their Laplace covariance; see :meth:`parameter_table`).
+            ``None`` (default): no bands, the output is as without uncertainty.
+        interval : {"confidence", "prediction"}
+            ``"confidence"``: uncertainty of the model's trajectory. ``"prediction"``:
+            measured channels also include the fitted measurement noise (where a new
+            measurement would fall). States that are not measured get the same band
+            either way.
+
         Examples
         --------
         >>> states = result.impute()                       # doctest: +SKIP
         >>> states["omega"].plot()                         # doctest: +SKIP
+        >>> band = result.impute(level=0.9)                # doctest: +SKIP
+        >>> band["omega_lower"], band["omega_upper"]       # doctest: +SKIP
         """
         tf = self._float_times(times)
         x = self._integrate(self._problem.x0().detach(), self._t0(), tf, self._problem.inputs)
-        return self._dataset(x, self._problem.inputs, tf, kind="impute", raw_times=times)
+        out = self._dataset(x, self._problem.inputs, tf, kind="impute", raw_times=times)
+        if level is not None:
+            from ._uncertainty import add_bands
+            out = add_bands(self, out, tf, self._problem.inputs, level, interval)
+        return out
 
-    def forecast(self, times=None, *, horizon=None, n=200, inputs=None) -> xr.Dataset:
+    def forecast(self, times=None, *, horizon=None, n=200, inputs=None, level=None,
+                 interval="confidence") -> xr.Dataset:
         """Continue each trajectory past its data.
 
         Give absolute ``times``, or ``horizon`` (time past the last sample) and ``n``
         points. Input-driven models need the future ``inputs`` as an ``xarray.Dataset``.
+        ``level`` and ``interval`` add uncertainty bands ``<var>_lower``/``<var>_upper``
+        as in :meth:`impute`.
+
+        Examples
+        --------
+        >>> future = result.forecast(horizon=5.0, level=0.9)       # doctest: +SKIP
+        >>> future["x"].plot(); future["x_upper"].plot()           # doctest: +SKIP
         """
         end = self._bundle.times[-1]
         if times is None:
@@ -116,6 +223,9 @@ class FitResult:
         tf = self._float_times(times)
         x = self._integrate(self._problem.x0().detach(), self._t0(), tf, signal)
         out = self._dataset(x, signal, tf, kind="forecast", raw_times=times)
+        if level is not None:
+            from ._uncertainty import add_bands
+            out = add_bands(self, out, tf, signal, level, interval)
         return out
 
     def simulate(self, data: xr.Dataset, *, n_init: int = 10) -> xr.Dataset:

@@ -1,39 +1,117 @@
-"""Parameter uncertainty from the curvature of the likelihood at the optimum (Gauss-Newton).
+"""Parameter uncertainty and bands on trajectories: the Laplace approximation.
 
-For a fit without a network, the residuals of a single-shooting simulation over each whole
-trajectory, standardised by each channel's noise level, are linearised in the raw
-parameters and the initial states: ``J = d r / d theta``. With the noise levels profiled
-out, ``Cov(theta) ~= (J^T J)^-1 n / (n - p)`` (``n`` residuals, ``p`` parameters); the physical parameters' block is mapped through the
-parameter transform (delta method). Initial states are nuisance parameters: they are part
-of ``J`` (so their correlation with the physics widens its intervals) but not reported.
+The curvature of the fit's objective at its optimum is approximated by Gauss-Newton. The
+objective, in units of log-likelihood of the whole data set, is
 
-This is the Laplace approximation for a Gaussian (or log-normal) noise model; it is
-accurate when the model is close to linear in its parameters over their uncertainty, and
-too narrow otherwise (strongly nonlinear or nearly unidentifiable directions).
+    0.5 sum_i r_i^2  +  N rho mean(g^2)  +  N lambda |W|^2
+
+with ``r`` the standardised residuals of a single-shooting simulation over each whole
+trajectory, ``g`` the network's output on the simulated states (the minimal-norm residual
+penalty, weight ``rho``), and ``W`` the network's weight matrices (weight decay
+``lambda``); ``N`` is the number of observed values. Linearising ``r`` and ``g`` in
+``theta = (raw parameters, initial states, network weights and biases)`` gives the
+precision matrix
+
+    H = c J_r^T J_r + J_g^T J_g + diag(prior)
+
+where the prior precision is ``2 N lambda`` for every weight (the Gaussian prior that the
+weight decay implies), and :data:`DEFAULT_PRIOR_PRECISION` for the biases (which the fit
+does not penalise) and for the weights when ``lambda`` is 0. The noise levels are profiled
+out (each channel's residuals are divided by its root-mean-square), and
+``c = (N - p) / N`` corrects their bias, with ``p = tr(H^-1 J_r^T J_r)`` the effective
+number of fitted quantities (for a model without a network: its number of parameters
+plus initial states). ``Cov(theta) ~= H^-1``; the physical parameters' block of it is
+their marginal covariance (the Schur complement of the precision, the initial states and
+the network integrated out), mapped through the parameter transform by the delta method.
+
+Without a network this is the classical Gauss-Newton (Laplace) covariance
+``(J^T J)^-1 N / (N - p)``. With a network it is a linearised Laplace approximation: where
+the network can trade off against a physical term, the physics' marginal interval widens.
+
+It is too narrow when the model is strongly nonlinear in its parameters over their
+uncertainty, when the optimum is not reached (``result.status``), when the noise is not
+Gaussian or is correlated in time, or when the network's fit is a poor local optimum (the
+approximation does not see other optima, nor the range of networks that different seeds
+give: an ensemble of fits shows that).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field as dc_field
 
 import numpy as np
 import torch
 
-__all__ = ["Curvature", "gauss_newton", "residual_jacobian"]
+from .errors import IdentifiabilityWarning, ModelError
+
+__all__ = ["Curvature", "gauss_newton", "laplace", "residual_jacobian", "parameter_table",
+           "parameter_correlation", "add_bands", "DEFAULT_PRIOR_PRECISION"]
 
 #: Rows of the Jacobian computed per batched backward pass.
 _CHUNK = 256
 
+#: Prior precision of the network's biases, and of its weights when the fit used no weight
+#: decay: a standard deviation of 10 in the network's own standardised units (its inputs and
+#: outputs are scaled to order one), weak enough that the data dominate wherever they speak.
+DEFAULT_PRIOR_PRECISION = 1e-2
+
+#: Eigenvalues of the (diagonally scaled) precision below this fraction of the largest are
+#: flat directions: they are raised to it, so their variance is huge but finite.
+_FLAT = 1e-13
+
+#: Identifiability thresholds: relative standard error, absolute correlation, and the
+#: smallest eigenvalue of the physical parameters' correlation matrix.
+REL_ERROR_LIMIT = 1.0
+CORRELATION_LIMIT = 0.99
+EIGEN_LIMIT = 1e-3
+
 
 @dataclass
 class Curvature:
-    """Gauss-Newton covariance of the physical parameters."""
+    """Laplace covariance of a fit: the physical parameters' block and the whole of it.
+
+    Attributes
+    ----------
+    names : list of str
+        The free physical parameters.
+    values : numpy.ndarray
+        Their fitted values (physical units).
+    covariance : numpy.ndarray
+        (P, P) covariance of the physical parameters, physical units (delta method).
+    condition : float
+        Condition number of the scaled precision matrix (all fitted quantities).
+    n_observations : int
+        Number of standardised residuals (observed values).
+    raw_values : numpy.ndarray
+        The raw (unconstrained) parameter values: logs of the positive parameters.
+    kinds : list of str
+        ``"positive"``, ``"negative"`` or ``"linear"`` per parameter (the transform).
+    raw_covariance : numpy.ndarray
+        (D, D) covariance of every fitted quantity in raw units, columns ordered as
+        ``columns`` says: raw parameters, initial states (standardised), network tensors.
+    columns : dict
+        ``{"parameters": slice, "initial_states": slice, "network": slice}``.
+    dof : float
+        ``N - p``, the residual degrees of freedom (``p`` effective fitted quantities).
+    network : bool
+        Whether the network's weights are part of the approximation (False: held fixed).
+    """
 
     names: list[str]
     values: np.ndarray
     covariance: np.ndarray      # (P, P), physical units
-    condition: float            # of J^T J in raw units (initial states included)
+    condition: float            # of the scaled precision, initial states (and network) included
     n_observations: int
+    raw_values: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
+    kinds: list[str] = dc_field(default_factory=list)
+    raw_covariance: np.ndarray = dc_field(default_factory=lambda: np.zeros((0, 0)))
+    columns: dict = dc_field(default_factory=dict)
+    dof: float = float("nan")
+    network: bool = False
 
     @property
     def std_errors(self) -> np.ndarray:
@@ -42,29 +120,175 @@ class Curvature:
     def std_error(self, name: str) -> float:
         return float(self.std_errors[self.names.index(name)])
 
+    @property
+    def raw_std_errors(self) -> np.ndarray:
+        P = len(self.names)
+        return np.sqrt(np.clip(np.diag(self.raw_covariance)[:P], 0.0, None))
 
+    @property
+    def correlation(self) -> np.ndarray:
+        """Correlation of the physical parameters (from the raw covariance, which is the
+        same to first order and stays finite for flat directions)."""
+        P = len(self.names)
+        c = self.raw_covariance[:P, :P]
+        s = np.sqrt(np.clip(np.diag(c), 1e-300, None))
+        return np.clip(c / s[:, None] / s[None, :], -1.0, 1.0)
+
+
+# -- the covariance ------------------------------------------------------------------------
 def gauss_newton(result) -> Curvature:
     """The Gauss-Newton covariance of ``result``'s physical parameters.
 
     Raises
     ------
     ValueError
-        The model has a neural residual (its weights would be part of the curvature).
+        The model has a neural residual (use :func:`laplace`, which includes its weights).
     """
-    r, jac, P = residual_jacobian(result._problem)
-    field = result._problem.field
-    jtj = jac.T @ jac
-    # the noise levels were estimated with the parameters: n / (n - p) corrects the bias
-    n, p = jac.shape
-    cov_raw = np.linalg.pinv(jtj, hermitian=True) * (n / (n - p) if n > p else np.inf)
-    s = np.linalg.svd(jtj, compute_uv=False, hermitian=True) if jtj.size else np.ones(1)
-    condition = float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
+    if result._problem.field.residual is not None:
+        raise ValueError("gauss_newton() needs a model without a neural residual; "
+                         "laplace(result) includes the network's weights")
+    return laplace(result)
+
+
+def laplace(result, *, network: bool = True) -> Curvature:
+    """The Laplace covariance of everything ``result`` fitted (see the module docstring).
+
+    Parameters
+    ----------
+    result : FitResult
+    network : bool, default True
+        Include the network's weights (if the model has one). False holds them fixed at
+        their fitted values (a narrower, conditional covariance, for comparison).
+    """
+    cache = result.__dict__.setdefault("_laplace_cache", {})
+    key = bool(network)
+    if key not in cache:
+        cache[key] = _laplace(result, key)
+    return cache[key]
+
+
+def _laplace(result, network: bool) -> Curvature:
+    problem = result._problem
+    field = problem.field
+    net = field.residual
+    penalty = _penalty_weight(result) if net is not None else 0.0
+    if net is None:      # few columns: central differences in one batched solve (fast)
+        from ._lm import linearise
+        _, r_np, jac = linearise(problem)
+        n = int(r_np.size)
+    else:
+        with _plain_tensors(problem, network) as (tensors, kinds), torch.enable_grad():
+            r_data, r_pen = _objective_rows(problem, penalty)
+            jac = _jacobian(torch.cat([r_data, r_pen]), tensors)
+        n = int(r_data.numel())
+    jd, jp = jac[:n], jac[n:]
+    P = field.raw.numel()
+    n0 = problem.z0.numel()
+    D = jac.shape[1]
+    prior = np.zeros(D)
+    if network and net is not None:
+        n_obs = float(problem.noise.total)
+        decay = float(result.options.weight_decay)
+        k = P + n0
+        for t, kind in zip(tensors[2:], kinds[2:]):
+            m = t.numel()
+            w = 2.0 * n_obs * decay if (kind == "weight" and decay > 0) \
+                else DEFAULT_PRIOR_PRECISION
+            prior[k:k + m] = w
+            k += m
+    jtj = jd.T @ jd
+    rest = jp.T @ jp + np.diag(prior)
+    cov0, _ = _inverse(jtj + rest)
+    p_eff = float(np.sum(cov0 * jtj))           # tr(H^-1 J^T J)
+    dof = max(n - p_eff, 1.0) if n > 0 else float("nan")
+    cov_raw, condition = _inverse(jtj * (dof / n) + rest) if n > 0 else (cov0, np.inf)
+    raw = field.raw.detach()
     with torch.no_grad():
-        values = field.transform.forward(field.raw.detach()).numpy()
-    slope = _transform_slope(field.transform, field.raw.detach())
+        values = field.transform.forward(raw).numpy()
+    slope = _transform_slope(field.transform, raw)
     cov = slope[:, None] * cov_raw[:P, :P] * slope[None, :]
     names = [p.name for p in result.model.parameters]
-    return Curvature(names, values, cov, condition, int(r.size))
+    columns = {"parameters": slice(0, P), "initial_states": slice(P, P + n0),
+               "network": slice(P + n0, D)}
+    return Curvature(names, values, cov, condition, n, raw.numpy().copy(),
+                     list(field.transform.kinds), cov_raw, columns, float(dof),
+                     bool(network and net is not None))
+
+
+def _inverse(h: np.ndarray) -> tuple[np.ndarray, float]:
+    """Inverse of a symmetric positive semi-definite matrix, scaled to unit diagonal first;
+    eigenvalues below ``_FLAT`` times the largest are raised to it (flat directions get a
+    huge, finite variance). Returns the inverse and the scaled matrix's condition number."""
+    if h.size == 0:
+        return np.zeros_like(h), 1.0
+    diag = np.diag(h)
+    d = np.sqrt(np.where(diag > 0, diag, 1.0))     # a quantity nothing depends on: unscaled
+    hs = h / d[:, None] / d[None, :]
+    lam, vec = np.linalg.eigh(0.5 * (hs + hs.T))
+    top = max(float(lam[-1]), 1e-300)
+    floor = _FLAT * top
+    condition = top / float(lam[0]) if lam[0] > 0 else float("inf")
+    inv = (vec / np.maximum(lam, floor)) @ vec.T
+    return inv / d[:, None] / d[None, :], condition
+
+
+def _penalty_weight(result) -> float:
+    """The residual penalty's weight in the fit's final objective."""
+    value = result.stats.get("residual_penalty") if isinstance(result.stats, dict) else None
+    if value is None:
+        value = result.options.penalty_levels()[0]
+    return float(value)
+
+
+@contextmanager
+def _plain_tensors(problem, network: bool):
+    """Put plain tensors that require grad in place of the fitted Parameters (raw, z0 and,
+    with ``network``, every network tensor), restoring the Parameters afterwards. Yields
+    the tensors and their kinds ("raw", "z0", "weight", "bias")."""
+    field = problem.field
+    slots = [(field, "raw", "raw"), (problem, "z0", "z0")]
+    if field.residual is not None:       # without ``network``: held fixed, no gradients
+        for mod in field.residual.modules():
+            for name, p in mod._parameters.items():
+                if p is not None:
+                    slots.append((mod, name, ("weight" if name == "weight" else "bias")
+                                  if network else "fixed"))
+    saved = [mod._parameters[name] for mod, name, _ in slots]
+    tensors = [p.detach().clone().requires_grad_(kind != "fixed")
+               for p, (_, _, kind) in zip(saved, slots)]
+    try:      # the registry accepts any tensor
+        for (mod, name, _), t in zip(slots, tensors):
+            mod._parameters[name] = t
+        free = [(t, kind) for t, (_, _, kind) in zip(tensors, slots) if kind != "fixed"]
+        yield [t for t, _ in free], [kind for _, kind in free]
+    finally:
+        for (mod, name, _), p in zip(slots, saved):
+            mod._parameters[name] = p
+
+
+def _solver(problem):
+    """The fit's solver options, with plain (non-adjoint) gradients."""
+    opts = problem.solver
+    return dataclasses.replace(opts, adjoint=False)
+
+
+def _objective_rows(problem, penalty: float):
+    """Standardised data residuals (N,) and the residual penalty's rows (scaled so that
+    half their sum of squares is the penalty in log-likelihood units; empty without a
+    network or a penalty), from one single-shooting simulation."""
+    from ._integrate import solve_segments
+
+    seg = problem.single
+    xs = solve_segments(problem.field, problem.x0(), seg.tau, seg.inputs, _solver(problem))
+    r = _standardise(problem, problem.field.observe(seg.tau, xs, seg.u_grid), seg)
+    net = problem.field.residual
+    if net is None or penalty <= 0:
+        return r, r.new_zeros(0)
+    g = net.scaled(torch.cat([xs, seg.u_grid], dim=-1))
+    valid = seg.valid.reshape(-1)
+    g = g.reshape(-1, g.shape[-1])[valid]
+    weight = math.sqrt(2.0 * problem.noise.total * penalty / max(g.numel(), 1))
+    return r, weight * g.reshape(-1)
 
 
 def residual_jacobian(problem) -> tuple[np.ndarray, np.ndarray, int]:
@@ -76,25 +300,24 @@ def residual_jacobian(problem) -> tuple[np.ndarray, np.ndarray, int]:
     ValueError
         The model has a neural residual (its weights would be part of the curvature).
     """
-    field = problem.field
-    if field.residual is not None:
+    if problem.field.residual is not None:
         raise ValueError("gauss_newton() needs a model without a neural residual")
-    raw = field.raw.detach().clone().requires_grad_(True)
-    z0 = problem.z0.detach().clone().requires_grad_(True)
-    saved_raw, saved_z0 = field.raw, problem.z0
-    try:    # plain tensors in place of the Parameters (the registry accepts any tensor)
-        field._parameters["raw"], problem._parameters["z0"] = raw, z0
+    with _plain_tensors(problem, False) as (tensors, _), torch.enable_grad():
         r = _standardised_residuals(problem)
-    finally:
-        field._parameters["raw"], problem._parameters["z0"] = saved_raw, saved_z0
-    return r.detach().numpy(), _jacobian(r, [raw, z0]), raw.numel()
+        jac = _jacobian(r, tensors)
+    return r.detach().numpy(), jac, problem.field.raw.numel()
 
 
 def _standardised_residuals(problem) -> torch.Tensor:
     """Observed residuals of a single-shooting simulation divided by each channel's RMS."""
+    from ._integrate import solve_segments
+
     seg = problem.single
-    xs = problem.states(seg)
-    pred = problem.field.observe(seg.tau, xs, seg.u_grid)
+    xs = solve_segments(problem.field, problem.x0(), seg.tau, seg.inputs, _solver(problem))
+    return _standardise(problem, problem.field.observe(seg.tau, xs, seg.u_grid), seg)
+
+
+def _standardise(problem, pred, seg) -> torch.Tensor:
     r = problem.noise.residuals(pred, seg.y, seg.mask)
     mask = seg.mask
     r = torch.where(mask, r, torch.zeros((), dtype=r.dtype))
@@ -104,28 +327,41 @@ def _standardised_residuals(problem) -> torch.Tensor:
     return (flat / sigma)[m]
 
 
-def _jacobian(r: torch.Tensor, inputs: list[torch.Tensor]) -> np.ndarray:
-    """``d r / d inputs`` (N, sum of input sizes) by reverse mode, rows in chunks."""
+def _jacobian_blocks(r: torch.Tensor, inputs: list[torch.Tensor]):
+    """Yield ``d r / d inputs`` in blocks of rows (k, sum of input sizes), reverse mode."""
     n = r.numel()
-    rows = []
-    eye = torch.eye(n, dtype=r.dtype)
+    if n == 0:
+        return
+    width = sum(x.numel() for x in inputs)
+
+    def assemble(grads, k):
+        return torch.cat([g.reshape(k, -1) if g is not None
+                          else torch.zeros(k, x.numel(), dtype=r.dtype)
+                          for g, x in zip(grads, inputs)], dim=1)
+
     for start in range(0, n, _CHUNK):
-        block = eye[start:start + _CHUNK]
+        k = min(_CHUNK, n - start)
+        block = torch.zeros(k, n, dtype=r.dtype)
+        block[torch.arange(k), torch.arange(start, start + k)] = 1.0
         try:
             grads = torch.autograd.grad(r, inputs, grad_outputs=block, retain_graph=True,
                                         is_grads_batched=True, allow_unused=True)
-            parts = [g.reshape(len(block), -1) if g is not None
-                     else torch.zeros(len(block), x.numel(), dtype=r.dtype)
-                     for g, x in zip(grads, inputs)]
-            rows.append(torch.cat(parts, dim=1))
+            yield assemble(grads, k).detach().numpy().reshape(k, width)
         except RuntimeError:     # an operation without a batching rule: one row at a time
+            rows = []
             for v in block:
                 grads = torch.autograd.grad(r, inputs, grad_outputs=v, retain_graph=True,
                                             allow_unused=True)
-                rows.append(torch.cat([g.reshape(1, -1) if g is not None
-                                       else torch.zeros(1, x.numel(), dtype=r.dtype)
-                                       for g, x in zip(grads, inputs)], dim=1))
-    return torch.cat(rows).detach().numpy() if rows else np.zeros((0, 0))
+                rows.append(assemble(grads, 1))
+            yield torch.cat(rows).detach().numpy()
+
+
+def _jacobian(r: torch.Tensor, inputs: list[torch.Tensor]) -> np.ndarray:
+    """``d r / d inputs`` (N, sum of input sizes) by reverse mode, rows in chunks."""
+    blocks = list(_jacobian_blocks(r, inputs))
+    if not blocks:
+        return np.zeros((0, sum(x.numel() for x in inputs)))
+    return np.concatenate(blocks)
 
 
 def _transform_slope(transform, raw: torch.Tensor) -> np.ndarray:
@@ -135,3 +371,222 @@ def _transform_slope(transform, raw: torch.Tensor) -> np.ndarray:
     x = raw.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(transform.forward(x).sum(), x)
     return grad.numpy()
+
+
+# -- the parameter table ----------------------------------------------------------------------
+def _check_level(level) -> float:
+    try:
+        value = float(level)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise ModelError(f"level must be a probability between 0 and 1 (e.g. 0.9 for a "
+                         f"90 % interval); received {level!r}.")
+    return value
+
+
+def _quantile(level: float, dof: float) -> float:
+    """The two-sided ``level`` quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t as student_t
+
+    q = 0.5 + 0.5 * level
+    return float(student_t.ppf(q, dof)) if np.isfinite(dof) else float(
+        student_t.ppf(q, 1e12))
+
+
+def identifiability(curv: Curvature) -> list[str]:
+    """Per parameter, why the data do not identify it ("" where they do)."""
+    P = len(curv.names)
+    notes = [[] for _ in range(P)]
+    if P == 0:
+        return []
+    se = curv.std_errors
+    rel = se / np.maximum(np.abs(curv.values), 1e-300)
+    for i in range(P):
+        if not np.isfinite(rel[i]) or rel[i] > REL_ERROR_LIMIT:
+            notes[i].append(f"standard error {_pct(rel[i])}")
+    corr = curv.correlation
+    for i in range(P):
+        for j in range(P):
+            if i != j and abs(corr[i, j]) > CORRELATION_LIMIT:
+                notes[i].append(f"correlation {corr[i, j]:+.3f} with {curv.names[j]}")
+    if P > 2:
+        lam, vec = np.linalg.eigh(np.nan_to_num(corr))
+        for k in np.flatnonzero(lam < EIGEN_LIMIT):
+            involved = np.flatnonzero(np.abs(vec[:, k]) > 0.3)
+            if len(involved) > 2:
+                group = ", ".join(curv.names[i] for i in involved)
+                for i in involved:
+                    notes[i].append(f"a near-flat direction shared by {group}")
+    return ["; ".join(n) for n in notes]
+
+
+def _pct(x: float) -> str:
+    if not np.isfinite(x):
+        return "infinite"
+    return f"{100 * x:.3g} % of its value" if x < 1e4 else f"{x:.1e} times its value"
+
+
+def parameter_table(result, level: float = 0.9, *, network: bool = True, warn: bool = True):
+    """The table behind :meth:`FitResult.parameter_table` (see there)."""
+    import pandas as pd
+
+    level = _check_level(level)
+    curv = laplace(result, network=network)
+    z = _quantile(level, curv.dof)
+    se = curv.std_errors
+    raw_se = curv.raw_std_errors
+    lower, upper = np.empty(len(se)), np.empty(len(se))
+    with np.errstate(over="ignore"):
+        for i, kind in enumerate(curv.kinds):
+            if kind == "linear":
+                lower[i], upper[i] = curv.values[i] - z * se[i], curv.values[i] + z * se[i]
+            else:           # log scale, mapped back: stays on its side of 0
+                sign = -1.0 if kind == "negative" else 1.0
+                a = sign * np.exp(curv.raw_values[i] - z * raw_se[i])
+                b = sign * np.exp(curv.raw_values[i] + z * raw_se[i])
+                lower[i], upper[i] = min(a, b), max(a, b)
+    notes = identifiability(curv)
+    table = pd.DataFrame({
+        "value": curv.values, "std_error": se, "lower": lower, "upper": upper,
+        "rel_error": se / np.maximum(np.abs(curv.values), 1e-300),
+        "identifiable": [not n for n in notes],
+        "scale": ["log" if k != "linear" else "linear" for k in curv.kinds],
+        "note": notes,
+    }, index=pd.Index(curv.names, name="parameter"))
+    table.attrs.update(level=level, network=curv.network, dof=curv.dof,
+                       n_observations=curv.n_observations)
+    bad = [n for n, note in zip(curv.names, notes) if note]
+    if warn and bad:
+        warnings.warn(_warning_text(bad, notes, curv), IdentifiabilityWarning, stacklevel=3)
+    return table
+
+
+def _warning_text(bad, notes, curv) -> str:
+    one = len(bad) == 1
+    what = ("parameter", "its standard error and interval are") if one else \
+        ("parameters", "their standard errors and intervals are")
+    lines = [f"The data do not identify {what[0]} {', '.join(bad)} of this model: {what[1]} "
+             f"not meaningful."]
+    for name, note in zip(curv.names, notes):
+        if note:
+            lines.append(f"  {name}: {note}.")
+    lines.append("A correlation near +-1 means only a combination of the parameters is "
+                 "determined (e.g. their product); a huge relative error means the data "
+                 "barely depend on the parameter, or it is consistent with 0. To fix: give "
+                 "one of them a known value (HybridODE(..., fixed={symbol: value})), add "
+                 "data that separate them (measure another state, other initial conditions "
+                 "or inputs, a longer record), or reparametrise (estimate the combination "
+                 "as one parameter).")
+    if curv.network:
+        lines.append("With a neural residual, the network may be able to take over the "
+                     "parameter's term: constrain what the residual reads or writes "
+                     "(sysid.MLP(states=..., inputs=...)) or raise residual_penalty.")
+    return "\n".join(lines)
+
+
+def parameter_correlation(result, *, network: bool = True):
+    """The table behind :meth:`FitResult.parameter_correlation` (see there)."""
+    import xarray as xr
+
+    curv = laplace(result, network=network)
+    return xr.DataArray(curv.correlation, dims=("parameter", "parameter_"),
+                        coords={"parameter": list(curv.names),
+                                "parameter_": list(curv.names)},
+                        name="correlation",
+                        attrs={"long_name": "correlation of the fitted parameters "
+                                            "(Laplace approximation, raw scale)"})
+
+
+# -- bands on trajectories -----------------------------------------------------------------
+_INTERVALS = ("confidence", "prediction")
+
+
+def add_bands(result, ds, tf, signal, level, interval: str = "confidence"):
+    """Add ``<var>_lower`` and ``<var>_upper`` to ``ds`` (a states dataset of ``result`` at
+    float times ``tf`` driven by ``signal``) for every state and channel, by the delta
+    method: the Jacobian of the trajectory in every fitted quantity times their Laplace
+    covariance. ``interval="prediction"`` adds the measurement noise to the channels."""
+    level = _check_level(level)
+    if interval not in _INTERVALS:
+        raise ModelError(f"interval must be one of {list(_INTERVALS)}; received "
+                         f"{interval!r}.")
+    curv = laplace(result, network=True)
+    z = _quantile(level, curv.dof)
+    problem = result._problem
+    model, bundle = result.model, result._bundle
+    states = model.state_names
+    extra = [c for c, name in enumerate(bundle.channels) if name not in states]
+    names = states + [bundle.channels[c] for c in extra]
+    tf = np.asarray(tf, dtype=float)
+    B, T = bundle.n_trajectories, len(tf)
+    with _plain_tensors(problem, True) as (tensors, _), torch.enable_grad():
+        xs = _states_with_graph(result, problem.x0(), result._t0(), tf, signal)
+        out = [xs]
+        if extra:
+            t = torch.as_tensor(np.broadcast_to(tf, (B, T)).copy(), dtype=torch.float64)
+            u = signal(t) if signal is not None else t.new_zeros(t.shape + (0,))
+            out.append(problem.field.observe(t, xs, u)[..., extra])
+        y = torch.cat(out, dim=-1)                       # (B, T, V)
+        mean = y.detach().numpy()
+        var = np.concatenate([np.einsum("ij,jk,ik->i", blk, curv.raw_covariance, blk)
+                              for blk in _jacobian_blocks(y.reshape(-1), tensors)] or
+                             [np.zeros(0)])
+    var = np.clip(var, 0.0, None).reshape(mean.shape)
+    noise = dict(result.noise_std)
+    lognormal = getattr(problem.noise, "name", "") == "lognormal"
+    squeeze = (lambda a: a) if "trajectory" in ds.dims else (lambda a: a[0])
+    for v, name in enumerate(names):
+        center = ds[name].values if name in ds else squeeze(mean[..., v])
+        center = np.asarray(center, dtype=float)
+        sd = np.sqrt(squeeze(var[..., v]))
+        add_noise = interval == "prediction" and name in noise and np.isfinite(noise[name])
+        if add_noise and lognormal:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                spread = np.sqrt((sd / np.abs(center)) ** 2 + noise[name] ** 2)
+            lo, hi = center * np.exp(-z * spread), center * np.exp(z * spread)
+        else:
+            if add_noise:
+                sd = np.sqrt(sd ** 2 + noise[name] ** 2)
+            lo, hi = center - z * sd, center + z * sd
+        kind = "prediction" if add_noise else "confidence"
+        label = ds[name].attrs.get("long_name", name)
+        for suffix, vals, word in (("lower", lo, "lower"), ("upper", hi, "upper")):
+            attrs = {k: val for k, val in ds[name].attrs.items() if k == "units"}
+            attrs["long_name"] = f"{label}, {word} {100 * level:g} % {kind} bound"
+            ds[f"{name}_{suffix}"] = (ds[name].dims, vals, attrs)
+    ds.attrs["sysid_level"] = level
+    ds.attrs["sysid_interval"] = interval
+    return ds
+
+
+def _states_with_graph(result, x0, t0, times, signal) -> torch.Tensor:
+    """States (B, T, n) at ``times`` as a differentiable tensor: the same integration as
+    ``FitResult._integrate`` (forwards and backwards from x0 at t0), keeping the graph."""
+    from ._integrate import solve_segments
+
+    B, n = x0.shape
+    opts = dataclasses.replace(result.options.solver_options(), adjoint=False)
+    rows, cols, vals = [], [], []
+    for forward in (True, False):
+        sel = [np.flatnonzero(times >= t0[b]) if forward
+               else np.flatnonzero(times < t0[b])[::-1] for b in range(B)]
+        K = max(len(s) for s in sel)
+        if K == 0:
+            continue
+        tau = np.empty((B, K + 1))
+        for b in range(B):
+            tt = times[sel[b]] if len(sel[b]) else np.array([t0[b]])
+            tau[b] = np.concatenate([[t0[b]], tt, np.full(K - len(tt), tt[-1])])
+        xs = solve_segments(result._problem.field, x0, torch.as_tensor(tau), signal, opts)
+        for b in range(B):
+            k = len(sel[b])
+            if k:
+                rows.append(np.full(k, b))
+                cols.append(sel[b])
+                vals.append(xs[b, 1:k + 1])
+    out = x0.new_zeros(B, len(times), n)
+    if not vals:
+        return out
+    index = (torch.as_tensor(np.concatenate(rows)), torch.as_tensor(np.concatenate(cols)))
+    return out.index_put(index, torch.cat(vals))

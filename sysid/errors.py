@@ -18,6 +18,7 @@ __all__ = [
     "UnsupportedExpressionError",
     "FileFormatError",
     "FitError",
+    "IdentifiabilityWarning",
     "suggest",
 ]
 
@@ -48,6 +49,12 @@ class FileFormatError(SysidError, ValueError):
 
 class FitError(SysidError, RuntimeError):
     """Training failed; the message carries the status and advice."""
+
+
+class IdentifiabilityWarning(UserWarning):
+    """The data do not determine some parameters (a flat direction of the likelihood, a
+    relative standard error above 100 %, or a correlation beyond +-0.99): their standard
+    errors and intervals are not meaningful. The message names them and says what to do."""
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:

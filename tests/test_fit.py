@@ -138,8 +138,9 @@ def test_result_outputs_carry_dims_and_attrs(lv_fit):
     h = result.history
     assert "loss" in h and h.sizes["epoch"] == len(h["phase"])
     assert result.stats["function_evaluations"] > 0 and result.stats["wall_time_s"] > 0
-    with pytest.raises(NotImplementedError, match="issue 6"):
-        result.parameter_table()
+    table = result.parameter_table()
+    assert list(table.index) == ["a", "b", "c", "d"]
+    assert np.all(np.isfinite(table["std_error"])) and (table["std_error"] > 0).all()
 
 
 def test_save_load_round_trip_is_bit_identical(lv_fit, tmp_path):
