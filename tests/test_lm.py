@@ -1,0 +1,84 @@
+"""Levenberg-Marquardt for models without a network: the batched central-difference
+Jacobian against reverse-mode autograd, and the optimum against L-BFGS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+import xarray as xr
+
+import sysid
+from sysid._lm import linearise
+from sysid._train import fit_from
+from sysid._uncertainty import residual_jacobian
+
+
+def _forced_decay(seed=0, n_traj=3):
+    # dx/dt = -k x + b u with a known input u = sin(t), several trajectories
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 6.0, 25)
+    x0 = np.array([1.0, -0.5, 2.0])[:n_traj]
+    k, b = 0.7, 1.3
+    from scipy.integrate import solve_ivp
+    ys = [solve_ivp(lambda tt, x: -k * x + b * np.sin(tt), (0, 6), [v], t_eval=t,
+                    rtol=1e-11, atol=1e-12).y[0] for v in x0]
+    y = np.array(ys) + 0.02 * rng.standard_normal((n_traj, t.size))
+    data = xr.Dataset({"x": (("trajectory", "time"), y),
+                       "u": (("trajectory", "time"), np.broadcast_to(np.sin(t), y.shape))},
+                      coords={"time": t})
+    x, u = sp.symbols("x u")
+    kk, bb = sp.Symbol("k", positive=True), sp.Symbol("b")
+    model = sysid.HybridODE(states=[x], inputs=[u], physics={x: -kk * x + bb * u},
+                            parameters={kk: 0.4, bb: 1.0})
+    return model, data
+
+
+def _pendulum():
+    data = sysid.datasets.simulate("pendulum", noise=0.05, observed=["theta"],
+                                   n_trajectories=2, dt=0.5, t_end=10.0, seed=3)
+    th, om = sp.symbols("theta omega")
+    w0, al = sp.Symbol("omega0", positive=True), sp.Symbol("alpha")
+    model = sysid.HybridODE(states=[th, om], physics={th: om, om: -w0 ** 2 * sp.sin(th)
+                                                     - al * om},
+                            parameters={w0: 1.1, al: 0.1})
+    return model, data
+
+
+@pytest.mark.parametrize("case", [_forced_decay, _pendulum])
+def test_batched_central_differences_match_reverse_mode(case):
+    model, data = case()
+    built = fit_from(model, data, None, epochs=0, lbfgs_iterations=0, polish_iterations=0,
+                     shooting="single", progress=False, throw=False)
+    _, r, J = linearise(built._problem)
+    r_ad, J_ad, P = residual_jacobian(built._problem)
+    assert P == 2 and J.shape == J_ad.shape
+    # both standardise by each channel's RMS residual (one channel here)
+    np.testing.assert_allclose(r, r_ad, rtol=1e-9, atol=1e-12)
+    scale = np.abs(J_ad).max()
+    assert np.abs(J - J_ad).max() <= 1e-6 * scale
+
+
+@pytest.mark.parametrize("case", [_forced_decay, _pendulum])
+def test_levenberg_marquardt_reaches_the_lbfgs_optimum(case):
+    model, data = case()
+    fits = {gn: sysid.fit(model, data, epochs=0, lbfgs_iterations=200, shooting="single",
+                          gauss_newton=gn, progress=False) for gn in (True, False)}
+    lm, bfgs = fits[True], fits[False]
+    n = lm._problem.noise.total
+    # the objective in log-likelihood units: LM as low as L-BFGS (to 1e-3 units)
+    assert lm.stats["loss"] * n <= bfgs.stats["loss"] * n + 1e-3
+    for name, value in bfgs.parameters.items():
+        assert lm.parameters[name] == pytest.approx(value, rel=1e-3)
+    assert "Levenberg-Marquardt" in lm.status.detail
+    assert (lm.history["phase"] == "lbfgs").sum() <= 30      # a few Jacobians, not hundreds
+
+
+def test_known_noise_level_and_truth():
+    model, data = _forced_decay(seed=1)
+    data["x"].attrs["noise_std"] = 0.02
+    result = sysid.fit(model, data, epochs=0, lbfgs_iterations=50, shooting="single",
+                       progress=False)
+    assert result.noise_std["x"] == 0.02
+    assert result.parameters["k"] == pytest.approx(0.7, rel=0.05)
+    assert result.parameters["b"] == pytest.approx(1.3, rel=0.05)
