@@ -119,7 +119,10 @@ def test_each_system_simulates(name):
     assert np.all(np.isfinite(truth.to_array().values))
     clean = simulate(name, noise=0.0)
     for s in sysdef.states:
-        np.testing.assert_array_equal(clean[s].values, truth[s].values)
+        # the same solve twice in one process: equal to the last bits, not always bit for
+        # bit (BLAS kernels inside scipy's DOP853 may sum in an order that depends on the
+        # arrays' memory alignment; seen for duffing after other tests had run)
+        np.testing.assert_allclose(clean[s].values, truth[s].values, rtol=1e-12, atol=1e-14)
 
 
 def test_lotka_volterra_matches_independent_reference():
