@@ -24,7 +24,8 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from ._solver import solve_intervals
 
-__all__ = ["SolverOptions", "SolverFailure", "InputSignal", "solve_segments", "threads_for"]
+__all__ = ["SolverOptions", "SolverFailure", "InputSignal", "solve_segments", "solve_at_times",
+           "threads_for"]
 
 
 @contextmanager
@@ -181,3 +182,38 @@ def _solve(field, x0, tau, inputs, options):
     finally:
         field.freeze_parameters(False)
     return xs.transpose(0, 1)
+
+
+def solve_at_times(field, x0: torch.Tensor, t0, times, inputs: InputSignal | None,
+                   options: SolverOptions) -> torch.Tensor:
+    """States (B, T, n) at the float ``times`` (T,), integrating each trajectory forwards
+    and backwards from ``x0`` (B, n) at its own start time ``t0`` (B,). Differentiable
+    (the graph is kept unless called under ``torch.no_grad()``)."""
+    import numpy as np
+
+    B, n = x0.shape
+    times = np.asarray(times, dtype=float)
+    t0 = np.asarray(t0, dtype=float)
+    rows, cols, vals = [], [], []
+    for forward in (True, False):
+        sel = [np.flatnonzero(times >= t0[b]) if forward
+               else np.flatnonzero(times < t0[b])[::-1] for b in range(B)]
+        K = max(len(s) for s in sel)
+        if K == 0:
+            continue
+        tau = np.empty((B, K + 1))
+        for b in range(B):
+            tt = times[sel[b]] if len(sel[b]) else np.array([t0[b]])
+            tau[b] = np.concatenate([[t0[b]], tt, np.full(K - len(tt), tt[-1])])
+        xs = solve_segments(field, x0, torch.as_tensor(tau), inputs, options)
+        for b in range(B):
+            k = len(sel[b])
+            if k:
+                rows.append(np.full(k, b))
+                cols.append(sel[b])
+                vals.append(xs[b, 1:k + 1])
+    out = x0.new_zeros(B, len(times), n)
+    if not vals:
+        return out
+    index = (torch.as_tensor(np.concatenate(rows)), torch.as_tensor(np.concatenate(cols)))
+    return out.index_put(index, torch.cat(vals))

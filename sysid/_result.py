@@ -8,7 +8,7 @@ import torch
 import xarray as xr
 
 from ._data import prepare, time_to_float
-from ._integrate import InputSignal, SolverFailure, solve_segments, threads_for
+from ._integrate import InputSignal, SolverFailure, solve_at_times, solve_segments, threads_for
 from ._problem import initial_states, input_signal, segment_grid, segment_tensors
 from .errors import DataError
 
@@ -292,25 +292,9 @@ class FitResult:
 
     def _integrate(self, x0, t0, times, signal: InputSignal) -> np.ndarray:
         """States (B, T, n) at ``times``, integrating forwards and backwards from x0 at t0."""
-        B, n = x0.shape
-        times = np.asarray(times, dtype=float)
-        out = np.empty((B, len(times), n))
-        for forward in (True, False):
-            sel = [np.flatnonzero(times >= t0[b]) if forward
-                   else np.flatnonzero(times < t0[b])[::-1] for b in range(B)]
-            K = max(len(s) for s in sel)
-            if K == 0:
-                continue
-            tau = np.empty((B, K + 1))
-            for b in range(B):
-                tt = times[sel[b]] if len(sel[b]) else np.array([t0[b]])
-                tau[b] = np.concatenate([[t0[b]], tt, np.full(K - len(tt), tt[-1])])
-            with torch.no_grad():
-                xs = solve_segments(self._problem.field, x0, torch.as_tensor(tau), signal,
-                                    self.options.solver_options()).numpy()
-            for b in range(B):
-                out[b, sel[b]] = xs[b, 1:len(sel[b]) + 1]
-        return out
+        with torch.no_grad():
+            return solve_at_times(self._problem.field, x0, t0, times, signal,
+                                  self.options.solver_options()).numpy()
 
     def _estimate_x0(self, bundle, signal, n_init) -> torch.Tensor:
         """Initial states fitted to the first ``n_init`` samples, parameters held fixed."""

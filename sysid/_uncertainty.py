@@ -563,30 +563,7 @@ def add_bands(result, ds, tf, signal, level, interval: str = "confidence"):
 def _states_with_graph(result, x0, t0, times, signal) -> torch.Tensor:
     """States (B, T, n) at ``times`` as a differentiable tensor: the same integration as
     ``FitResult._integrate`` (forwards and backwards from x0 at t0), keeping the graph."""
-    from ._integrate import solve_segments
+    from ._integrate import solve_at_times
 
-    B, n = x0.shape
     opts = dataclasses.replace(result.options.solver_options(), adjoint=False)
-    rows, cols, vals = [], [], []
-    for forward in (True, False):
-        sel = [np.flatnonzero(times >= t0[b]) if forward
-               else np.flatnonzero(times < t0[b])[::-1] for b in range(B)]
-        K = max(len(s) for s in sel)
-        if K == 0:
-            continue
-        tau = np.empty((B, K + 1))
-        for b in range(B):
-            tt = times[sel[b]] if len(sel[b]) else np.array([t0[b]])
-            tau[b] = np.concatenate([[t0[b]], tt, np.full(K - len(tt), tt[-1])])
-        xs = solve_segments(result._problem.field, x0, torch.as_tensor(tau), signal, opts)
-        for b in range(B):
-            k = len(sel[b])
-            if k:
-                rows.append(np.full(k, b))
-                cols.append(sel[b])
-                vals.append(xs[b, 1:k + 1])
-    out = x0.new_zeros(B, len(times), n)
-    if not vals:
-        return out
-    index = (torch.as_tensor(np.concatenate(rows)), torch.as_tensor(np.concatenate(cols)))
-    return out.index_put(index, torch.cat(vals))
+    return solve_at_times(result._problem.field, x0, t0, times, signal, opts)
