@@ -63,16 +63,6 @@ def supports_gauss_newton(problem) -> bool:
             and not any(p.requires_grad for p in problem.noise.parameters()))
 
 
-def _residuals(problem):
-    """Masked residuals (N, C) of a single-shooting simulation and the objective ``f``."""
-    seg = problem.single
-    xs = problem.states(seg)
-    pred = problem.field.observe(seg.tau, xs, seg.u_grid)
-    r = problem.noise.residuals(pred, seg.y, seg.mask)
-    r = torch.where(seg.mask, r, torch.zeros((), dtype=r.dtype))
-    return r.reshape(-1, r.shape[-1]), seg.mask.reshape(-1, seg.mask.shape[-1])
-
-
 def _objective_and_weights(problem, flat: torch.Tensor):
     noise = problem.noise
     sse = (flat.detach() ** 2).sum(0)
@@ -91,9 +81,11 @@ def _objective_and_weights(problem, flat: torch.Tensor):
 
 
 def _evaluate(problem) -> float:
+    """The objective ``f`` at the current point: the fit's own loss (data term, plus the
+    continuity penalty on shooting windows) in log-likelihood units."""
     with torch.no_grad():
-        flat, _ = _residuals(problem)
-        f, _ = _objective_and_weights(problem, flat)
+        loss, _ = problem.loss(0.0, 0.0)
+    f = float(loss) * problem.noise.total
     return f if np.isfinite(f) else float("inf")
 
 
@@ -106,12 +98,14 @@ def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
     ``on_accept(f, lam)`` is called after every accepted step (``f`` in log-likelihood
     units, ``lam`` the damping the next iteration starts from).
     """
-    raw, z0 = problem.field.raw, problem.z0
-    params = [p for p in (raw, z0) if p.requires_grad and p.numel() > 0]
+    raw, z0, zw = problem.field.raw, problem.z0, problem.zw
+    blocks = [raw, z0] + ([zw] if problem.active else [])
+    offsets = np.cumsum([0] + [b.numel() for b in blocks])
+    params = [p for p in blocks if p.requires_grad and p.numel() > 0]
     sizes = [p.numel() for p in params]
-    columns = np.concatenate([np.arange(raw.numel())] * any(p is raw for p in params)
-                             + [raw.numel() + np.arange(z0.numel())] * any(p is z0 for p in params)
-                             + [np.zeros(0, dtype=int)]).astype(int)
+    columns = np.concatenate([np.arange(offsets[j], offsets[j + 1])
+                              for j, b in enumerate(blocks)
+                              if any(p is b for p in params)] + [np.zeros(0, dtype=int)])
     evaluations = 0
     try:
         f = _evaluate(problem)
@@ -177,44 +171,52 @@ def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
 
 
 def linearise(problem, step: float = STEP):
-    """Objective ``f``, weighted residuals ``r`` (N,) and their Jacobian (N, P + B n) in
-    the raw parameters and the (scaled) initial states ``z0`` (B, n), row-major.
+    """Objective ``f``, weighted residuals ``r`` (N,) and their Jacobian (N, P + M n) in
+    the raw parameters and the (scaled) start states, row-major: the initial states
+    ``z0`` (B, n) and, on shooting windows (``problem.active``), the window starts
+    ``zw`` (W, n) after them (M = B + W). On windows, ``r`` ends with the continuity rows
+    ``(end of window a - start of window b) / (continuity * scale)``.
 
-    Central differences, in one batched solve: the B trajectories are copied ``2 (P + n)
-    + 1`` times; copies ``2k + 1`` and ``2k + 2`` move raw parameter ``k`` by ``+-step``
-    (each copy has its own parameter values, :meth:`HybridField.per_row_parameters`),
-    the next ``2 n`` move the ``i``-th initial state of every trajectory at once
-    (trajectory ``b``'s residuals depend on its own initial state only). All copies
-    share the adaptive solver's steps, so the differences are those of one smooth
-    discrete solution map (no step-size noise), accurate to about ``step ** 2``. Raw
-    parameters and scaled initial states are of order one, which sets ``step``.
-    (Forward-mode automatic differentiation gives the same columns to 1e-13 but ran
-    15x slower here: dual tensors go through Python-level decompositions.)
+    Central differences, in one batched solve: the S segments (trajectories or windows,
+    each with its own start) are copied ``2 (P + n) + 1`` times; copies ``2k + 1`` and
+    ``2k + 2`` move raw parameter ``k`` by ``+-step`` (each copy has its own parameter
+    values, :meth:`HybridField.per_row_parameters`), the next ``2 n`` move the ``i``-th
+    component of every segment's start at once (a segment's residuals depend on its own
+    start only). All copies share the adaptive solver's steps, so the differences are
+    those of one smooth discrete solution map (no step-size noise), accurate to about
+    ``step ** 2``. Raw parameters and scaled states are of order one, which sets ``step``.
+    (Forward-mode automatic differentiation gives the same columns to 1e-13 but ran 15x
+    slower here: dual tensors go through Python-level decompositions.)
     """
     from ._integrate import solve_segments
 
-    field, seg = problem.field, problem.single
-    B, n = problem.z0.shape
+    field = problem.field
+    windows = bool(problem.active)
+    seg = problem.windows if windows else problem.single
+    z = torch.cat([problem.z0, problem.zw]) if windows else problem.z0
+    z = z.detach()
+    source = problem.source if windows else torch.arange(z.shape[0])
+    S, M, n = seg.tau.shape[0], z.shape[0], z.shape[1]
     P = field.raw.numel()
     K = P + n
     copies = 2 * K + 1
-    raw = field.raw.detach().expand(copies, B, P).clone()
-    z0 = problem.z0.detach().expand(copies, B, n).clone()
+    raw = field.raw.detach().expand(copies, S, P).clone()
+    starts = z[source].expand(copies, S, n).clone()
     for k in range(P):
         raw[2 * k + 1, :, k] += step
         raw[2 * k + 2, :, k] -= step
     for i in range(n):
-        z0[2 * (P + i) + 1, :, i] += step
-        z0[2 * (P + i) + 2, :, i] -= step
-    rows = torch.arange(B).repeat(copies)
+        starts[2 * (P + i) + 1, :, i] += step
+        starts[2 * (P + i) + 2, :, i] -= step
+    rows = torch.arange(S).repeat(copies)
     with torch.no_grad(), field.per_row_parameters(field.transform.forward(
-            raw.reshape(copies * B, P))):
-        xs = solve_segments(field, problem.loc + problem.scale * z0.reshape(copies * B, n),
+            raw.reshape(copies * S, P))):
+        xs = solve_segments(field, problem.loc + problem.scale * starts.reshape(copies * S, n),
                             seg.tau[rows], seg.inputs.select(rows),
                             dataclasses.replace(problem.solver, adjoint=False))
         pred = field.observe(seg.tau[rows], xs, seg.u_grid[rows])
         res = problem.noise.residuals(pred, seg.y[rows], seg.mask[rows])
-    res = res.reshape(copies, B, *res.shape[1:])
+    res = res.reshape(copies, S, *res.shape[1:])
     primal = res[0]
     tangent = (res[1::2] - res[2::2]) / (2.0 * step)
     mask = seg.mask
@@ -223,17 +225,37 @@ def linearise(problem, step: float = STEP):
     f, w = _objective_and_weights(problem, flat)
     r = (primal * w)[mask].numpy()
     tangent = torch.where(mask, tangent * w, torch.zeros((), dtype=tangent.dtype))
-    J = np.zeros((r.size, P + B * n))
+    J = np.zeros((r.size, P + M * n))
     for k in range(P):
         J[:, k] = tangent[k][mask].numpy()
-    owner = torch.arange(B).view(B, *([1] * (mask.dim() - 1))).expand(mask.shape)[mask]
-    owner = owner.numpy()
+    owner = source.view(S, *([1] * (mask.dim() - 1))).expand(mask.shape)[mask].numpy()
     for i in range(n):
         col = tangent[P + i][mask].numpy()
-        for b in range(B):
-            sel = owner == b
-            J[sel, P + b * n + i] = col[sel]
-    return f, r, J
+        for m in np.unique(owner):
+            sel = owner == m
+            J[sel, P + m * n + i] = col[sel]
+    if not windows:
+        return f, r, J
+    # continuity rows: they depend on the end of window a (its parameters and start) and
+    # on the start of window b (directly, slope -1 / continuity)
+    a, b = problem.pairs
+    xs = xs.reshape(copies, S, *xs.shape[1:])
+    ends = xs[:, a, seg.last[a]]                                  # (copies, G, n)
+    width = problem.continuity * problem.scale
+    gap = ((ends[0] - problem.loc - problem.scale * z[source[b]]) / width).numpy()
+    d_end = ((ends[1::2] - ends[2::2]) / (2.0 * step) / width).numpy()   # (K, G, n)
+    G = gap.shape[0]
+    Jg = np.zeros((G * n, P + M * n))
+    rows_g = np.arange(G)[:, None] * n + np.arange(n)[None, :]   # (G, n) row of (g, i)
+    for k in range(P):
+        Jg[rows_g.ravel(), k] = d_end[k].ravel()
+    src_a, src_b = source[a].numpy(), source[b].numpy()
+    for i in range(n):
+        for g in range(G):
+            Jg[rows_g[g], P + src_a[g] * n + i] = d_end[P + i, g]
+            Jg[rows_g[g, i], P + src_b[g] * n + i] -= 1.0 / problem.continuity
+    f += 0.5 * float(np.sum(gap ** 2))
+    return f, np.concatenate([r, gap.ravel()]), np.vstack([J, Jg])
 
 
 def _assign(params, saved, sizes, step) -> None:

@@ -64,13 +64,15 @@ SCORE = "EBIC"
 BIC_TIE = 2.0
 #: Candidates scored on held-out windows (the lowest-BIC ones).
 HOLDOUT_TOP = 3
-#: Budget of each candidate's refits. The score is a single-shooting simulation over whole
-#: trajectories, so the refits are single shooting too, from the hybrid fit's initial states
-#: and the least-squares coefficients of the network's residual: a model without a network
-#: is then fitted by Levenberg-Marquardt (``gauss_newton``), a few Jacobians per candidate.
-#: The quick refit ranks every candidate; the best few get the full budget.
-QUICK_OPTIONS = {"epochs": 0, "lbfgs_iterations": 8, "shooting": "single"}
-REFIT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 100, "shooting": "single"}
+#: Budget of each candidate's refits, with the hybrid fit's shooting: Levenberg-Marquardt
+#: iterations on the shooting windows (robust to the local minima of a long or
+#: oscillating record: single shooting from the hybrid fit's initial states stalled the
+#: lynx-hare demo's correct candidate at a poor optimum), then a few on whole trajectories,
+#: which is what the score simulates. A model without a network is fitted by
+#: Levenberg-Marquardt (``gauss_newton``): a few batched Jacobians per candidate. The quick
+#: refit ranks every candidate; the best few get the full budget.
+QUICK_OPTIONS = {"epochs": 0, "lbfgs_iterations": 10, "polish_iterations": 5}
+REFIT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 100}
 #: Budget of the held-out refits (multiple shooting: the held-out samples are whole windows).
 HOLDOUT_OPTIONS = {"epochs": 0, "lbfgs_iterations": 30, "polish_iterations": 3}
 #: Candidates within this many BIC units of the best quick score (at most HOLDOUT_TOP of
@@ -163,8 +165,9 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
     learnable parameters (initial states are fitted by every candidate alike and not
     counted), ``p_s`` the library size and ``k_s`` the number of terms of state ``s``.
     The last term accounts for the many supports a search compares. Among the candidates
-    within 2 units of the lowest, the one with the fewest parameters is selected, and the
-    others are named in ``warnings``. Plain ``BIC`` and ``AICc`` are in ``.path`` too.
+    within 2 units of the lowest, the one with the fewest parameters is selected (between
+    equals, the one with the simplest terms: fewest operations), and the others are named
+    in ``warnings``. Plain ``BIC`` and ``AICc`` are in ``.path`` too.
 
     Examples
     --------
@@ -489,7 +492,9 @@ class _Search:
         row = {"method": method, "threshold": threshold,
                **{f"support_{s.name}": _support_text(self.terms, supports[s])
                   for s in self.states},
-               "n_terms": n_terms, "k": np.nan, "BIC": np.inf, "EBIC": np.inf, "AICc": np.inf,
+               "n_terms": n_terms, "complexity": sum(
+                   int(sp.count_ops(self.terms[j])) + 1 for st in self.states
+                   for j in supports[st]), "k": np.nan, "BIC": np.inf, "EBIC": np.inf, "AICc": np.inf,
                "holdout": np.nan, "loss": np.nan, "status": "", "refit": "-", "seconds": 0.0}
         distilled = refit = None
         if n_terms > self.max_terms:
@@ -497,7 +502,7 @@ class _Search:
         else:
             distilled = _distill(self.result.model, self.states, self.terms, supports,
                                  self.values(supports))
-            refit = self.score(row, distilled, QUICK_OPTIONS, supports, _x0(self.result))
+            refit = self.score(row, distilled, QUICK_OPTIONS, supports, None)
             row["refit"] = "quick"
         self.index[key] = len(self.rows)
         self.rows.append(row)
@@ -696,7 +701,7 @@ class _Search:
         for i in order:
             distilled, quick, supports = self.fits[i]
             full = self.score(self.rows[i], _with_values(distilled, quick.parameters),
-                              REFIT_OPTIONS, supports, _x0(quick))
+                              REFIT_OPTIONS, supports, None)
             self.rows[i]["refit"] = "full"
             if full is not None:
                 self.fits[i] = (distilled, full, supports)
@@ -907,9 +912,10 @@ def _select(rows, bic, states, notes) -> int:
 
 def _sparsest_close(rows, score) -> int:
     """Among the candidates within BIC_TIE of the lowest score, the one with the fewest
-    parameters (the lower score between equals)."""
+    parameters; between equals, the simplest terms (fewest operations: x*y before x**2*y),
+    then the lower score. Within BIC_TIE the data do not tell them apart."""
     close = np.flatnonzero(score <= float(np.min(score)) + BIC_TIE)
-    return int(min(close, key=lambda i: (rows[i]["k"], score[i])))
+    return int(min(close, key=lambda i: (rows[i]["k"], rows[i]["complexity"], score[i])))
 
 
 class SymbolicSummary:
@@ -941,7 +947,8 @@ class SymbolicSummary:
         Collinear candidates, poorly reproduced residuals, refit problems.
     path : pandas.DataFrame
         Every candidate: ``method`` that proposed it (``forward``, ``STLSQ``, ``search``),
-        relative STLSQ ``threshold``, ``support_<state>``, ``n_terms``, ``k`` (learnable
+        relative STLSQ ``threshold``, ``support_<state>``, ``n_terms``, ``complexity``
+        (operations in the terms, plus one per term), ``k`` (learnable
         parameters), ``BIC``, ``dBIC`` (above the lowest), ``AICc``, ``holdout``
         (standardised error on held-out windows, for the best few), refit ``loss``,
         ``status``, ``refit`` (``quick`` or ``full`` budget), ``seconds``, ``selected``.

@@ -347,6 +347,9 @@ class _Trainer:
             self._restore()
             self.problem.continuity = self.opts.continuity / 10
             self._new_objective()
+        if self._gauss_newton():
+            return self._levenberg_marquardt(max(1, self.opts.lbfgs_iterations // 2),
+                                             "tighten")
         return self._lbfgs(max(1, self.opts.lbfgs_iterations // 2), phase="tighten")
 
     def _trim(self) -> FitStatus:
@@ -401,7 +404,7 @@ class _Trainer:
         """Single-shooting passes use Levenberg-Marquardt (see the gauss_newton option)."""
         from ._lm import supports_gauss_newton
         return (self.opts.gauss_newton and self.opts.validation == 0
-                and not self.problem.active and supports_gauss_newton(self.problem))
+                and supports_gauss_newton(self.problem))
 
     def _levenberg_marquardt(self, budget: int, phase: str) -> FitStatus:
         """Levenberg-Marquardt on whole trajectories; each accepted step is recorded (its
