@@ -949,7 +949,7 @@ class SymbolicSummary:
         Every candidate: ``method`` that proposed it (``forward``, ``STLSQ``, ``search``),
         relative STLSQ ``threshold``, ``support_<state>``, ``n_terms``, ``complexity``
         (operations in the terms, plus one per term), ``k`` (learnable
-        parameters), ``BIC``, ``dBIC`` (above the lowest), ``AICc``, ``holdout``
+        parameters), ``BIC``, ``EBIC``, ``dEBIC`` (EBIC above the lowest), ``AICc``, ``holdout``
         (standardised error on held-out windows, for the best few), refit ``loss``,
         ``status``, ``refit`` (``quick`` or ``full`` budget), ``seconds``, ``selected``.
     terms : pandas.DataFrame
