@@ -1,0 +1,128 @@
+"""Build the tutorial notebooks (.ipynb) from their reviewed sources (.py, percent format).
+
+The ``tutorials/NN_name.py`` files are the sources: plain Python in the "percent" format
+that Jupytext, VS Code and Spyder understand. A line ``# %%`` starts a code cell and a
+line ``# %% [markdown]`` starts a Markdown cell, whose lines are comments (``# text``).
+This script turns each source into ``NN_name.ipynb`` without outputs, so that the
+notebooks open in Jupyter and CI can execute them (``tests/test_tutorials.py``)::
+
+    python tutorials/build_notebooks.py            # (re)write every notebook
+    python tutorials/build_notebooks.py --check    # exit 1 if a notebook is out of date
+
+Only ``nbformat`` is needed (no Jupytext). Cell ids are derived from the position of the
+cell, so that rebuilding an unchanged source gives an identical file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+SOURCE_PATTERN = "[0-9][0-9]_*.py"
+_MARKER = re.compile(r"^# %%(?P<rest>.*)$")
+
+
+def sources(folder: Path = HERE) -> list[Path]:
+    """The tutorial sources in ``folder``, in their numbered order."""
+    return sorted(folder.glob(SOURCE_PATTERN))
+
+
+def _strip_blank(lines: list[str]) -> list[str]:
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
+
+
+def _uncomment(line: str) -> str:
+    if line.startswith("# "):
+        return line[2:]
+    if line.startswith("#"):
+        return line[1:]
+    return line
+
+
+def parse_cells(text: str) -> list[tuple[str, str]]:
+    """Split percent-format text into ``(cell_type, source)`` pairs.
+
+    Text before the first marker becomes a code cell if it is not blank. A cell whose
+    marker is ``# %% [markdown]`` (or ``[md]``) is Markdown: its comment prefixes are
+    removed. Leading and trailing blank lines of every cell are dropped.
+    """
+    cells: list[tuple[str, list[str]]] = []
+    kind, lines = "code", []
+    for line in text.splitlines():
+        match = _MARKER.match(line)
+        if match:
+            cells.append((kind, lines))
+            rest = match.group("rest").strip()
+            kind = "markdown" if rest.startswith(("[markdown]", "[md]")) else "code"
+            lines = []
+        else:
+            lines.append(line)
+    cells.append((kind, lines))
+    out = []
+    for kind, body in cells:
+        body = _strip_blank(body)
+        if kind == "markdown":
+            body = [_uncomment(line) for line in body]
+        if body:
+            out.append((kind, "\n".join(body)))
+    return out
+
+
+def build(source: Path) -> nbformat.NotebookNode:
+    """The notebook (no outputs) for one percent-format source."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    for i, (kind, text) in enumerate(parse_cells(source.read_text(encoding="utf-8"))):
+        make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        cell = make(text)
+        cell.id = f"{source.stem[:2]}-{i:03d}"
+        nb.cells.append(cell)
+    nbformat.validate(nb)
+    return nb
+
+
+def notebook_path(source: Path) -> Path:
+    return source.with_suffix(".ipynb")
+
+
+def render(nb: nbformat.NotebookNode) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if a notebook differs from its source")
+    args = parser.parse_args(argv)
+    stale = []
+    for source in sources():
+        target = notebook_path(source)
+        text = render(build(source))
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if current == text:
+            continue
+        if args.check:
+            stale.append(target.name)
+        else:
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {target.relative_to(HERE.parent)}")
+    if stale:
+        print("out of date (run python tutorials/build_notebooks.py): " + ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
