@@ -20,6 +20,8 @@ from .errors import DataError, suggest
 __all__ = ["DataBundle", "prepare", "time_to_float"]
 
 _TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "D": 86400.0}
+#: largest |value| of a channel or input: the likelihood squares scaled values
+MAX_ABS_VALUE = 1e150
 
 
 @dataclass
@@ -59,18 +61,39 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def _in_ns_range(stamps) -> bool:
+    """Whether datetime64 values survive a round trip through nanoseconds (1678-2262)."""
+    ns = stamps.astype("datetime64[ns]")
+    return bool(np.all(ns.astype(stamps.dtype) == stamps))
+
+
+def _seconds_since(stamps, origin):
+    """Float seconds from ``origin`` to each of ``stamps`` (any datetime64 unit), and the
+    origin to record. Spans over 292 years would overflow int64 nanoseconds, and dates
+    outside 1678-2262 wrap around when cast to nanoseconds: those use whole seconds plus
+    the sub-second remainder instead of one nanosecond difference."""
+    whole, o_whole = stamps.astype("datetime64[s]"), origin.astype("datetime64[s]")
+    seconds = (whole - o_whole) / np.timedelta64(1, "s")
+    if _in_ns_range(stamps) and _in_ns_range(np.atleast_1d(origin)) and \
+            np.all(np.abs(seconds) < 9e9):
+        ns, o_ns = stamps.astype("datetime64[ns]"), origin.astype("datetime64[ns]")
+        return (ns - o_ns).astype("timedelta64[ns]").astype(np.float64) / 1e9, o_ns
+    frac = (stamps - whole) / np.timedelta64(1, "s") - (origin - o_whole) / np.timedelta64(1, "s")
+    return seconds + frac, origin
+
+
 def time_to_float(time: xr.DataArray, time_unit: str | None = None, origin=None):
     """Convert a time coordinate to float; return (values, attrs describing the conversion)."""
     values = time.values
     attrs = dict(time.attrs)
     if np.issubdtype(values.dtype, np.datetime64):
-        stamps = values.astype("datetime64[ns]")
+        stamps = values
         if np.isnat(stamps).any():
             _fail(f"The 'time' coordinate has {int(np.isnat(stamps).sum())} missing value(s) "
                   f"(NaT), first at position {int(np.argmax(np.isnat(stamps)))}; every sample "
                   f"needs a time. Drop them: ds = ds.sel(time=ds['time'].notnull()).")
-        origin = stamps[0] if origin is None else np.datetime64(origin, "ns")
-        seconds = (stamps - origin).astype("timedelta64[ns]").astype(np.float64) / 1e9
+        origin = stamps[0] if origin is None else np.datetime64(origin)
+        seconds, origin = _seconds_since(stamps, origin)
         if time_unit is None:
             step = np.median(np.diff(seconds)) if len(seconds) > 1 else 1.0
             time_unit = next((u for u in ("D", "h", "min") if step >= _TIME_UNITS[u]), "s")
@@ -95,6 +118,9 @@ def _check_time(ds: xr.Dataset, time_unit):
     if "time" not in ds.coords:
         _fail("The 'time' dimension has no coordinate values; received an index-only "
               "dimension. Assign the sampling times: ds = ds.assign_coords(time=times).")
+    if ds.sizes["time"] == 0:
+        _fail("The 'time' dimension is empty (0 samples); sysid needs at least one "
+              "measurement. Check the selection that produced the dataset.")
     times, attrs = time_to_float(ds["time"], time_unit)
     if not np.all(np.isfinite(times)):
         _fail("The 'time' coordinate contains NaN or inf; every sample needs a finite time.")
@@ -139,6 +165,14 @@ def _variable_array(ds: xr.Dataset, name: str, has_traj: bool, is_input=False) -
         _fail(f"Data variable {name!r} contains {int(np.isinf(arr).sum())} infinite value(s), "
               f"first at {where}. Use NaN for a missing or invalid sample: "
               f"ds[{name!r}] = ds[{name!r}].where(np.isfinite(ds[{name!r}])).")
+    big = np.abs(np.nan_to_num(arr)) > MAX_ABS_VALUE
+    if big.any():
+        b, k = np.argwhere(big)[0]
+        where = f"time={_plain(ds['time'].values[k])}" + (f", trajectory {b}" if has_traj else "")
+        _fail(f"Data variable {name!r} holds values too large for the fit's float64 "
+              f"arithmetic (|value| must be <= {MAX_ABS_VALUE:g}, squares must not overflow); "
+              f"received {_plain(arr[b, k])!r} at {where}. Fix: rescale it to other units, "
+              f"e.g. ds[{name!r}] = ds[{name!r}] / 1e100.")
     if np.isnan(arr).all() and is_input:
         _fail(f"Input {name!r} is all NaN: the model needs its values wherever it integrates. "
               f"Fill in the input signal (ds[{name!r}] = ...).")
@@ -225,7 +259,7 @@ def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = N
         value = ds[c].attrs.get("noise_std")
         try:
             level = None if value is None else float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             level = float("nan")
         if level is not None and not (np.isfinite(level) and level > 0):
             _fail(f"attrs['noise_std'] of {c!r} must be a positive number (the measurement "

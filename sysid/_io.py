@@ -26,6 +26,7 @@ __all__ = ["load", "save_result", "model_to_spec", "model_from_spec"]
 
 FORMAT = "sysid.FitResult"
 VERSION = 1
+_MAX_EXPANSION = 16     # declared netCDF values may be at most this many times its bytes
 _ASSUMPTIONS = ("positive", "negative", "nonnegative", "nonpositive", "real", "integer",
                 "finite", "nonzero", "zero", "extended_real")
 
@@ -103,12 +104,17 @@ def _netcdf_bytes(ds: xr.Dataset) -> torch.Tensor:
     def clean(attrs):
         out = {}
         for k, v in attrs.items():
-            if isinstance(v, bool):
-                out[k] = int(v)
-            elif isinstance(v, (str, int, float, np.number, np.ndarray)):
+            if isinstance(v, (bool, np.bool_)) or (isinstance(v, np.ndarray)
+                                                   and v.dtype.kind == "b"):
+                out[k] = np.asarray(v).astype(np.int8) if isinstance(v, np.ndarray) else int(v)
+            elif isinstance(v, (float, np.number)) or (
+                    isinstance(v, int) and -2**63 <= v < 2**63) or (
+                    isinstance(v, np.ndarray) and v.dtype.kind in "iufc"):
                 out[k] = v
-            elif v is not None:
-                out[k] = str(v)
+            elif v is not None:     # text, and what HDF5 cannot store natively, as text
+                # HDF5 refuses NUL characters and lone surrogates in text: escape them
+                out[k] = str(v).replace("\x00", "\\x00").encode(
+                    "utf-8", "backslashreplace").decode("utf-8")
         return out
     ds = ds.copy()
     ds.attrs = clean(ds.attrs)
@@ -130,13 +136,56 @@ def _to_netcdf_in_memory(ds: xr.Dataset):
         return ds.to_netcdf(engine="h5netcdf")
 
 
-def _open_netcdf(tensor, what) -> xr.Dataset:
+def _open_netcdf(tensor, what, path) -> xr.Dataset:
     if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8 or tensor.dim() != 1:
-        raise FileFormatError(f"The saved {what} must be netCDF bytes (a uint8 tensor).")
+        got = type(tensor).__name__ + (f" of dtype {tensor.dtype}, shape {tuple(tensor.shape)}"
+                                       if isinstance(tensor, torch.Tensor) else "")
+        raise FileFormatError(f"{path}: the saved {what} must be netCDF bytes (a 1-d uint8 "
+                              f"tensor); received {got}. The file was damaged or not written "
+                              "by sysid.")
+    raw = tensor.numpy().tobytes()
     try:
-        return xr.open_dataset(io.BytesIO(tensor.numpy().tobytes()), engine="h5netcdf").load()
+        import h5netcdf
+
+        # save_result writes uncompressed netCDF: values far larger than its bytes were
+        # declared (unwritten HDF5 chunks read as fill values) and would exhaust memory
+        # when read, so their size is checked before xarray reads anything
+        with h5netcdf.File(io.BytesIO(raw), "r") as f:
+            declared = sum(int(np.prod(v.shape, dtype=np.float64)) * v.dtype.itemsize
+                           for v in f.variables.values())
+        if declared > _MAX_EXPANSION * len(raw) + 2**20:
+            raise FileFormatError(f"{path}: the saved {what} declares {declared:,} bytes of "
+                                  f"values in {len(raw):,} bytes of netCDF; sysid writes "
+                                  "them uncompressed, so the file was crafted or damaged. "
+                                  "Refusing to load it.")
+        ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf").load()
+        if "time" in ds.variables and ds["time"].dtype == object and hasattr(xr, "coders"):
+            # dates outside 1678-2262 do not fit datetime64[ns] and come back as cftime
+            # objects; decode them at the coarser resolution the data were saved with
+            ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf", decode_times=(
+                xr.coders.CFDatetimeCoder(time_unit="s"))).load()
+        return ds
+    except FileFormatError:
+        raise
     except Exception as err:  # any decoding failure means a damaged file
-        raise FileFormatError(f"The saved {what} cannot be read as netCDF ({err}).") from None
+        raise FileFormatError(f"{path}: the saved {what} cannot be read as netCDF ({err}).") \
+            from None
+
+
+def _check_residual_size(model, state, path) -> None:
+    """Refuse a residual network larger than the saved tensors before allocating it (a
+    tampered width or depth could otherwise ask for terabytes)."""
+    spec = model.residual
+    if spec is None:
+        return
+    n_in, n_out = len(model.residual_inputs), len(model.residual_states)
+    w, d = spec.width, spec.depth
+    n_weights = (n_in + 1) * w + (d - 1) * (w + 1) * w + (w + 1) * n_out
+    saved = sum(int(v.numel()) for v in state.values())
+    if n_weights > saved:
+        raise FileFormatError(f"{path}: the saved network (width {w}, depth {d}) needs "
+                              f"{n_weights:,} weights but the file holds {saved:,} numbers "
+                              "in all; the spec was tampered with or the file is damaged.")
 
 
 def save_result(result, path) -> None:
@@ -186,19 +235,31 @@ def load(path):
     if payload.get("version") != VERSION:
         raise FileFormatError(f"{path} has format version {payload.get('version')!r}; this "
                               f"sysid reads version {VERSION}. Upgrade sysid.")
-    model = model_from_spec(payload.get("spec"))
+    try:
+        model = model_from_spec(payload.get("spec"))
+    except SysidError as err:      # same class (an equation stays an ExpressionError), + path
+        raise type(err)(f"{path}: the saved model spec is invalid: {err}") from None
     try:
         options = FitOptions.from_kwargs(**payload["options"])
         status = FitStatus(**payload["status"])
+        status.message                          # an unknown status code is a KeyError
+        if not isinstance(status.detail, str):
+            raise TypeError(f"status detail must be text, received {status.detail!r}")
     except (KeyError, TypeError, ValueError) as err:
-        raise FileFormatError(f"{path} has invalid fit options or status ({err}).") from None
-    data = _open_netcdf(payload.get("data"), "training data")
-    history = _open_netcdf(payload.get("history"), "training history")
-    bundle = prepare(model, data, time_unit=options.time_unit)
-    problem = build_problem(model, bundle, options)
+        raise FileFormatError(f"{path} has invalid fit options or status ({err!r}).") from None
     state = payload.get("state")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FileFormatError(f"{path} has no valid tensor state.")
+        raise FileFormatError(f"{path} has no valid tensor state (expected a mapping of "
+                              f"names to tensors; received {type(state).__name__}).")
+    _check_residual_size(model, state, path)
+    data = _open_netcdf(payload.get("data"), "training data", path)
+    history = _open_netcdf(payload.get("history"), "training history", path)
+    try:
+        bundle = prepare(model, data, time_unit=options.time_unit)
+        problem = build_problem(model, bundle, options)
+    except SysidError as err:
+        raise FileFormatError(f"{path}: the saved training data do not fit the saved model "
+                              f"({err})") from None
     try:
         problem.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -14,6 +14,8 @@ per call (32 per equation), 64 comparisons with 300 nodes in all.
 
 Caveats
 -------
+* ``#`` is refused: line breaks are turned into spaces, so a comment would hide the
+  rest of a multi-line equation.
 * Python's ``^`` is accepted as a power and rewritten to ``**`` before parsing,
   so ``x^2 + 1`` means ``x**2 + 1``; column numbers in errors refer to the
   text after this rewrite and after line breaks were turned into spaces.
@@ -346,6 +348,12 @@ def parse_expression(text: str, symbols: Mapping[str, sp.Symbol]) -> sp.Expr:
     short = src if len(src) <= 80 else src[:77] + "..."
     if not src:
         raise ExpressionError("Equation text is empty. Fix: write an expression, e.g. \"-k*x\".")
+    if "#" in src:
+        # line breaks become spaces, so a comment would silently swallow the next lines
+        raise ExpressionError(f"Equation {short!r} contains '#' at column {src.index('#') + 1}; "
+                              "comments are not allowed inside equation text (they would "
+                              "hide the rest of a multi-line equation). Fix: move the comment "
+                              "out of the string, e.g. x = \"-k*x\"  # decay.")
     if _bracket_depth(src) > MAX_DEPTH:
         raise ExpressionError(f"Equation {short!r} nests brackets deeper than {MAX_DEPTH} "
                               "levels. Fix: simplify the expression.")
