@@ -158,12 +158,23 @@ def _open_netcdf(tensor, what, path) -> xr.Dataset:
                                   f"values in {len(raw):,} bytes of netCDF; sysid writes "
                                   "them uncompressed, so the file was crafted or damaged. "
                                   "Refusing to load it.")
-        ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf").load()
-        if "time" in ds.variables and ds["time"].dtype == object and hasattr(xr, "coders"):
-            # dates outside 1678-2262 do not fit datetime64[ns] and come back as cftime
-            # objects; decode them at the coarser resolution the data were saved with
-            ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf", decode_times=(
-                xr.coders.CFDatetimeCoder(time_unit="s"))).load()
+        try:
+            ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf").load()
+        except ValueError as err:       # no cftime: dates outside 1678-2262 do not decode
+            if not hasattr(xr, "coders"):
+                raise
+            ds, first_error = None, err
+        if ds is None or ("time" in ds.variables and ds["time"].dtype == object):
+            # dates outside 1678-2262 do not fit datetime64[ns] (with cftime installed they
+            # come back as cftime objects, without it they fail): decode them at the
+            # coarser resolution the data were saved with
+            try:
+                ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf", decode_times=(
+                    xr.coders.CFDatetimeCoder(time_unit="s"))).load()
+            except ValueError:
+                if ds is None:
+                    raise first_error from None
+                raise
         return ds
     except FileFormatError:
         raise
