@@ -24,7 +24,7 @@ point is the minimum of ``f`` itself, not of a weighted least-squares surrogate.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -53,7 +53,6 @@ class LMReport:
     evaluations: int
     objective: float
     message: str
-    values: list[float] = dc_field(default_factory=list)
 
 
 def supports_gauss_newton(problem) -> bool:
@@ -112,20 +111,19 @@ def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
     except SolverFailure as err:
         return LMReport(False, 0, 1, float("inf"), f"the start cannot be integrated: {err}")
     evaluations += 1
-    history = [f]
     if not params:
-        return LMReport(True, 0, evaluations, f, "nothing to fit", history)
+        return LMReport(True, 0, evaluations, f, "nothing to fit")
     nu = 2.0
     for it in range(1, int(iterations) + 1):
         saved = [p.detach().clone() for p in params]
         try:
             _, r, J = linearise(problem)
         except SolverFailure as err:
-            return LMReport(False, it - 1, evaluations, f, f"the solver failed: {err}", history)
+            return LMReport(False, it - 1, evaluations, f, f"the solver failed: {err}")
         J = J[:, columns]
         evaluations += 1
         if not (np.all(np.isfinite(J)) and np.all(np.isfinite(r))):
-            return LMReport(False, it - 1, evaluations, f, "non-finite Jacobian", history)
+            return LMReport(False, it - 1, evaluations, f, "non-finite Jacobian")
         A, g = J.T @ J, J.T @ r
         d = np.clip(np.diag(A), 1e-12 * max(float(np.max(np.diag(A))), 1e-300), None)
         accepted = False
@@ -158,16 +156,14 @@ def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
         if not accepted:
             _assign(params, saved, sizes, None)
             return LMReport(True, it, evaluations, f,
-                            "no step decreases the objective further (a minimum)", history)
+                            "no step decreases the objective further (a minimum)")
         gain, f = f - f_new, f_new
-        history.append(f)
         if on_accept is not None:
             on_accept(f, lam)
         if gain < F_TOLERANCE * max(1.0, abs(f)):
-            return LMReport(True, it, evaluations, f, f"converged in {it} iterations",
-                            history)
+            return LMReport(True, it, evaluations, f, f"converged in {it} iterations")
     return LMReport(False, int(iterations), evaluations, f,
-                    f"stopped after {int(iterations)} iterations", history)
+                    f"stopped after {int(iterations)} iterations")
 
 
 def linearise(problem, step: float = STEP):
@@ -229,11 +225,9 @@ def linearise(problem, step: float = STEP):
     for k in range(P):
         J[:, k] = tangent[k][mask].numpy()
     owner = source.view(S, *([1] * (mask.dim() - 1))).expand(mask.shape)[mask].numpy()
-    for i in range(n):
-        col = tangent[P + i][mask].numpy()
-        for m in np.unique(owner):
-            sel = owner == m
-            J[sel, P + m * n + i] = col[sel]
+    rows_r = np.arange(r.size)
+    for i in range(n):        # row j depends on the start of its own segment, owner[j]
+        J[rows_r, P + owner * n + i] = tangent[P + i][mask].numpy()
     if not windows:
         return f, r, J
     # continuity rows: they depend on the end of window a (its parameters and start) and
@@ -249,11 +243,10 @@ def linearise(problem, step: float = STEP):
     rows_g = np.arange(G)[:, None] * n + np.arange(n)[None, :]   # (G, n) row of (g, i)
     for k in range(P):
         Jg[rows_g.ravel(), k] = d_end[k].ravel()
-    src_a, src_b = source[a].numpy(), source[b].numpy()
+    src_a, src_b = source[a].numpy()[:, None], source[b].numpy()[:, None]
     for i in range(n):
-        for g in range(G):
-            Jg[rows_g[g], P + src_a[g] * n + i] = d_end[P + i, g]
-            Jg[rows_g[g, i], P + src_b[g] * n + i] -= 1.0 / problem.continuity
+        Jg[rows_g, P + src_a * n + i] = d_end[P + i]
+        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= 1.0 / problem.continuity
     f += 0.5 * float(np.sum(gap ** 2))
     return f, np.concatenate([r, gap.ravel()]), np.vstack([J, Jg])
 
