@@ -27,6 +27,33 @@ def _symbol_entry(item, where):
                      f"received {item!r}.")
 
 
+#: How each table of [model] is written, for the error messages.
+_TABLE_EXAMPLES = {
+    "physics": '[model.physics]\nx = "-k * x"',
+    "observations": '[model.observations]\ndistance = "sqrt(x**2 + y**2)"',
+    "parameters": "[model.parameters]\nk = { value = 0.5, positive = true }",
+    "fixed": "[model.fixed]\ng = 9.81",
+    "residual": "[model.residual]\nwidth = 32\nstates = [\"v\"]",
+}
+
+
+def _table(m: dict, key: str) -> dict | None:
+    """``m[key]`` when it is a TOML table (None when absent); anything else is refused."""
+    value = m.get(key)
+    if value is None or isinstance(value, dict):
+        return value
+    raise SysidError(f"[model] {key} must be a table, e.g.\n{_TABLE_EXAMPLES[key]}\n"
+                     f"received {key} = {value!r} (type {type(value).__name__}).")
+
+
+def _list(m: dict, key: str) -> list:
+    value = m.get(key, [])
+    if isinstance(value, list):
+        return value
+    raise SysidError(f"[model] {key} must be a list of names, e.g. {key} = [\"x\", \"y\"]; "
+                     f"received {key} = {value!r} (type {type(value).__name__}).")
+
+
 def _valued_entries(table, where):
     out = []
     for name, item in (table or {}).items():
@@ -49,17 +76,17 @@ def model_from_toml(spec: dict):
     if not isinstance(m, dict) or "states" not in m:
         raise SysidError("The spec needs a [model] table with states = [...]; see "
                          "`sysid fit --help` for the format.")
-    residual = m.get("residual")
+    residual = _table(m, "residual")
     if residual is not None:
         residual = {"width": 32, "depth": 2, "states": None, "inputs": None,
                     "activation": "tanh", **residual}
     return model_from_spec({
-        "states": [_symbol_entry(s, "states") for s in m["states"]],
-        "inputs": [_symbol_entry(s, "inputs") for s in m.get("inputs", [])],
-        "parameters": _valued_entries(m.get("parameters"), "model.parameters"),
-        "fixed": _valued_entries(m.get("fixed"), "model.fixed"),
-        "physics": dict(m.get("physics", {})),
-        "observations": dict(m.get("observations", {})),
+        "states": [_symbol_entry(s, "states") for s in _list(m, "states")],
+        "inputs": [_symbol_entry(s, "inputs") for s in _list(m, "inputs")],
+        "parameters": _valued_entries(_table(m, "parameters"), "model.parameters"),
+        "fixed": _valued_entries(_table(m, "fixed"), "model.fixed"),
+        "physics": dict(_table(m, "physics") or {}),
+        "observations": dict(_table(m, "observations") or {}),
         "residual": residual,
     })
 
