@@ -26,8 +26,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -208,6 +211,129 @@ def oracle_least_squares(times, Y, sigma=None):
             "status": fit.message}
 
 
+#: Monomials x^i y^j of total degree <= 3: the summary's default library for Lotka-Volterra.
+LV_MONOMIALS = [(i, j) for deg in range(4) for i in range(deg, -1, -1) for j in [deg - i]]
+
+
+def lv_support_limit(times, Y):
+    """What any selection by likelihood can do on this data: the true support (x*y in both
+    residuals) against every support one term away -- one equation's x*y swapped for
+    another monomial of degree <= 3, or one monomial added to one equation -- each fitted
+    by least squares (a and d known; the coefficients and the initial state free; several
+    starts) and scored by the summary's EBIC, ``sum_c n log(RSS_c / n) + k log(N) +
+    2 sum_s log C(10, k_s)``. Returns ``{"rank": place of the truth (0 = best), "best": the
+    best support as (x terms, y terms), "gap": its EBIC minus the truth's, "selected": the
+    support that the summary's rule picks among these (the fewest parameters within 2 EBIC
+    units of the best, then the simplest terms, then the score), "scores": every support's
+    EBIC}``. A ``selected`` other than the truth means that the data themselves lead the
+    selection to a wrong support, whatever the search."""
+    from math import comb, log
+
+    times, Y = np.asarray(times, dtype=float), np.asarray(Y, dtype=float)
+    a, d = LV_PARAMS["a"], LV_PARAMS["d"]
+    scale = np.abs(Y.mean(axis=0))
+    xy = (1, 1)
+    others = [m for m in LV_MONOMIALS if m != xy]
+    supports = ([((xy,), (xy,))] + [((xy,), (m,)) for m in others]
+                + [((m,), (xy,)) for m in others] + [((xy, m), (xy,)) for m in others]
+                + [((xy,), (xy, m)) for m in others])
+
+    def name(terms):
+        return " + ".join(("x" * i + "y" * j) or "1" for i, j in terms)
+
+    scores = {}
+    for sx, sy in supports:
+        kx = len(sx)
+
+        def rhs(t, u, *coef):
+            x, y = u
+            return [a * x + sum(c * x ** i * y ** j for c, (i, j) in zip(coef[:kx], sx)),
+                    -d * y + sum(c * x ** i * y ** j for c, (i, j) in zip(coef[kx:], sy))]
+
+        def residual(p):
+            try:
+                sol = solve_ivp(rhs, (times[0], times[-1]), p[-2:], t_eval=times,
+                                args=tuple(p[:-2]), rtol=1e-8, atol=1e-8, events=_escape)
+            except (ValueError, OverflowError, FloatingPointError):
+                return np.full(Y.size, 1e3)
+            if sol.y.shape[1] != len(times) or not np.all(np.isfinite(sol.y)):
+                return np.full(Y.size, 1e3)
+            return ((sol.y.T - Y) / scale).ravel()
+
+        best = None
+        for b0, c0 in ((-0.9, 0.8), (-0.2, 0.2), (-0.05, 0.05)):
+            start = [b0] + [0.0] * (kx - 1) + [c0] + [0.0] * (len(sy) - 1)
+            fit = least_squares(residual, start + [Y[0, 0], Y[0, 1]], max_nfev=60)
+            if best is None or fit.cost < best.cost:
+                best = fit
+        r = residual(best.x).reshape(Y.shape) * scale
+        k = kx + len(sy)
+        scores[(name(sx), name(sy))] = float(
+            sum(len(times) * np.log(np.mean(r[:, j] ** 2)) for j in range(2))
+            + k * log(Y.size) + 2 * (log(comb(10, kx)) + log(comb(10, len(sy)))))
+    order = sorted(scores, key=scores.get)
+    truth = ("xy", "xy")
+    return {"rank": order.index(truth), "best": order[0],
+            "gap": scores[order[0]] - scores[truth], "selected": _selected(scores),
+            "scores": {f"{x} | {y}": v for (x, y), v in scores.items()}}
+
+
+def _selected(scores):
+    """The summary's rule (sysid._symbolic._sparsest_close) on ``{(x terms, y terms): EBIC}``:
+    within 2 units of the lowest, the fewest terms, then the fewest operations (a monomial
+    of degree g has max(g - 1, 0) multiplications and powers; each term counts one more),
+    then the lower score."""
+    def ops(term):
+        i, j = term.count("x"), term.count("y")
+        return int(i > 1) + int(j > 1) + int(i > 0 and j > 0) + 1
+
+    low = min(scores.values())
+    close = [s for s, v in scores.items() if v <= low + 2.0]
+    terms = {s: [t for eq in s for t in eq.split(" + ")] for s in close}
+    return min(close, key=lambda s: (len(terms[s]), sum(ops(t) for t in terms[s]), scores[s]))
+
+
+SUPPORT_LIMIT_CACHE = Path(__file__).resolve().parent / "results" / "lv_support_limit.json"
+
+
+def cached_support_limit(times, Y, key):
+    """:func:`lv_support_limit`, read from ``results/lv_support_limit.json`` when it holds
+    ``key`` for exactly this data (a checksum of ``times`` and ``Y``), else computed (about a
+    minute) and stored. Regenerate all: ``python benchmarks/baselines.py --support-limit``."""
+    digest = hashlib.sha256(np.ascontiguousarray(times, dtype=float).tobytes()
+                            + np.ascontiguousarray(Y, dtype=float).tobytes()).hexdigest()
+    cache = _read_json(SUPPORT_LIMIT_CACHE)
+    hit = cache.get(key)
+    if hit is not None and hit.get("data_sha256") == digest and "selected" in hit:
+        return {**hit, "best": tuple(hit["best"]), "selected": tuple(hit["selected"])}
+    out = lv_support_limit(times, Y)
+    cache[key] = {**out, "best": list(out["best"]), "selected": list(out["selected"]),
+                  "data_sha256": digest}
+    cache = {**_read_json(SUPPORT_LIMIT_CACHE), key: cache[key]}   # others may have written
+    SUPPORT_LIMIT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    partial = SUPPORT_LIMIT_CACHE.with_suffix(".json.partial")
+    partial.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    partial.replace(SUPPORT_LIMIT_CACHE)             # atomic: readers never see half a file
+    return out
+
+
+def _read_json(path) -> dict:
+    for _ in range(3):
+        try:
+            return json.loads(path.read_text()) if path.exists() else {}
+        except ValueError:                            # being written by another process
+            time.sleep(1.0)
+    return {}
+
+
+def _escape(t, u, *args):
+    """Event: a state has left any plausible range (the candidate blows up)."""
+    return max(abs(u[0]), abs(u[1])) - 1e3
+
+
+_escape.terminal = True
+
+
 def _pendulum(t, u, omega0, alpha):
     return [u[1], -omega0 ** 2 * np.sin(u[0]) - alpha * u[1]]
 
@@ -286,6 +412,13 @@ def duffing_least_squares(ds, guesses=(0.5, 0.5, 0.5)):
 
 
 if __name__ == "__main__":
+    if "--support-limit" in sys.argv:       # the cache that benchmarks/symbolic.py reads
+        for sigma in (0.05, 0.005):
+            for seed in range(10):
+                t, Y, _ = lv_data(seed, sigma)
+                print(f"sigma {sigma} seed {seed}:",
+                      cached_support_limit(t, Y, f"sigma={sigma}/seed={seed}"), flush=True)
+        sys.exit(0)
     for s in range(3):
         t, Y, _ = lv_data(s)
         r = oracle_least_squares(t, Y)

@@ -168,8 +168,9 @@ def lotka_volterra(seeds, sigma, label):
         times, Y, _ = baselines.lv_data(seed, sigma)
         ours = _errors(lv_symbolic(times, Y, seed))
         orc = _errors(baselines.oracle_least_squares(times, Y))
+        limit = baselines.cached_support_limit(times, Y, f"sigma={sigma}/seed={seed}")
         ours.update(seed=seed, o_c_err=orc["c_err"], o_b_err=orc["b_err"],
-                    o_rel=orc["extrap_rel_l2"])
+                    o_rel=orc["extrap_rel_l2"], limit=limit)
         rows.append(ours)
         _log(label, ours)
     return rows
@@ -182,16 +183,31 @@ def _log(label, r):
           + (f" ERROR {r['error']}" if r["error"] else ""), file=sys.stderr, flush=True)
 
 
+def _limit_text(limit):
+    if limit is None:
+        return "-"
+    if tuple(limit["selected"]) == ("xy", "xy"):
+        return "yes" if limit["rank"] == 0 else (
+            f"yes ({{{limit['best'][0]}}}, {{{limit['best'][1]}}} {-limit['gap']:.1f} lower, "
+            f"more terms)")
+    x, y = limit["selected"]
+    gap = limit["scores"][f"{x} | {y}"] - limit["scores"]["xy | xy"]
+    return f"no: {{{x}}}, {{{y}}} by {-gap:.1f}"
+
+
 def _seed_rows(rows):
+    limits = any("limit" in r for r in rows)
     out = ["| seed | support exact | residual x | residual y | b err | c err | rel. L2 [0, 50] | "
-           "fit (s) | symbolic() (s) | oracle c err | oracle rel. L2 |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "fit (s) | symbolic() (s) | oracle c err | oracle rel. L2 |"
+           + (" data prefer the truth |" if limits else ""),
+           "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if limits else "")]
     for r in rows:
         note = f" ({r['error']})" if r["error"] else ""
         out.append(
             f"| {r['seed']} | {'yes' if r['exact'] else 'no'}{note} | {r['eq_x']} | "
             f"{r['eq_y']} | {_pct(r['b_err'])} | {_pct(r['c_err'])} | {_g(r['rel'])} | "
-            f"{r['fit_s']:.1f} | {r['sym_s']:.1f} | {_pct(r['o_c_err'])} | {_g(r['o_rel'])} |")
+            f"{r['fit_s']:.1f} | {r['sym_s']:.1f} | {_pct(r['o_c_err'])} | {_g(r['o_rel'])} |"
+            + (f" {_limit_text(r.get('limit'))} |" if limits else ""))
     return out
 
 
@@ -220,6 +236,18 @@ def lv_table(rows, sigma, need_exact, published_ude, published_oracle):
     ok_exact = exact >= math.ceil(need_exact * n)
     ok_ratio = c_ratio <= 1.25 and rel_ratio <= 1.25
     ok_time = max(sym) < 30.0
+    reachable = sum(tuple(r["limit"]["selected"]) == ("xy", "xy")
+                    for r in rows if r.get("limit"))
+    out += [
+        f"Data limit: in {reachable}/{n} seeds the selection rule of `symbolic()` (the "
+        f"fewest terms within 2 EBIC units of the lowest, then the simplest, then the "
+        f"score) picks the true support when it is given the truth and every support one "
+        f"term away (one equation's x*y swapped for another monomial of degree <= 3, or "
+        f"one monomial added), each fitted by least squares with several starts "
+        f"(`baselines.lv_support_limit`, column 'data prefer the truth': else the support "
+        f"picked and its EBIC advantage). In the other seeds the data themselves favour a "
+        f"wrong support, so no search can reach the truth there by this criterion: "
+        f"{reachable}/{n} is the ceiling on this data.", ""]
     out.append(
         f"Targets ({100 * sigma:g} % noise): exact supports in at least "
         f"{need_exact * 10:g}/10 of the seeds -- {exact}/{n}, {_yes(ok_exact)}; median c error "

@@ -23,9 +23,10 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from ._solver import solve_intervals
+from .errors import SolverError
 
 __all__ = ["SolverOptions", "SolverFailure", "InputSignal", "solve_segments", "solve_at_times",
-           "threads_for"]
+           "threads_for", "backward", "solver_limits"]
 
 
 @contextmanager
@@ -58,8 +59,31 @@ class SolverOptions:
     adjoint: bool = False
 
 
-class SolverFailure(RuntimeError):
-    """The integrator could not finish (too many steps, step-size underflow, non-finite)."""
+class SolverFailure(SolverError):
+    """The integrator could not finish (too many steps, step-size underflow, non-finite).
+    A :class:`sysid.errors.SolverError` (and a ``RuntimeError``)."""
+
+
+@contextmanager
+def solver_limits(what: str = ""):
+    """Report torchdiffeq's limits (signalled by ``assert``, or a RuntimeError naming an
+    underflow or the step limit) as :class:`SolverFailure`."""
+    try:
+        yield
+    except AssertionError as err:
+        raise SolverFailure(what + str(err)) from None
+    except RuntimeError as err:
+        if not isinstance(err, SolverFailure) and (
+                "underflow" in str(err) or "max_num_steps" in str(err)):
+            raise SolverFailure(what + str(err)) from None
+        raise
+
+
+def backward(loss: torch.Tensor) -> None:
+    """``loss.backward()``; with ``adjoint=True`` it integrates backwards in time, and a
+    step limit or underflow there is a :class:`SolverFailure` like one in the forward solve."""
+    with solver_limits("adjoint (backward) solve: "):
+        loss.backward()
 
 
 class InputSignal:
@@ -163,22 +187,17 @@ def _solve(field, x0, tau, inputs, options):
                                    rtol=options.rtol, atol=options.atol,
                                    max_steps=options.max_steps, substeps=options.substeps,
                                    failure=SolverFailure)
-        if options.method == "rk4":
-            xs = integrate(clock, x0, s, method="rk4",
-                           options={"step_size": 1.0 / options.substeps, "perturb": True}, **kwargs)
-        else:
-            opts = {"max_num_steps": options.max_steps}
-            jumps = _jump_points(tau, inputs is not None and inputs.m > 0)
-            if jumps is not None:
-                opts["jump_t"] = jumps
-            xs = integrate(clock, x0, s, method=options.method, rtol=options.rtol,
-                           atol=options.atol, options=opts, **kwargs)
-    except AssertionError as err:          # torchdiffeq signals limits with assert
-        raise SolverFailure(str(err)) from None
-    except RuntimeError as err:
-        if "underflow" in str(err) or "max_num_steps" in str(err):
-            raise SolverFailure(str(err)) from None
-        raise
+        with solver_limits():
+            if options.method == "rk4":
+                xs = integrate(clock, x0, s, method="rk4", options={
+                    "step_size": 1.0 / options.substeps, "perturb": True}, **kwargs)
+            else:
+                opts = {"max_num_steps": options.max_steps}
+                jumps = _jump_points(tau, inputs is not None and inputs.m > 0)
+                if jumps is not None:
+                    opts["jump_t"] = jumps
+                xs = integrate(clock, x0, s, method=options.method, rtol=options.rtol,
+                               atol=options.atol, options=opts, **kwargs)
     finally:
         field.freeze_parameters(False)
     return xs.transpose(0, 1)

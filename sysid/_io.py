@@ -209,6 +209,10 @@ def save_result(result, path) -> None:
         "history": _netcdf_bytes(result.history),
         "stats": dict(result.stats),
         "status": {"code": result.status.code, "detail": result.status.detail},
+        # the objective the fit ended on (shooting windows or whole trajectories), which
+        # the fitted noise levels are computed from
+        "objective": {"windows": bool(result._problem.active),
+                      "continuity": float(result._problem.continuity)},
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -223,10 +227,48 @@ def load(path):
     whitelist parser: nothing in it can execute code. Predictions of the loaded result
     are bit-identical to the saved one's.
 
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :meth:`FitResult.save`.
+
+    Returns
+    -------
+    FitResult
+        With the saved model, data, options, status, statistics and history.
+
+    Raises
+    ------
+    sysid.errors.FileFormatError
+        The file is not a sysid result, holds objects other than plain data and tensors,
+        was written by another format version, or was tampered with.
+
     Examples
     --------
-    >>> result.save("lynx.sysid")          # doctest: +SKIP
-    >>> again = sysid.load("lynx.sysid")   # doctest: +SKIP
+    >>> import os, tempfile, numpy as np, sympy as sp, sysid
+    >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+    >>> x, y = sp.symbols("x y")
+    >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+    >>> model = sysid.HybridODE(
+    ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+    ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+    >>> result = sysid.fit(model, data, progress=False)
+    >>> path = os.path.join(tempfile.mkdtemp(), "lotka_volterra.sysid")
+    >>> result.save(path)
+    >>> again = sysid.load(path)
+    >>> again
+    FitResult(a=1.302, b=0.899, c=0.8756, d=1.82; status=converged)
+    >>> np.array_equal(again.impute()["x"], result.impute()["x"])
+    True
+
+    A file that is not a saved result is refused:
+
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"not a result")
+    >>> sysid.load(path)
+    Traceback (most recent call last):
+        ...
+    sysid.errors.FileFormatError: ... is not a sysid result file, ...
     """
     from ._data import prepare
     from ._options import FitOptions, FitStatus
@@ -276,5 +318,16 @@ def load(path):
     except RuntimeError as err:
         raise FileFormatError(f"{path}: the saved tensors do not fit the saved model "
                               f"({str(err).splitlines()[0]}).") from None
+    objective = payload.get("objective", {})     # absent in files of earlier versions
+    windows, continuity = None, None
+    if isinstance(objective, dict):
+        windows = objective.get("windows", problem.active)
+        continuity = objective.get("continuity", problem.continuity)
+    if not isinstance(windows, bool) or isinstance(continuity, bool) or not isinstance(
+            continuity, (int, float)) or not continuity > 0 or not math.isfinite(continuity):
+        raise FileFormatError(f"{path} has an invalid training objective entry: "
+                              f"{objective!r}.")
+    problem.use_windows(windows)
+    problem.continuity = float(continuity)
     stats = payload.get("stats") if isinstance(payload.get("stats"), dict) else {}
     return FitResult(model, data, bundle, problem, options, status, history, stats)

@@ -95,7 +95,8 @@ def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
     starting with damping ``lam``.
 
     ``on_accept(f, lam)`` is called after every accepted step (``f`` in log-likelihood
-    units, ``lam`` the damping the next iteration starts from).
+    units, ``lam`` the damping the next iteration starts from); a true return value stops
+    the iterations there (early stopping on held-out data).
     """
     raw, z0, zw = problem.field.raw, problem.z0, problem.zw
     blocks = [raw, z0] + ([zw] if problem.active else [])
@@ -158,8 +159,9 @@ def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
             return LMReport(True, it, evaluations, f,
                             "no step decreases the objective further (a minimum)")
         gain, f = f - f_new, f_new
-        if on_accept is not None:
-            on_accept(f, lam)
+        if on_accept is not None and on_accept(f, lam):
+            return LMReport(True, it, evaluations, f, f"stopped by the caller after {it} "
+                            f"iterations")
         if gain < F_TOLERANCE * max(1.0, abs(f)):
             return LMReport(True, it, evaluations, f, f"converged in {it} iterations")
     return LMReport(False, int(iterations), evaluations, f,

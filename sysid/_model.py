@@ -49,6 +49,25 @@ class MLP:
     >>> import sysid
     >>> sysid.MLP(width=16, depth=2)
     MLP(width=16, depth=2, states=None, inputs=None, activation='tanh')
+
+    A residual on the velocity only, reading the velocity only (the network then cannot
+    stand in for a term of the angle):
+
+    >>> import sympy as sp
+    >>> theta, omega = sp.symbols("theta omega")
+    >>> omega0 = sp.Symbol("omega0", positive=True)
+    >>> model = sysid.HybridODE(
+    ...     states=[theta, omega],
+    ...     physics={theta: omega, omega: -omega0**2 * sp.sin(theta)},
+    ...     parameters={omega0: 1.0},
+    ...     residual=sysid.MLP(width=16, depth=2, states=[omega], inputs=[omega]))
+    >>> model
+    HybridODE(
+      dtheta/dt = omega
+      domega/dt = -omega0**2*sin(theta) + NN
+    )
+    >>> model.residual_states, model.residual_inputs
+    (['omega'], ['omega'])
     """
 
     width: int = 32
@@ -125,13 +144,37 @@ class HybridODE:
 
     Examples
     --------
+    A spring with a known stiffness law and an unknown damping, learnt by a network:
+
     >>> import sympy as sp, sysid
     >>> x, v = sp.symbols("x v")
     >>> k = sp.Symbol("k", positive=True)
     >>> model = sysid.HybridODE(states=[x, v], physics={x: v, v: -k * x},
-    ...                         parameters={k: 1.0}, residual=sysid.MLP(8, 1))
-    >>> model.state_names
-    ['x', 'v']
+    ...                         parameters={k: 1.0}, residual=sysid.MLP(8, 1, states=[v]))
+    >>> model
+    HybridODE(
+      dx/dt = v
+      dv/dt = -k*x + NN
+    )
+    >>> model.state_names, model.parameter_names
+    (['x', 'v'], ['k'])
+
+    A driven system: the input ``u`` is a data variable of the same name, and the
+    position is measured through a sensor with a known gain:
+
+    >>> u = sp.Symbol("u")
+    >>> driven = sysid.HybridODE(states=[x, v], physics={x: v, v: -k * x + u},
+    ...                          parameters={k: 1.0}, inputs=[u],
+    ...                          observations={"sensor": 2.5 * x})
+    >>> list(driven.channels)
+    ['sensor', 'x', 'v']
+
+    Mistakes are reported with a fix:
+
+    >>> sysid.HybridODE(states=[x, v], physics={x: v, v: -k * x})
+    Traceback (most recent call last):
+        ...
+    sysid.errors.ModelError: physics[v] uses the symbol 'k', which is not a state, input, parameter or fixed constant. Add it to parameters={...} (learnable) or fixed={...} (known).
     """
 
     def __init__(self, states, physics=None, parameters=None, residual=None, inputs=(),

@@ -18,7 +18,27 @@ PENALTY_SLACK = 2.0      # units of log-likelihood the data may pay for the stro
 
 @dataclass(frozen=True)
 class FitOptions:
-    """Options of :func:`sysid.fit` (see its docstring for each)."""
+    """Options of :func:`sysid.fit`, validated in one place.
+
+    ``sysid.fit(model, data, **options)`` builds one from its keyword options, and the
+    result keeps it as ``result.options``. Each field is documented in :func:`sysid.fit`;
+    a misspelt option is refused with a suggestion, never silently ignored.
+
+    Examples
+    --------
+    >>> import sysid
+    >>> options = sysid.FitOptions(epochs=30, noise="lognormal")
+    >>> options.epochs, options.noise, options.solver
+    (30, 'lognormal', 'dopri5')
+    >>> sysid.FitOptions.from_kwargs(epoch=30)
+    Traceback (most recent call last):
+        ...
+    TypeError: sysid.fit got an unknown option 'epoch'. Did you mean 'epochs'? Options: ...
+    >>> sysid.FitOptions(noise="gauss")
+    Traceback (most recent call last):
+        ...
+    ValueError: fit option noise must be one of ('gaussian', 'lognormal', 'student_t'); received 'gauss'.
+    """
 
     seed: int = 0
     epochs: int = 60
@@ -127,7 +147,37 @@ _MESSAGES = {
 
 @dataclass(frozen=True)
 class FitStatus:
-    """Why training stopped, in words, with advice. ``success`` is False only for failures."""
+    """Why training stopped, in words, with advice. ``success`` is False only for failures.
+
+    ``result.status`` of every fit. The codes are ``"converged"``, ``"early_stopped"``,
+    ``"max_iterations"`` and ``"interrupted"`` (successes: the best parameters are kept)
+    and ``"diverged"`` and ``"solver_failed"`` (failures: :func:`sysid.fit` raises
+    :class:`sysid.errors.FitError` unless ``throw=False``).
+
+    Attributes
+    ----------
+    code : str
+        One of the codes above.
+    detail : str
+        What the training loop reported (iterations, the phase that stopped).
+    success : bool
+        False for ``"diverged"`` and ``"solver_failed"``.
+    message : str
+        The code in words, with the detail.
+    advice : str
+        What to try next ("" when nothing is needed).
+
+    Examples
+    --------
+    >>> import sysid
+    >>> status = sysid.FitStatus("max_iterations")
+    >>> status.success
+    True
+    >>> print(status)
+    max_iterations: The iteration budget ran out while the loss was still improving. Increase lbfgs_iterations (or epochs) to continue.
+    >>> sysid.FitStatus("solver_failed").advice
+    'Try a larger max_steps, looser rtol/atol, better initial guesses, or a smaller lr.'
+    """
 
     code: str
     detail: str = ""

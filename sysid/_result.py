@@ -16,20 +16,65 @@ __all__ = ["FitResult"]
 
 
 class FitResult:
-    """The outcome of :func:`sysid.fit`.
+    """The outcome of :func:`sysid.fit`: parameters, states, forecasts, equations.
+
+    Returned by :func:`sysid.fit` (and :func:`sysid.load`); not built by hand. Every
+    output that has a time axis is an ``xarray.Dataset`` with the data's dims, coords and
+    attrs, ready for ``.to_netcdf()``.
 
     Attributes
     ----------
     parameters : dict[str, float]
         Fitted physical parameters.
+    equations : dict[str, sympy.Expr]
+        Fitted right-hand side per state, the network as ``NN_<state>(...)``.
+    initial_states : xarray.Dataset
+        Fitted state of each trajectory at its first sample.
     status : FitStatus
         Why training stopped (``.message``, ``.advice``, ``.success``).
     history : xarray.Dataset
-        Training curve over ``epoch``.
+        Training curve over ``epoch``: one row per optimiser step, with its ``phase``,
+        ``loss``, ``nll``, penalties and function evaluations (``nfe``).
     stats : dict
         Epochs, L-BFGS iterations, function evaluations, wall time, counts.
     noise_std : dict[str, float]
         Fitted (or given) measurement noise level per channel.
+    model : HybridODE
+        The fitted model's specification.
+    data : xarray.Dataset
+        The data it was fitted to.
+    options : FitOptions
+        The options of the fit.
+
+    Examples
+    --------
+    A pendulum whose angle is measured and whose angular velocity is not:
+
+    >>> import sympy as sp, sysid
+    >>> data, truth = sysid.datasets.simulate("pendulum", observed=["theta"],
+    ...                                       noise=0.02, truth=True)
+    >>> theta, omega = sp.symbols("theta omega")
+    >>> omega0, alpha = sp.symbols("omega0 alpha", positive=True)
+    >>> model = sysid.HybridODE(
+    ...     states=[theta, omega],
+    ...     physics={theta: omega, omega: -omega0**2 * sp.sin(theta) - alpha * omega},
+    ...     parameters={omega0: 1.5, alpha: 0.1})
+    >>> result = sysid.fit(model, data, progress=False)
+    >>> result                        # truth: omega0 = 1.047, alpha = 0.2
+    FitResult(omega0=1.047, alpha=0.198; status=converged)
+    >>> result.status.success
+    True
+    >>> result.noise_std["theta"], data["theta"].attrs["true_noise_std"]
+    (0.0055, 0.0056)
+    >>> list(result.history["phase"].to_series().unique())
+    ['adam', 'lbfgs', 'tighten', 'polish']
+
+    The velocity was never measured; it is imputed at the data's times:
+
+    >>> imputed = result.impute()
+    >>> error = abs(imputed["omega"] - truth["omega"]).max()
+    >>> print(f"largest error {float(error):.3f} rad/s")
+    largest error 0.003 rad/s
     """
 
     def __init__(self, model, data, bundle, problem, options, status, history, stats):
@@ -51,20 +96,72 @@ class FitResult:
     # -- parameters and equations ----------------------------------------------------------
     @property
     def parameters(self) -> dict[str, float]:
+        """Fitted physical parameters by name (fixed constants are not listed).
+
+        Examples
+        --------
+        >>> import sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> data.attrs["true_parameters"]
+        'a=1.3, b=0.9, c=0.8, d=1.8'
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> result = sysid.fit(model, data, progress=False)
+        >>> result.parameters
+        {'a': 1.30, 'b': 0.899, 'c': 0.88, 'd': 1.82}
+        """
         with torch.no_grad():
             values = self._problem.field.parameter_values().tolist()
         return dict(zip(self.model.parameter_names, values))
 
     @property
     def initial_states(self) -> xr.Dataset:
-        """Fitted state of each trajectory at its first sample."""
+        """Fitted state of each trajectory at its first sample.
+
+        Examples
+        --------
+        >>> import sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> x0 = sysid.fit(model, data, progress=False).initial_states
+        >>> float(x0["x"]), float(x0["y"])         # truth: 0.442, 4.628
+        (0.44, 4.63)
+        """
         x0 = self._problem.x0().detach().numpy()
         from ._output import initial_states_dataset
         return initial_states_dataset(self, x0)
 
     @property
     def equations(self) -> dict[str, sp.Expr]:
-        """Fitted right-hand side per state; the network appears as ``NN_<state>(...)``."""
+        """Fitted right-hand side per state; the network appears as ``NN_<state>(...)``.
+
+        The fitted parameter values are substituted; the network's term is an undefined
+        SymPy function of what it reads. :meth:`symbolic` replaces it by sparse terms.
+
+        Examples
+        --------
+        >>> import sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, c, d = sp.symbols("a c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, c: 1.0, d: 1.0},
+        ...     residual=sysid.MLP(width=16, depth=1, states=[x]))
+        >>> result = sysid.fit(model, data, progress=False, epochs=5, lbfgs_iterations=5,
+        ...                    polish_iterations=0)
+        >>> print("dx/dt =", result.equations["x"])
+        dx/dt = ...*x + NN_x(x, y)
+        >>> sorted(result.equations)
+        ['x', 'y']
+        """
         subs = {s: sp.Float(v, 15) for s, v in zip(self.model.parameters, self.parameters.values())}
         rhs = dict(zip(self.model.state_names, (e.subs(subs) for e in self.model.rhs())))
         if self.model.residual is not None:
@@ -123,11 +220,28 @@ class FitResult:
 
         Examples
         --------
-        >>> table = result.parameter_table(level=0.9)       # doctest: +SKIP
-        >>> table[["value", "std_error", "lower", "upper"]]  # doctest: +SKIP
-                   value  std_error   lower   upper
+        >>> import sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> result = sysid.fit(model, data, progress=False)
+        >>> table = result.parameter_table(level=0.9)
+        >>> table[["value", "std_error", "lower", "upper"]].round(3)
+                   value  std_error  lower  upper
         parameter
-        omega0     1.046    0.0031   1.041   1.051
+        a          1.302      0.004  1.294  1.309
+        b          0.899      0.006  0.889  0.909
+        c          0.876      0.074  0.761  1.008
+        d          1.820      0.018  1.790  1.851
+
+        Every true value (a=1.3, b=0.9, c=0.8, d=1.8) lies inside its 90 % interval:
+
+        >>> truth = {"a": 1.3, "b": 0.9, "c": 0.8, "d": 1.8}
+        >>> all(table.loc[k, "lower"] < v < table.loc[k, "upper"] for k, v in truth.items())
+        True
         """
         from ._uncertainty import parameter_table
         return parameter_table(self, level, network=network)
@@ -151,9 +265,25 @@ class FitResult:
 
         Examples
         --------
-        >>> corr = result.parameter_correlation()           # doctest: +SKIP
-        >>> float(corr.sel(parameter="a", parameter_="b"))  # doctest: +SKIP
-        0.87
+        >>> import sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> corr = sysid.fit(model, data, progress=False).parameter_correlation()
+        >>> corr.round(2).values
+        array([[1.  , 0.79, 0.28, 0.2 ],
+               [0.79, 1.  , 0.18, 0.19],
+               [0.28, 0.18, 1.  , 0.98],
+               [0.2 , 0.19, 0.98, 1.  ]])
+
+        The predator's growth ``c`` and death ``d`` are nearly confounded on this short
+        record:
+
+        >>> float(corr.sel(parameter="c", parameter_="d"))
+        0.98
         """
         from ._uncertainty import parameter_correlation
         return parameter_correlation(self, network=network)
@@ -183,10 +313,30 @@ class FitResult:
 
         Examples
         --------
-        >>> states = result.impute()                       # doctest: +SKIP
-        >>> states["omega"].plot()                         # doctest: +SKIP
-        >>> band = result.impute(level=0.9)                # doctest: +SKIP
-        >>> band["omega_lower"], band["omega_upper"]       # doctest: +SKIP
+        A pendulum measured by its angle only; its angular velocity is imputed:
+
+        >>> import numpy as np, sympy as sp, sysid
+        >>> data, truth = sysid.datasets.simulate("pendulum", observed=["theta"],
+        ...                                       noise=0.02, truth=True)
+        >>> theta, omega = sp.symbols("theta omega")
+        >>> omega0, alpha = sp.symbols("omega0 alpha", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[theta, omega],
+        ...     physics={theta: omega, omega: -omega0**2 * sp.sin(theta) - alpha * omega},
+        ...     parameters={omega0: 1.5, alpha: 0.1})
+        >>> result = sysid.fit(model, data, progress=False)
+        >>> band = result.impute(level=0.9)
+        >>> sorted(band.data_vars)
+        ['omega', 'omega_lower', 'omega_upper', 'theta', 'theta_lower', 'theta_upper']
+        >>> rmse = float(np.sqrt(((band["omega"] - truth["omega"]) ** 2).mean()))
+        >>> print(f"RMS error of the never-measured velocity: {rmse:.3f} rad/s")
+        RMS error of the never-measured velocity: 0.002 rad/s
+
+        At any other times, e.g. a fine grid for a plot:
+
+        >>> fine = result.impute(np.linspace(0.0, 20.0, 401))
+        >>> fine.sizes["time"], fine["theta"].attrs["units"]
+        (401, 'rad')
         """
         tf = self._float_times(times)
         x = self._integrate(self._problem.x0().detach(), self._t0(), tf, self._problem.inputs)
@@ -207,8 +357,26 @@ class FitResult:
 
         Examples
         --------
-        >>> future = result.forecast(horizon=5.0, level=0.9)       # doctest: +SKIP
-        >>> future["x"].plot(); future["x_upper"].plot()           # doctest: +SKIP
+        Fit Lotka-Volterra on ``0 <= t <= 3``, forecast to ``t = 4``, compare with the truth:
+
+        >>> import numpy as np, sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> result = sysid.fit(model, data, progress=False)
+        >>> future = result.forecast(horizon=1.0, n=2, level=0.9)
+        >>> future["time"].values
+        array([3.5, 4. ])
+        >>> future["x"].values.round(2)
+        array([2.99, 5.45])
+        >>> truth = sysid.datasets.simulate("lotka_volterra", noise=0.0, t_end=4.0, dt=0.5)
+        >>> truth["x"].sel(time=future["time"]).values.round(2)
+        array([2.99, 5.49])
+        >>> bool((future["x_lower"] < future["x"]).all() and (future["x"] < future["x_upper"]).all())
+        True
         """
         end = self._bundle.times[-1]
         if times is None:
@@ -234,6 +402,44 @@ class FitResult:
         The initial state of each trajectory is estimated from its first ``n_init``
         observed samples (the model's parameters stay fixed); then the model runs free
         over the whole record, driven by the data's inputs.
+
+        Parameters
+        ----------
+        data : xarray.Dataset
+            A new record, under the data contract of :func:`sysid.fit`; the model's
+            inputs must be known over it.
+        n_init : int, default 10
+            Number of first samples used to estimate each trajectory's initial state.
+
+        Returns
+        -------
+        xarray.Dataset
+            Every state and channel (and input) at the data's times, with its dims and
+            attrs.
+
+        Examples
+        --------
+        Fit a pendulum on one experiment (angle measured), then predict a new one that
+        starts at rest in the downward position with a push (angle and velocity unknown
+        to the model: they are estimated from the first 10 angles):
+
+        >>> import numpy as np, sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("pendulum", observed=["theta"], noise=0.02)
+        >>> theta, omega = sp.symbols("theta omega")
+        >>> omega0, alpha = sp.symbols("omega0 alpha", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[theta, omega],
+        ...     physics={theta: omega, omega: -omega0**2 * sp.sin(theta) - alpha * omega},
+        ...     parameters={omega0: 1.5, alpha: 0.1})
+        >>> result = sysid.fit(model, data, progress=False)
+        >>> new, truth = sysid.datasets.simulate("pendulum", observed=["theta"], x0=[0.0, 1.0],
+        ...                                      noise=0.02, seed=5, truth=True)
+        >>> run = result.simulate(new)
+        >>> float(run["omega"][0])                     # truth: 1.0
+        1.00
+        >>> error = float(np.abs(run["omega"] - truth["omega"]).max())
+        >>> print(f"largest velocity error over the new record: {error:.3f} rad/s")
+        largest velocity error over the new record: 0.005 rad/s
         """
         bundle = prepare(self.model, data, time_unit=self._bundle.time_attrs.get("time_unit"))
         signal = input_signal(bundle.times, bundle.u, self.options.interpolation)
@@ -244,17 +450,105 @@ class FitResult:
 
     # -- plotting and files --------------------------------------------------------------
     def plot(self, *, forecast=None, states=None, figsize=None):
-        """Data, fit and imputed states (and a forecast ``horizon``) per state and channel."""
+        """Data, fit and imputed states (and a forecast ``horizon``) per state and channel.
+
+        One panel per state (observed or not) and per observed channel that is not a
+        state; several trajectories share a panel, one colour each (up to 10). Axes are
+        labelled from the data's ``long_name`` and ``units`` attrs.
+
+        Parameters
+        ----------
+        forecast : float, optional
+            Also draw a forecast this far past the last sample.
+        states : list of str, optional
+            Only these states and channels.
+        figsize : tuple, optional
+            Figure size in inches (default: 8 wide, 2.4 per panel).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Examples
+        --------
+        >>> import matplotlib.pyplot as plt, sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> fig = sysid.fit(model, data, progress=False).plot(forecast=2.0)
+        >>> [ax.get_ylabel() for ax in fig.axes]
+        ['prey population [1]', 'predator population [1]']
+        >>> plt.close(fig)
+        """
         from ._plot import plot_result
         return plot_result(self, forecast=forecast, states=states, figsize=figsize)
 
     def save(self, path) -> None:
-        """Write the result to ``path`` (a single file; see :func:`sysid.load`)."""
+        """Write the result to ``path``, a single file that :func:`sysid.load` reads back.
+
+        The file holds plain data only: the model's equations as text, the trained
+        tensors, the data and training history as netCDF bytes, the options and status.
+        It is written to a temporary name first and then renamed, so an interrupted save
+        never leaves a half-written file under ``path``.
+
+        Examples
+        --------
+        >>> import os, tempfile, numpy as np, sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> result = sysid.fit(model, data, progress=False)
+        >>> path = os.path.join(tempfile.mkdtemp(), "lv.sysid")
+        >>> result.save(path)
+        >>> again = sysid.load(path)
+        >>> again.parameters == result.parameters
+        True
+        >>> np.array_equal(again.forecast(horizon=5.0)["y"], result.forecast(horizon=5.0)["y"])
+        True
+        """
         from ._io import save_result
         save_result(self, path)
 
     def symbolic(self, **options):
-        """Sparse symbolic summary of the neural residual (see :class:`SymbolicSummary`)."""
+        """Sparse symbolic summary of the neural residual: a :class:`SymbolicSummary`.
+
+        The network is evaluated along the fitted trajectories, sparse regressions
+        propose candidate sets of terms, and each candidate is refit to the data (physics
+        plus terms, no network) and scored by EBIC; see the user guide for the method
+        and :func:`sysid._symbolic.summarize` for every option (``degree``,
+        ``functions``, ``library``, ``thresholds``, ``n_points``, ``seed``,
+        ``max_terms``, ``refine``, ``holdout``, ``ensemble``).
+
+        Examples
+        --------
+        Lotka-Volterra with the prey's predation term left to a network:
+
+        >>> import sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, c, d = sp.symbols("a c d", positive=True)
+        >>> model = sysid.HybridODE(
+        ...     states=[x, y], physics={x: a * x, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, c: 1.0, d: 1.0},
+        ...     residual=sysid.MLP(width=16, depth=1, states=[x]))
+        >>> result = sysid.fit(model, data, progress=False,
+        ...                    epochs=30, lbfgs_iterations=60, polish_iterations=5)
+
+        The summary names the missing term (truth: ``-0.9*x*y``), and the refit puts the
+        share of ``a`` that the network had taken back into the physics (truth: 1.3):
+
+        >>> summary = result.symbolic(degree=2, ensemble=0, holdout=0, refine=0)
+        >>> summary.equations
+        {'x': -0.899*x*y}
+        >>> summary.model_equations["x"]
+        -0.899...*x*y + 1.30...*x
+        """
         from ._symbolic import summarize
         return summarize(self, **options)
 

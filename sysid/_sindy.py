@@ -191,6 +191,27 @@ def forward_path(theta: np.ndarray, y: np.ndarray, max_terms: int, keep=None) ->
             for k in sorted(by_size) if 1 <= k <= n]
 
 
+def single_terms(theta: np.ndarray, y: np.ndarray, n: int, keep=None) -> list[int]:
+    """The ``n`` columns that each explain most of ``y`` on their own (after the kept
+    columns), best first: the one-term supports worth trying beside the forward path's.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> theta = rng.normal(size=(200, 3))
+    >>> single_terms(theta, 2 * theta[:, 2] + 0.5 * theta[:, 0], 2)
+    [2, 0]
+    """
+    theta, y, keep = _prepare(theta, y, keep)
+    free, A, b = _project_out(theta, y, keep)
+    norms = np.einsum("ij,ij->j", A, A)
+    ok = norms > 1e-12 * max(float(norms.max(initial=0.0)), 1e-300)
+    explained = np.where(ok, (A.T @ b) ** 2 / np.where(ok, norms, 1.0), -np.inf)
+    order = np.argsort(-explained, kind="stable")
+    return [int(free[i]) for i in order[:int(n)] if np.isfinite(explained[i])]
+
+
 def _step(threshold, free, selected, A, b, n_features) -> PathStep:
     """A path step with least-squares coefficients on the selected free columns."""
     full = np.zeros(n_features)

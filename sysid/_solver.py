@@ -51,10 +51,21 @@ class _Interval:
     def __init__(self, field, inputs, t0, delta):
         self.field, self.inputs, self.t0, self.delta = field, inputs, t0, delta
         self.scale = delta.unsqueeze(-1)
+        # a held (zero-order-hold) input jumps at the sample times, where the stages at
+        # the interval's ends sit: they read it from just inside the interval
+        self.held = inputs is not None and getattr(inputs, "kind", "linear") == "zoh"
+        if self.held:
+            t1 = t0 + delta
+            self.inside = (torch.nextafter(t0, t1), torch.nextafter(t1, t0))
 
     def __call__(self, sigma: float, x):
         t = self.t0 + sigma * self.delta
-        u = self.inputs(t) if self.inputs is not None else x.new_zeros(x.shape[0], 0)
+        if self.inputs is None:
+            u = x.new_zeros(x.shape[0], 0)
+        elif self.held and (sigma <= 0.0 or sigma >= 1.0 - 1e-12):
+            u = self.inputs(self.inside[0] if sigma <= 0.0 else self.inside[1])
+        else:
+            u = self.inputs(t)
         self.last = self.field(t, x, u)          # in physical time, for the next interval
         return self.last * self.scale
 
@@ -124,7 +135,8 @@ def _dopri5(g, x, h, steps, rtol, atol, max_steps, failure, k1=None):
             x, sigma, k1, f_end = x_new, sigma + h, ks[6], last
             steps += 1
             if steps > max_steps:
-                raise failure(f"max_num_steps exceeded ({max_steps} steps)")
+                raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps "
+                              f"option plus one per sample interval)")
         if not math.isfinite(ratio):
             h *= 0.2
         else:
@@ -132,5 +144,8 @@ def _dopri5(g, x, h, steps, rtol, atol, max_steps, failure, k1=None):
             if ratio <= 1.0:               # a step cut short at the interval's end
                 h = max(h, proposal)       # does not shrink the next interval's steps
         if h < 1e-10:
-            raise failure(f"underflow in dt {h}: the problem is stiff or the state blew up")
+            if not math.isfinite(ratio):      # shrinking the step did not make it finite
+                raise failure(f"underflow in dt {h:.3g}: the vector field or the state is "
+                              f"not finite (NaN or inf)")
+            raise failure(f"underflow in dt {h:.3g}: the problem is stiff or the state blew up")
     return x, h, steps, f_end

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import os
 import sys
 import time
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 
 from ._data import prepare
-from ._integrate import SolverFailure, threads_for
+from ._integrate import SolverFailure, backward, threads_for
 from ._model import HybridODE
 from ._options import PENALTY_SLACK, FitOptions, FitStatus
 from ._problem import build_problem
@@ -58,11 +60,12 @@ def fit(model: HybridODE, data, **options):
         states (after multiple shooting); it stops early once 10 iterations gain less
         than ``tolerance``.
     gauss_newton : bool, default True
-        For a model without a network (Gaussian or log-normal noise, no ``validation``),
-        the single-shooting passes (``lbfgs_iterations`` with ``shooting="single"``, and
-        the polish) use Levenberg-Marquardt, a trust-region Gauss-Newton method, in place
-        of L-BFGS: the iteration budgets then count its Jacobians, and a few suffice where
-        L-BFGS takes hundreds of solves. False keeps L-BFGS.
+        For a model without a network (Gaussian or log-normal noise), the L-BFGS phases
+        (``lbfgs_iterations`` on shooting windows or whole trajectories, the tightening
+        and the polish) use Levenberg-Marquardt, a trust-region Gauss-Newton method, in
+        place of L-BFGS: the iteration budgets then count its Jacobians, and a few suffice
+        where L-BFGS takes hundreds of solves. With ``validation`` the held-out error is
+        scored after every step, as for L-BFGS. False keeps L-BFGS.
     patience : int, default 30
         Adam stops early after this many epochs without a 0.1 % improvement (of the
         held-out error when ``validation`` is set, else of the training loss).
@@ -70,8 +73,10 @@ def fit(model: HybridODE, data, **options):
         Fraction of shooting windows held out of training (never a trajectory's first or
         last, never two in a row) to score the model on data it does not see: each
         phase stops when the held-out error stops improving and keeps the state where it
-        was lowest. Its history is ``result.history["validation"]`` (mean squared
-        standardised error, about 1 at the noise level).
+        was lowest. Its history is ``result.history["validation"]``: the mean squared
+        error of the held-out samples over a fixed noise scale per channel (the known
+        ``noise_std``, else an estimate from the data's second differences), each
+        held-out window predicted from the end of the window before it.
     residual_penalty : "auto" or float
         Weight of the minimal-norm penalty on the residual (the mean square of the
         network's output in units of each state's typical rate): the network explains
@@ -99,7 +104,8 @@ def fit(model: HybridODE, data, **options):
     rtol, atol : float
         Tolerances of adaptive solvers (1e-6, 1e-8).
     max_steps : int
-        Step limit per solve; reaching it ends training with status ``solver_failed``.
+        Step limit per solve; reaching it ends training with status ``solver_failed``
+        (where retrying at a lower rate does not help; the best parameters are kept).
     adjoint : bool
         Adjoint gradients (memory independent of the series length).
     interpolation : {"linear", "zoh"}
@@ -117,7 +123,9 @@ def fit(model: HybridODE, data, **options):
         Seconds between checkpoint writes (0: after every step).
     resume : str or path, optional
         Continue from a checkpoint written by an earlier call with the same model, data
-        and options; the result equals that of an uninterrupted fit.
+        and options; the result equals that of an uninterrupted fit, bit for bit. A
+        checkpoint carries a SHA-256 checksum: a damaged or truncated one is refused with
+        :class:`sysid.errors.FileFormatError` (and left as it is).
     throw : bool, default True
         Raise :class:`sysid.errors.FitError` when training fails (the error carries the
         best result as ``err.result``); with False, inspect ``result.status`` instead.
@@ -264,7 +272,11 @@ class _Trainer:
         if name in self.done:                      # finished before the checkpoint
             return self.done[name]
         self.phase = name
-        status = body()
+        try:
+            status = body()
+        except SolverFailure as err:    # a solve outside the optimisers' own handling
+            self._restore()
+            status = _failure_status(err, name)
         self.done[name] = status
         self.pending = None
         self._save(None, force=True)
@@ -301,13 +313,12 @@ class _Trainer:
             opt.zero_grad()
             try:
                 loss, parts = self._loss()
-                loss.backward()
+                backward(loss)
             except SolverFailure as err:
                 c["failures"] += 1
                 self._restore()
                 if c["failures"] > 3:
-                    return FitStatus("solver_failed" if "not finite" not in str(err)
-                                     else "diverged", str(err))
+                    return _failure_status(err)
                 opt.state.clear()                  # restart the moments, at a lower rate
                 sched.base_lrs = [lr * 0.3 for lr in sched.base_lrs]
                 sched.eta_min *= 0.3
@@ -403,8 +414,7 @@ class _Trainer:
     def _gauss_newton(self) -> bool:
         """Single-shooting passes use Levenberg-Marquardt (see the gauss_newton option)."""
         from ._lm import supports_gauss_newton
-        return (self.opts.gauss_newton and self.opts.validation == 0
-                and supports_gauss_newton(self.problem))
+        return self.opts.gauss_newton and supports_gauss_newton(self.problem)
 
     def _levenberg_marquardt(self, budget: int, phase: str) -> FitStatus:
         """Levenberg-Marquardt on whole trajectories; each accepted step is recorded (its
@@ -419,30 +429,46 @@ class _Trainer:
             done, lam = saved["counters"]["iters"], saved["counters"]["lam"]
         total = self.problem.noise.total
         counters = {"iters": done}
+        watch = _ValidationWatch(self, 3)
+        if saved is not None:
+            watch.load(saved.get("validation"))
 
         def accepted(f, new_lam):
             counters["iters"] += 1
             value = f / total
-            self._record(phase, value, {"nll": torch.tensor(value)}, new_lam)
+            parts = {"nll": torch.tensor(value)}
+            if watch.on:                    # the held-out score at the accepted point
+                with torch.no_grad():
+                    parts["validation"] = self._loss()[1]["validation"]
+            self._record(phase, value, parts, new_lam)
             if value < self.best_loss:
                 self.best_loss = value
                 self.best_state = copy.deepcopy(self.problem.state_dict())
-            self._save({"phase": phase, "counters": {"iters": counters["iters"],
-                                                     "lam": new_lam}})
+            # No checkpoint here: after this callback Levenberg-Marquardt decides from the
+            # step's gain whether it has converged, which (iterations, damping) cannot
+            # carry, so a run resumed from here took one step more (measured: parameters
+            # off by up to 1e-6). An interrupted phase restarts from its beginning (a
+            # few Jacobians), and the result equals the uninterrupted one bit for bit.
+            return watch.update(parts, value)
 
         report = levenberg_marquardt(self.problem, max(budget - done, 0), lam=lam,
                                      on_accept=accepted)
         self.lbfgs_iters = counters["iters"]
         if not np.isfinite(report.objective):
             return FitStatus("solver_failed", f"{phase}: {report.message}")
-        if report.converged:
-            return FitStatus("converged", f"Levenberg-Marquardt: {report.message}")
-        if counters["iters"] >= budget:
-            return FitStatus("max_iterations", f"{budget} Levenberg-Marquardt iterations "
-                             f"({phase})")
-        if counters["iters"] == 0:      # it could not take a single step: L-BFGS instead
+        if report.message.startswith("stopped by the caller"):
+            status = FitStatus("early_stopped", f"{phase}: the held-out error rose for 3 "
+                               f"steps")
+        elif report.converged:
+            status = FitStatus("converged", f"Levenberg-Marquardt: {report.message}")
+        elif counters["iters"] == 0:    # it could not take a single step: L-BFGS instead
             return self._lbfgs(budget, phase=phase)
-        return FitStatus("converged", f"Levenberg-Marquardt ({phase}): {report.message}")
+        elif counters["iters"] >= budget:
+            status = FitStatus("max_iterations", f"{budget} Levenberg-Marquardt iterations "
+                               f"({phase})")
+        else:
+            status = FitStatus("converged", f"Levenberg-Marquardt ({phase}): {report.message}")
+        return watch.finish(status)
 
     def _lbfgs(self, budget: int, phase: str = "lbfgs") -> FitStatus:
         params = [p for p in self.problem.parameters() if p.requires_grad]
@@ -464,15 +490,18 @@ class _Trainer:
 
         def closure():
             opt.zero_grad()
+            closure.calls += 1
             try:
                 loss, parts = self._loss()
-            except SolverFailure:
+                backward(loss)
+            except SolverFailure as err:
                 # a trial point of the line search where the model blows up: report a huge
                 # loss with no slope so that the search backs off towards the current point
+                closure.failure = err
+                closure.failures += 1
                 for p in params:
                     p.grad = torch.zeros_like(p)
                 return torch.tensor(1e10, dtype=torch.float64)
-            loss.backward()
             closure.parts = parts
             value = float(loss.detach())
             if value < self.best_loss:      # the parameters evaluated right now
@@ -480,14 +509,19 @@ class _Trainer:
                 self.best_state = copy.deepcopy(self.problem.state_dict())
             return loss
 
-        closure.parts = {}
+        closure.parts, closure.failure = {}, SolverFailure("the loss is at least 1e10")
 
         while self.lbfgs_iters < budget:
+            closure.calls = closure.failures = 0
             loss = opt.step(closure)
             if float(loss.detach()) >= 1e10:        # even the start point failed
                 self._restore()
-                return FitStatus("solver_failed", f"{phase}: the solver failed at the "
-                                 f"current parameters")
+                return _failure_status(closure.failure, f"{phase}, at the current parameters")
+            if closure.calls > 1 and closure.failures == closure.calls - 1:
+                # no point but the start could be evaluated: stuck, not at a minimum
+                self._restore()
+                return _failure_status(closure.failure, f"{phase}, at every trial point "
+                                       f"of the line search")
             state = opt.state[opt._params[0]]
             self.lbfgs_iters = int(state.get("n_iter", self.lbfgs_iters + 1))
             value = float(loss.detach())
@@ -524,13 +558,17 @@ class _Trainer:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         try:
-            torch.save(payload, tmp)
+            with open(tmp, "wb") as f:
+                torch.save(_sealed(payload), f)
+                f.flush()
+                os.fsync(f.fileno())    # on disk before it replaces the previous one
             os.replace(tmp, path)       # the previous checkpoint stays whole until this
         except (OSError, RuntimeError) as err:   # a full disk, a missing folder: go on
             self.checkpoint_warning = (f"the checkpoint {path} could not be written ({err}); "
                                        f"the previous one, if any, is intact")
+        finally:                        # also when interrupted mid-write
             try:
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
             except OSError:
                 pass
         self._last_write = now
@@ -543,20 +581,26 @@ class _Trainer:
                 f"options; resume needs the same ones (only checkpoint, checkpoint_every, "
                 f"resume, progress and throw may change). Start a new fit without resume=.")
         p = self.problem
-        p.continuity = float(ckpt["continuity"])
-        p.use_windows(bool(ckpt["active"]))
-        p.load_state_dict(ckpt["problem"])
-        p.field.nfe = int(ckpt["nfe"])
-        self.best_state = ckpt["best_state"]
-        self.best_loss = float(ckpt["best_loss"])
-        self.rows = list(ckpt["rows"])
-        self.epoch = int(ckpt["epoch"])
-        self.done = {k: FitStatus(*v) for k, v in ckpt["done"].items()}
-        self.pending = ckpt["pending"]
-        self.phase = ckpt["phase"]
-        self.elapsed = float(ckpt["elapsed"])
-        self.penalty = float(ckpt.get("penalty", self.penalty))
-        self.anchor = ckpt.get("anchor")
+        try:
+            p.continuity = float(ckpt["continuity"])
+            p.use_windows(bool(ckpt["active"]))
+            p.load_state_dict(ckpt["problem"])
+            p.field.nfe = int(ckpt["nfe"])
+            self.best_state = ckpt["best_state"]
+            self.best_loss = float(ckpt["best_loss"])
+            self.rows = list(ckpt["rows"])
+            self.epoch = int(ckpt["epoch"])
+            self.done = {k: FitStatus(*v) for k, v in ckpt["done"].items()}
+            self.pending = ckpt["pending"]
+            self.phase = ckpt["phase"]
+            self.elapsed = float(ckpt["elapsed"])
+            self.penalty = float(ckpt.get("penalty", self.penalty))
+            self.anchor = ckpt.get("anchor")
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            why = " ".join(str(err).split())
+            raise FileFormatError(f"{path}: the checkpoint's entries do not fit this fit "
+                                  f"({type(err).__name__}: {why}); it was edited or damaged. "
+                                  f"Start a new fit without resume=.") from None
 
     def history(self):
         import xarray as xr
@@ -584,6 +628,13 @@ class _Trainer:
             "n_network_weights": int(sum(q.numel() for q in p.field.residual.parameters()))
             if p.field.residual is not None else 0,
         }
+
+
+def _failure_status(err: SolverFailure, where: str = "") -> FitStatus:
+    """The status of a fit that a solver failure ended: "diverged" where values stopped
+    being finite, else "solver_failed" (step limit, step-size underflow)."""
+    code = "diverged" if "not finite" in str(err) else "solver_failed"
+    return FitStatus(code, f"{where}: {err}" if where else str(err))
 
 
 class _ValidationWatch:
@@ -625,16 +676,39 @@ class _ValidationWatch:
 CHECKPOINT_FORMAT = "sysid.checkpoint"
 
 
+def _sealed(payload: dict) -> dict:
+    """The checkpoint as written: its serialised bytes with their SHA-256 digest, so that
+    a damaged file (torch.load reads most flipped bytes silently) is recognised."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    raw = buffer.getvalue()
+    return {"format": CHECKPOINT_FORMAT, "version": 2, "sha256": hashlib.sha256(raw).hexdigest(),
+            "body": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}
+
+
 def read_checkpoint(path) -> dict:
     """Read a training checkpoint as plain data (no code in the file can run)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(ckpt, dict) and "body" in ckpt:          # sealed (version 2)
+            body = ckpt["body"]
+            raw = body.numpy().tobytes() if isinstance(body, torch.Tensor) \
+                and body.dtype == torch.uint8 and body.dim() == 1 else b""
+            if hashlib.sha256(raw).hexdigest() != ckpt.get("sha256"):
+                raise FileFormatError(
+                    f"{path} is damaged: its contents do not match the checksum written "
+                    f"with them (an incomplete copy, a disk error or an edit). Resume from "
+                    f"an intact copy, or start a new fit without resume=.")
+            ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"No checkpoint at {path!r}: check the path given as "
                                 f"resume=.") from None
+    except FileFormatError:
+        raise
     except Exception as err:
-        raise FileFormatError(f"{path} is not a sysid checkpoint, or it contains objects "
-                              f"that sysid refuses to load: {err}") from None
+        raise FileFormatError(f"{path} is not a sysid checkpoint (or a damaged or truncated "
+                              f"one), or it contains objects that sysid refuses to load: "
+                              f"{type(err).__name__}: {err}") from None
     keys = ("fingerprint", "done", "pending", "phase", "problem", "best_state", "best_loss",
             "rows", "epoch", "nfe", "continuity", "active", "elapsed")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
@@ -646,7 +720,6 @@ def read_checkpoint(path) -> dict:
 
 def fingerprint(model, bundle, opts: FitOptions) -> str:
     """A digest of what determines a fit's steps: model, data and options."""
-    import hashlib
     import json
 
     from ._io import model_to_spec

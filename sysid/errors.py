@@ -3,6 +3,32 @@
 Every message says what went wrong, what was received, and how to fix it.
 All errors derive from :class:`SysidError`; data problems are also ``ValueError``
 so that generic ``except ValueError`` handlers keep working.
+
+Examples
+--------
+A data variable that matches nothing in the model:
+
+>>> import sympy as sp, sysid, xarray as xr
+>>> x = sp.Symbol("x")
+>>> k = sp.Symbol("k", positive=True)
+>>> model = sysid.HybridODE(states=[x], physics={x: -k * x}, parameters={k: 1.0})
+>>> data = xr.Dataset({"velocity": ("time", [1.0, 0.6, 0.4])},
+...                   coords={"time": [0.0, 1.0, 2.0]})
+>>> try:
+...     sysid.fit(model, data)
+... except sysid.errors.DataError as err:
+...     print(err)
+Data variable 'velocity' matches no state, observation or input of the model. Model channels: ['x']; inputs: []. Rename it, add it to the model's observations={...} or inputs=[...], or drop it with ds.drop_vars('velocity').
+
+Every sysid error is a :class:`SysidError`, and data errors are ``ValueError`` too:
+
+>>> issubclass(sysid.errors.DataError, (sysid.errors.SysidError, ValueError))
+True
+>>> try:
+...     sysid.fit(model, data.sortby("time", ascending=False).rename(velocity="x"))
+... except ValueError as err:
+...     print(err)
+The 'time' coordinate is not sorted: 2.0 is followed by 1.0. Fix: ds = ds.sortby('time').
 """
 
 from __future__ import annotations
@@ -18,6 +44,7 @@ __all__ = [
     "UnsupportedExpressionError",
     "FileFormatError",
     "FitError",
+    "SolverError",
     "IdentifiabilityWarning",
     "suggest",
 ]
@@ -51,10 +78,45 @@ class FitError(SysidError, RuntimeError):
     """Training failed; the message carries the status and advice."""
 
 
+class SolverError(SysidError, RuntimeError):
+    """The ODE solver could not integrate the model: more steps than the ``max_steps``
+    option allows (a stiff or fast model), a step size that underflowed (a state that
+    blows up in finite time) or values that are not finite (NaN or inf). During
+    :func:`sysid.fit` it becomes the status ``"solver_failed"`` or ``"diverged"`` (the best
+    parameters are kept); elsewhere (imputing or forecasting a result) it is raised.
+    Fix: a larger ``max_steps``, looser ``rtol``/``atol``, ``solver="rk4"``, or times and
+    parameters where the model stays finite."""
+
+
 class IdentifiabilityWarning(UserWarning):
     """The data do not determine some parameters (a flat direction of the likelihood, a
     relative standard error above 100 %, or a correlation beyond +-0.99): their standard
-    errors and intervals are not meaningful. The message names them and says what to do."""
+    errors and intervals are not meaningful. The message names them and says what to do.
+
+    Issued by :meth:`sysid.FitResult.parameter_table` (and ``parameter_correlation``).
+
+    Examples
+    --------
+    In ``dx/dt = -a b x`` only the product ``a b`` is determined:
+
+    >>> import warnings, numpy as np, sympy as sp, sysid, xarray as xr
+    >>> t = np.linspace(0.0, 4.0, 21)
+    >>> data = xr.Dataset({"x": ("time", 2.0 * np.exp(-0.5 * t))}, coords={"time": t})
+    >>> x = sp.Symbol("x")
+    >>> a, b = sp.symbols("a b", positive=True)
+    >>> model = sysid.HybridODE(states=[x], physics={x: -a * b * x},
+    ...                         parameters={a: 0.5, b: 2.0})
+    >>> result = sysid.fit(model, data, progress=False)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     table = result.parameter_table()
+    >>> caught[0].category.__name__
+    'IdentifiabilityWarning'
+    >>> table["identifiable"].tolist()
+    [False, False]
+    >>> print(str(caught[0].message).splitlines()[0])
+    The data do not identify parameters a, b of this model...
+    """
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:

@@ -192,3 +192,19 @@ def test_a_member_saves_while_a_client_is_active(client, on_dask, tmp_path):
     on_dask["s0"].save(tmp_path / "s0.sysid")
     again = sysid.load(tmp_path / "s0.sysid")
     assert again.parameters == on_dask["s0"].parameters
+
+
+def test_a_member_keeps_the_uncertainty_of_its_fit(client):
+    """A member rebuilt from its task ends on the objective its fit ended on (whole
+    trajectories after the polish on shooting windows), so its standard errors and bands
+    are those of the same fit run directly (they were computed on the windows, and the
+    bands failed with a shape error). The model has no network: seeds do not matter."""
+    data = decay(0.7, 0, n=30)
+    runs = sysid.fit_many(decay_model(), {"a": data}, client=client, progress=False)
+    direct = sysid.fit(decay_model(), data, progress=False)
+    assert direct._problem.windows is not None and not direct._problem.active
+    member = runs["a"]
+    np.testing.assert_allclose(member.parameter_table()["std_error"].values,
+                               direct.parameter_table()["std_error"].values, rtol=1e-10)
+    band, ref = member.impute(level=0.9), direct.impute(level=0.9)
+    np.testing.assert_allclose(band["x_lower"].values, ref["x_lower"].values, rtol=1e-10)

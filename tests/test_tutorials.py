@@ -35,7 +35,6 @@ def _builder():
 build_notebooks = _builder()
 SOURCES = build_notebooks.sources(TUTORIALS)
 
-
 def test_there_are_tutorials():
     assert SOURCES, f"no tutorial sources NN_name.py in {TUTORIALS}"
 
@@ -59,6 +58,9 @@ def test_notebook_matches_its_source(source):
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_runs(source, tmp_path, monkeypatch):
+    missing = build_notebooks.missing_data(source.stem)
+    if missing:
+        pytest.skip(missing)
     # The kernel inherits this process's environment.
     monkeypatch.setenv("SYSID_TUTORIAL_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")

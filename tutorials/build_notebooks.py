@@ -27,6 +27,31 @@ SOURCE_PATTERN = "[0-9][0-9]_*.py"
 _MARKER = re.compile(r"^# %%(?P<rest>.*)$")
 
 
+#: Tutorials that need benchmark data sysid does not ship: notebook stem -> dataset name.
+NEEDS_DATA = {"05_cascaded_tanks": "cascaded_tanks"}
+#: Where the notebooks look for those data when ``$SYSID_DATA_DIR`` is not set: the
+#: ``shared/data`` folder beside the repository.
+SHARED_DATA = HERE.parent.parent / "shared" / "data"
+
+
+def missing_data(stem: str) -> str:
+    """Why tutorial ``stem`` cannot run here, found as the notebook finds its data
+    (``$SYSID_DATA_DIR``, the download cache, or :data:`SHARED_DATA`); '' when it can.
+    The tests skip such a notebook and the documentation build shows it unexecuted."""
+    name = NEEDS_DATA.get(stem)
+    if name is None:
+        return ""
+    import sysid
+    from sysid.errors import DataError
+
+    try:
+        sysid.datasets.load(name, split="train",
+                            path=SHARED_DATA if SHARED_DATA.is_dir() else None)
+    except DataError as err:
+        return f"{stem} needs the {name} data, not found: {str(err)[:200]}"
+    return ""
+
+
 def sources(folder: Path = HERE) -> list[Path]:
     """The tutorial sources in ``folder``, in their numbered order."""
     return sorted(folder.glob(SOURCE_PATTERN))

@@ -202,6 +202,13 @@ def download(name: str, *, folder: str | os.PathLike | None = None) -> Path:
     >>> where = sysid.datasets.download("silverbox")  # doctest: +SKIP
     >>> sorted(p.name for p in where.iterdir())  # doctest: +SKIP
     ['SNLS80mV.csv']
+
+    The shipped dataset needs no download:
+
+    >>> sysid.datasets.download("lynx_hare")
+    Traceback (most recent call last):
+        ...
+    sysid.errors.DataError: download('lynx_hare'): this dataset ships with sysid; there is nothing to download. Use sysid.datasets.load('lynx_hare').
     """
     name = _check_name(name, "download")
     if folder is not None and not isinstance(folder, (str, os.PathLike)):
