@@ -57,6 +57,17 @@ exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "Thumbs
                     ".DS_Store"]
 root_doc = "index"
 
+# -- math ---------------------------------------------------------------------------------
+# MathJax comes from its CDN by default. For a build read offline, point
+# SYSID_DOCS_MATHJAX at a local MathJax 2 (e.g. Debian's libjs-mathjax:
+# file:///usr/share/javascript/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML).
+if os.environ.get("SYSID_DOCS_MATHJAX"):
+    mathjax_path = os.environ["SYSID_DOCS_MATHJAX"]
+    mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]],
+                                   "displayMath": [["\\[", "\\]"]],
+                                   "processEscapes": True, "processClass": "math",
+                                   "ignoreClass": "tex2jax_ignore|mathjax_ignore|document"}}
+
 # -- MyST ---------------------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
