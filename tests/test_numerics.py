@@ -246,7 +246,8 @@ def solve(field, x0, tau, **options) -> np.ndarray:
     ("dopri5", dict(TIGHT), 1e-9),                     # measured 2.0e-11
     ("dopri5", dict(TIGHT, adjoint=True), 1e-9),        # torchdiffeq's dopri5: 3.0e-11
     ("rk4", dict(substeps=32), 5e-8),                   # measured 9.9e-9
-    ("bosh3", dict(rtol=1e-7, atol=1e-9), 1e-6),        # measured 1.5e-7
+    pytest.param("bosh3", dict(rtol=1e-7, atol=1e-9), 1e-6,       # measured 1.5e-7
+                 marks=pytest.mark.slow),
 ])
 def test_exponential_decay_matches_the_closed_form(method, options, bound):
     field = field_for(decay())
