@@ -209,10 +209,7 @@ def save_result(result, path) -> None:
         "history": _netcdf_bytes(result.history),
         "stats": dict(result.stats),
         "status": {"code": result.status.code, "detail": result.status.detail},
-        # the objective the fit ended on (shooting windows or whole trajectories), which
-        # the fitted noise levels are computed from
-        "objective": {"windows": bool(result._problem.active),
-                      "continuity": float(result._problem.continuity)},
+        "objective": result._problem.objective(),
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -327,7 +324,6 @@ def load(path):
             continuity, (int, float)) or not continuity > 0 or not math.isfinite(continuity):
         raise FileFormatError(f"{path} has an invalid training objective entry: "
                               f"{objective!r}.")
-    problem.use_windows(windows)
-    problem.continuity = float(continuity)
+    problem.use_objective({"windows": windows, "continuity": continuity})
     stats = payload.get("stats") if isinstance(payload.get("stats"), dict) else {}
     return FitResult(model, data, bundle, problem, options, status, history, stats)

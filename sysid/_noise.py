@@ -140,7 +140,7 @@ class StudentT(NoiseModel):
 
     The negative log-likelihood per value is ``log s + (dof + 1)/2 log(1 + r^2/(dof s^2))``
     (constants dropped). Unknown scales ``s`` are learnable (``log_scale``), initialised
-    from the spread of successive differences of each channel; the reported ``sigma`` is
+    from the data alone (:func:`difference_scale`); the reported ``sigma`` is
     the standard deviation of the fitted t distribution, ``s sqrt(dof/(dof-2))``.
     """
 
@@ -149,13 +149,7 @@ class StudentT(NoiseModel):
 
     def __init__(self, y, mask, known):
         super().__init__(y, mask, known)
-        guess = []
-        for c in range(y.shape[-1]):
-            col = y[..., c].reshape(-1, y.shape[-2])
-            d = np.concatenate([np.diff(r[np.isfinite(r)]) for r in col])
-            mad = float(np.median(np.abs(d - np.median(d)))) if d.size else 0.0
-            spread = float(np.nanstd(y[..., c])) if mask[..., c].any() else 1.0
-            guess.append(mad / 0.6745 / np.sqrt(2) if mad > 0 else (0.1 * spread or 1.0))
+        guess = difference_scale(y)
         self.log_scale = nn.Parameter(torch.log(torch.as_tensor(guess, dtype=torch.float64)))
         fixed = torch.tensor([k / np.sqrt(self.dof / (self.dof - 2)) if k is not None else 1.0
                               for k in self.known], dtype=torch.float64)

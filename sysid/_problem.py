@@ -142,6 +142,17 @@ class Problem(nn.Module):
         self.active = bool(on) and self.windows is not None
         self.zw.requires_grad_(self.active)
 
+    def objective(self) -> dict:
+        """The objective the problem is on (shooting windows or whole trajectories, and
+        the continuity tolerance), as plain data: a saved fit is rebuilt on the objective
+        its training ended on, whose fitted noise levels and curvature it reports."""
+        return {"windows": bool(self.active), "continuity": float(self.continuity)}
+
+    def use_objective(self, objective: dict) -> None:
+        """Switch to an objective given by :meth:`objective`."""
+        self.use_windows(objective["windows"])
+        self.continuity = float(objective["continuity"])
+
     def x0(self) -> torch.Tensor:
         return self.loc + self.scale * self.z0
 

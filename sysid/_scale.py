@@ -106,9 +106,7 @@ def _payload(result) -> dict:
             "options": result.options.to_dict(), "history": result.history,
             "stats": dict(result.stats),
             "status": {"code": result.status.code, "detail": result.status.detail},
-            # the objective the fit ended on: its curvature gives the uncertainty
-            "objective": {"windows": bool(result._problem.active),
-                          "continuity": float(result._problem.continuity)}}
+            "objective": result._problem.objective()}
 
 
 def _rebuild(spec: dict, data: xr.Dataset, payload: dict):
@@ -125,8 +123,7 @@ def _rebuild(spec: dict, data: xr.Dataset, payload: dict):
     bundle = prepare(model, data, time_unit=options.time_unit)
     problem = build_problem(model, bundle, options)
     problem.load_state_dict(payload["state"], strict=True)
-    problem.use_windows(payload["objective"]["windows"])
-    problem.continuity = payload["objective"]["continuity"]
+    problem.use_objective(payload["objective"])
     return FitResult(model, data, bundle, problem, options, FitStatus(**payload["status"]),
                      payload["history"], dict(payload["stats"]))
 

@@ -417,21 +417,17 @@ class _Trainer:
         return self.opts.gauss_newton and supports_gauss_newton(self.problem)
 
     def _levenberg_marquardt(self, budget: int, phase: str) -> FitStatus:
-        """Levenberg-Marquardt on whole trajectories; each accepted step is recorded (its
-        ``lr`` column holds the damping) and checkpointed."""
+        """Levenberg-Marquardt on the phase's objective; each accepted step is recorded (its
+        ``lr`` column holds the damping). It writes no checkpoint inside the phase (see
+        ``accepted``): a resumed fit restarts it, unless its L-BFGS fallback was running."""
         from ._lm import levenberg_marquardt
 
-        saved = self._resume_state(phase)
-        if saved is None:
-            self._restore()
-            done, lam = 0, 1e-3
-        else:
-            done, lam = saved["counters"]["iters"], saved["counters"]["lam"]
+        if self.pending is not None and self.pending.get("phase") == phase:
+            return self._lbfgs(budget, phase=phase)     # the fallback's own checkpoint
+        self._restore()
         total = self.problem.noise.total
-        counters = {"iters": done}
+        counters = {"iters": 0}
         watch = _ValidationWatch(self, 3)
-        if saved is not None:
-            watch.load(saved.get("validation"))
 
         def accepted(f, new_lam):
             counters["iters"] += 1
@@ -451,8 +447,7 @@ class _Trainer:
             # few Jacobians), and the result equals the uninterrupted one bit for bit.
             return watch.update(parts, value)
 
-        report = levenberg_marquardt(self.problem, max(budget - done, 0), lam=lam,
-                                     on_accept=accepted)
+        report = levenberg_marquardt(self.problem, budget, on_accept=accepted)
         self.lbfgs_iters = counters["iters"]
         if not np.isfinite(report.objective):
             return FitStatus("solver_failed", f"{phase}: {report.message}")
