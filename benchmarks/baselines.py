@@ -220,9 +220,12 @@ def lv_support_limit(times, Y):
     residuals) against every support one term away -- one equation's x*y swapped for
     another monomial of degree <= 3, or one monomial added to one equation -- each fitted
     by least squares (a and d known; the coefficients and the initial state free; several
-    starts) and scored by the summary's EBIC, ``sum_c n log(RSS_c / n) + k log(N) +
-    2 sum_s log C(10, k_s)``. Returns ``{"rank": place of the truth (0 = best), "best": the
-    best support as (x terms, y terms), "gap": its EBIC minus the truth's, "selected": the
+    starts) and scored by the summary's EBIC, ``sum_c (n_c log v_c + RSS_c / v_c - n_c)
+    + k log(N) + 2 sum_s log C(10, k_s)``, with v_c the candidate's mean squared residual
+    on channel c but at least the true support's (standing in for the hybrid fit's, the
+    floor of ``symbolic()``).
+    Returns ``{"rank": place of the truth (0 = best), "best": the best support as (x
+    terms, y terms), "gap": its EBIC minus the truth's, "selected": the
     support that the summary's rule picks among these (the fewest parameters within 2 EBIC
     units of the best, then the simplest terms, then the score), "scores": every support's
     EBIC}``. A ``selected`` other than the truth means that the data themselves lead the
@@ -231,7 +234,8 @@ def lv_support_limit(times, Y):
 
     times, Y = np.asarray(times, dtype=float), np.asarray(Y, dtype=float)
     a, d = LV_PARAMS["a"], LV_PARAMS["d"]
-    scale = np.abs(Y.mean(axis=0))
+    seen = np.isfinite(Y)                     # a partly observed state has NaN samples
+    scale = np.abs(np.nanmean(Y, axis=0))
     xy = (1, 1)
     others = [m for m in LV_MONOMIALS if m != xy]
     supports = ([((xy,), (xy,))] + [((xy,), (m,)) for m in others]
@@ -241,7 +245,7 @@ def lv_support_limit(times, Y):
     def name(terms):
         return " + ".join(("x" * i + "y" * j) or "1" for i, j in terms)
 
-    scores = {}
+    scores, rss = {}, {}
     for sx, sy in supports:
         kx = len(sx)
 
@@ -257,8 +261,8 @@ def lv_support_limit(times, Y):
             except (ValueError, OverflowError, FloatingPointError):
                 return np.full(Y.size, 1e3)
             if sol.y.shape[1] != len(times) or not np.all(np.isfinite(sol.y)):
-                return np.full(Y.size, 1e3)
-            return ((sol.y.T - Y) / scale).ravel()
+                return np.full(int(seen.sum()), 1e3)
+            return ((sol.y.T - Y) / scale)[seen]
 
         best = None
         for b0, c0 in ((-0.9, 0.8), (-0.2, 0.2), (-0.05, 0.05)):
@@ -266,11 +270,19 @@ def lv_support_limit(times, Y):
             fit = least_squares(residual, start + [Y[0, 0], Y[0, 1]], max_nfev=60)
             if best is None or fit.cost < best.cost:
                 best = fit
-        r = residual(best.x).reshape(Y.shape) * scale
-        k = kx + len(sy)
-        scores[(name(sx), name(sy))] = float(
-            sum(len(times) * np.log(np.mean(r[:, j] ** 2)) for j in range(2))
-            + k * log(Y.size) + 2 * (log(comb(10, kx)) + log(comb(10, len(sy)))))
+        r = np.full(Y.shape, np.nan)
+        r[seen] = residual(best.x)
+        r *= scale
+        rss[(name(sx), name(sy))] = (np.nansum(r ** 2, axis=0), kx, len(sy))
+    # each channel's noise variance: the candidate's own mean squared residual, but at
+    # least the true support's (it stands in for the hybrid fit's, symbolic()'s floor)
+    n_c = seen.sum(axis=0)
+    floor = rss[("xy", "xy")][0] / n_c
+    for key, (sse, kx, ky) in rss.items():
+        v = np.maximum(sse / n_c, floor)
+        scores[key] = float(np.sum(n_c * np.log(v) + sse / v - n_c)
+                            + (kx + ky) * log(seen.sum())
+                            + 2 * (log(comb(10, kx)) + log(comb(10, ky))))
     order = sorted(scores, key=scores.get)
     truth = ("xy", "xy")
     return {"rank": order.index(truth), "best": order[0],
@@ -293,6 +305,8 @@ def _selected(scores):
     return min(close, key=lambda s: (len(terms[s]), sum(ops(t) for t in terms[s]), scores[s]))
 
 
+#: The scoring rule the cached limits were computed with (a change recomputes them).
+LIMIT_RULE = "EBIC, noise variance floored at the truth's (2026-11-29)"
 SUPPORT_LIMIT_CACHE = Path(__file__).resolve().parent / "results" / "lv_support_limit.json"
 
 
@@ -304,11 +318,11 @@ def cached_support_limit(times, Y, key):
                             + np.ascontiguousarray(Y, dtype=float).tobytes()).hexdigest()
     cache = _read_json(SUPPORT_LIMIT_CACHE)
     hit = cache.get(key)
-    if hit is not None and hit.get("data_sha256") == digest and "selected" in hit:
+    if hit is not None and hit.get("data_sha256") == digest and hit.get("rule") == LIMIT_RULE:
         return {**hit, "best": tuple(hit["best"]), "selected": tuple(hit["selected"])}
     out = lv_support_limit(times, Y)
     cache[key] = {**out, "best": list(out["best"]), "selected": list(out["selected"]),
-                  "data_sha256": digest}
+                  "data_sha256": digest, "rule": LIMIT_RULE}
     cache = {**_read_json(SUPPORT_LIMIT_CACHE), key: cache[key]}   # others may have written
     SUPPORT_LIMIT_CACHE.parent.mkdir(parents=True, exist_ok=True)
     partial = SUPPORT_LIMIT_CACHE.with_suffix(".json.partial")
@@ -418,6 +432,11 @@ if __name__ == "__main__":
                 t, Y, _ = lv_data(seed, sigma)
                 print(f"sigma {sigma} seed {seed}:",
                       cached_support_limit(t, Y, f"sigma={sigma}/seed={seed}"), flush=True)
+        from symbolic import partial_data        # predator at every 5th sample, 1 % noise
+        for seed in range(10):
+            t, Y = partial_data(seed)
+            print(f"partial seed {seed}:", cached_support_limit(t, Y, f"partial/seed={seed}"),
+                  flush=True)
         sys.exit(0)
     for s in range(3):
         t, Y, _ = lv_data(s)

@@ -123,12 +123,8 @@ def tanks(mode, data_dir, figures):
                             ("physics only (Torricelli, same fit)", False)):
         if mode == "quick" and not residual:
             continue                                       # baseline in the full run only
-        # The physics-only baseline keeps L-BFGS: Levenberg-Marquardt on the shooting
-        # windows drives it to a degenerate point (k4 ~ 1e-14, the never-measured upper
-        # level carried by the window starts; test RMSE 2.5 V against 0.683 V), an open
-        # defect of the windowed objective with an unobserved state (issue 5 notes).
-        options = dict(TANKS_SETTINGS, **(TANKS_TRAINING[mode] if residual
-                                          else {"gauss_newton": False}))
+        # the physics-only baseline keeps the default training (Levenberg-Marquardt)
+        options = dict(TANKS_SETTINGS, **(TANKS_TRAINING[mode] if residual else {}))
         result, wall = timed(sysid.fit, tanks_model(residual), train, seed=0, progress=False,
                              **options)
         err, sim = free_run_error(result, test, "y", n)

@@ -237,7 +237,8 @@ def linearise(problem, step: float = STEP):
     a, b = problem.pairs
     xs = xs.reshape(copies, S, *xs.shape[1:])
     ends = xs[:, a, seg.last[a]]                                  # (copies, G, n)
-    width = problem.continuity * problem.scale
+    unit = problem.gap_unit(problem.loc + problem.scale * z)     # (n,)
+    width = problem.continuity * unit
     gap = ((ends[0] - problem.loc - problem.scale * z[source[b]]) / width).numpy()
     d_end = ((ends[1::2] - ends[2::2]) / (2.0 * step) / width).numpy()   # (K, G, n)
     G = gap.shape[0]
@@ -248,9 +249,27 @@ def linearise(problem, step: float = STEP):
     src_a, src_b = source[a].numpy()[:, None], source[b].numpy()[:, None]
     for i in range(n):
         Jg[rows_g, P + src_a * n + i] = d_end[P + i]
-        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= 1.0 / problem.continuity
+        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= (problem.scale[i] / width[i]).item()
+    _unit_columns(problem, z, unit, gap, Jg, rows_g, P)
     f += 0.5 * float(np.sum(gap ** 2))
     return f, np.concatenate([r, gap.ravel()]), np.vstack([J, Jg])
+
+
+def _unit_columns(problem, z, unit, gap, Jg, rows_g, P) -> None:
+    """Add to the continuity rows the derivative of their unit: for a state that no
+    observation involves, gaps are measured in the spread of all window starts
+    (:meth:`Problem.gap_unit`), which moves with every start of that state."""
+    M, n = z.shape
+    if M < 2:
+        return
+    xz = (problem.loc + problem.scale * z).numpy()
+    dev = xz - xz.mean(axis=0)
+    unit = unit.numpy()
+    for i in np.flatnonzero(problem.unpinned.numpy()):
+        # d gap / d z[m, i] = -gap / unit * d unit / d z[m, i]
+        d_unit = float(problem.scale[i]) * dev[:, i] / ((M - 1) * unit[i])     # (M,)
+        Jg[rows_g[:, i][:, None], P + np.arange(M)[None, :] * n + i] -= \
+            (gap[:, i] / unit[i])[:, None] * d_unit[None, :]
 
 
 def _assign(params, saved, sizes, step) -> None:

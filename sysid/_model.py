@@ -12,6 +12,7 @@ from typing import Sequence
 
 import sympy as sp
 
+from ._functions import check_expression
 from .errors import ModelError, suggest
 
 __all__ = ["HybridODE", "MLP", "t"]
@@ -107,6 +108,30 @@ def _as_symbol(obj, what: str) -> sp.Symbol:
         f"Create them with sympy.symbols('x y').")
 
 
+def _symbol_text(sym: sp.Symbol) -> str:
+    """How the symbol was created, e.g. ``Symbol('x', positive=True)``."""
+    given = sorted((k, v) for k, v in sym._assumptions_orig.items()
+                   if not (k == "commutative" and v))
+    return f"Symbol({sym.name!r}{''.join(f', {k}={v}' for k, v in given)})"
+
+
+def _assumption_clash(where: str, clashes, roles) -> str:
+    """The message for equation symbols that share a name with a declared one but not
+    its assumptions; ``roles``: name -> (role, declared Symbol)."""
+    many = len(clashes) > 1
+    names = ", ".join(repr(s.name) for s in clashes)
+    parts = "; ".join(f"{s.name!r} is {_symbol_text(s)} there, but the {roles[s.name][0]} "
+                      f"{s.name!r} is declared as {_symbol_text(roles[s.name][1])}"
+                      for s in clashes)
+    fix = ", ".join(f"{s.name} = sympy.{_symbol_text(roles[s.name][1])}" for s in clashes)
+    return (f"{where} uses {'symbols' if many else 'a symbol'} {names} whose assumptions "
+            f"differ from the one{'s' if many else ''} declared: {parts}. SymPy treats "
+            f"symbols of the same name with other assumptions as different symbols, so the "
+            f"equation would not use the declared {'ones' if many else 'one'}. Fix: create "
+            f"each symbol once and reuse it in states/parameters and in the equations "
+            f"({fix}).")
+
+
 def _as_expr(obj, what: str) -> sp.Expr:
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         return sp.Float(obj) if isinstance(obj, float) else sp.Integer(obj)
@@ -128,6 +153,8 @@ class HybridODE:
         The state vector, in order.
     physics : dict {Symbol: Expr}
         The known part of each state's derivative; a state left out has no known physics.
+        The equations may use the functions in ``sysid.SUPPORTED_FUNCTIONS``; any other
+        raises :class:`~sysid.errors.UnsupportedExpressionError` here.
     parameters : dict {Symbol: float}
         Learnable physical constants and their initial guesses. SymPy assumptions are
         honoured: ``positive=True`` (or ``nonnegative``) keeps the parameter positive,
@@ -175,6 +202,16 @@ class HybridODE:
     Traceback (most recent call last):
         ...
     sysid.errors.ModelError: physics[v] uses the symbol 'k', which is not a state, input, parameter or fixed constant. Add it to parameters={...} (learnable) or fixed={...} (known).
+
+    A function without a torch counterpart is refused at once, not when fitting starts:
+
+    >>> 'erf' in sysid.SUPPORTED_FUNCTIONS, 'besselj' in sysid.SUPPORTED_FUNCTIONS
+    (True, False)
+    >>> sysid.HybridODE(states=[x, v], physics={x: v, v: -k * sp.besselj(0, x)},
+    ...                 parameters={k: 1.0})
+    Traceback (most recent call last):
+        ...
+    sysid.errors.UnsupportedExpressionError: physics[v] uses the function 'besselj', which sysid cannot compile: besselj(0, x) in dv/dt = -k*besselj(0, x). Supported functions: exp, log, ...
     """
 
     def __init__(self, states, physics=None, parameters=None, residual=None, inputs=(),
@@ -203,6 +240,7 @@ class HybridODE:
             self.observations[name] = _as_expr(expr, f"observations[{name!r}]")
         self._check_names()
         self._check_symbols()
+        self._check_functions()
         self._check_parameter_values()
         if residual is not None:
             self.residual_states = self._subset(residual.states, self.state_names, "MLP states")
@@ -261,24 +299,39 @@ class HybridODE:
                         f"each symbol must have one role ('t' is reserved for time).")
                 seen[s.name] = kind
 
+    def _roles(self) -> dict[str, tuple[str, sp.Symbol]]:
+        """name -> (role, declared Symbol) for states, inputs, parameters and constants."""
+        roles = {}
+        for role, syms in (("state", self.states), ("input", self.inputs),
+                           ("parameter", self.parameters), ("fixed constant", self.fixed)):
+            roles.update((s.name, (role, s)) for s in syms)
+        return roles
+
+    def _equations(self) -> list[tuple[str, sp.Basic, str]]:
+        """(where, expression, the equation as text) of the physics and observations."""
+        return [(f"physics[{k}]", e, f"d{k}/dt = {e}") for k, e in self.physics.items()] + \
+            [(f"observations[{k!r}]", e, f"{k} = {e}") for k, e in self.observations.items()]
+
     def _check_symbols(self):
         known = set(self.states) | set(self.inputs) | set(self.parameters) | set(self.fixed)
-        known_names = {s.name: s for s in known}
-        exprs = [(f"physics[{k}]", e) for k, e in self.physics.items()]
-        exprs += [(f"observations[{k!r}]", e) for k, e in self.observations.items()]
-        for where, expr in exprs:
-            for sym in expr.free_symbols:
+        roles = self._roles()
+        for where, expr, _ in self._equations():
+            free = sorted(expr.free_symbols, key=lambda s: s.name)
+            clashes = [s for s in free if s not in known and s.name in roles]
+            if clashes:
+                raise ModelError(_assumption_clash(where, clashes, roles))
+            for sym in free:
                 if sym in known or sym.name == "t":
                     continue
-                if sym.name in known_names:
-                    raise ModelError(
-                        f"{where} uses a symbol {sym.name!r} whose assumptions differ from the "
-                        f"one declared ({known_names[sym.name]!r}); create each symbol once "
-                        f"and reuse it.")
                 raise ModelError(
                     f"{where} uses the symbol {sym.name!r}, which is not a state, input, "
-                    f"parameter or fixed constant.{suggest(sym.name, known_names)} Add it to "
+                    f"parameter or fixed constant.{suggest(sym.name, roles)} Add it to "
                     f"parameters={{...}} (learnable) or fixed={{...}} (known).")
+
+    def _check_functions(self):
+        """Refuse now what the compiler could not turn into torch code at fit time."""
+        for where, expr, equation in self._equations():
+            check_expression(expr, where, equation)
 
     def _check_parameter_values(self):
         import math

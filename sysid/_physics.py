@@ -67,10 +67,10 @@ from collections import Counter
 from typing import Callable, Sequence
 
 import sympy as sp
-from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import Boolean, BooleanAtom
 import torch
 
+from ._functions import FUNCTIONS, SUPPORTED_FUNCTIONS, check_expression
 from .errors import ExpressionError, UnsupportedExpressionError, suggest
 
 __all__ = ["CompiledExprs", "compile_exprs", "SUPPORTED_FUNCTIONS"]
@@ -80,17 +80,20 @@ def _recip(fn: Callable) -> Callable:
     return lambda a: torch.reciprocal(fn(a))
 
 
-# One-argument SymPy functions and their torch counterparts.
-_UNARY: dict[type, Callable] = {
-    sp.exp: torch.exp, sp.log: torch.log,
-    sp.sin: torch.sin, sp.cos: torch.cos, sp.tan: torch.tan,
-    sp.cot: _recip(torch.tan), sp.sec: _recip(torch.cos), sp.csc: _recip(torch.sin),
-    sp.asin: torch.asin, sp.acos: torch.acos, sp.atan: torch.atan,
-    sp.sinh: torch.sinh, sp.cosh: torch.cosh, sp.tanh: torch.tanh,
-    sp.asinh: torch.asinh, sp.acosh: torch.acosh, sp.atanh: torch.atanh,
-    sp.Abs: torch.abs, sp.sign: torch.sign, sp.floor: torch.floor,
-    sp.ceiling: torch.ceil, sp.erf: torch.special.erf, sp.erfc: torch.special.erfc,
+# One-argument functions of sysid._functions.FUNCTIONS (the list of what equations may
+# use) and their torch counterparts; the others have a _c_<Name> method or, like sqrt
+# and cbrt, make a power.
+_UNARY_TORCH: dict[str, Callable] = {
+    "exp": torch.exp, "log": torch.log,
+    "sin": torch.sin, "cos": torch.cos, "tan": torch.tan,
+    "cot": _recip(torch.tan), "sec": _recip(torch.cos), "csc": _recip(torch.sin),
+    "asin": torch.asin, "acos": torch.acos, "atan": torch.atan,
+    "sinh": torch.sinh, "cosh": torch.cosh, "tanh": torch.tanh,
+    "asinh": torch.asinh, "acosh": torch.acosh, "atanh": torch.atanh,
+    "Abs": torch.abs, "sign": torch.sign, "floor": torch.floor,
+    "ceiling": torch.ceil, "erf": torch.special.erf, "erfc": torch.special.erfc,
 }
+_UNARY: dict[type, Callable] = {FUNCTIONS[name].node: fn for name, fn in _UNARY_TORCH.items()}
 _COMPARE = {sp.StrictLessThan: torch.lt, sp.LessThan: torch.le,
             sp.StrictGreaterThan: torch.gt, sp.GreaterThan: torch.ge,
             sp.Equality: torch.eq, sp.Unequality: torch.ne}
@@ -105,12 +108,6 @@ _ADD, _SUB, _MUL, _DIV, _RSUB, _NEG = torch.add, torch.sub, torch.mul, torch.div
 _MIRROR = {torch.lt: torch.gt, torch.le: torch.ge, torch.gt: torch.lt, torch.ge: torch.le,
            torch.eq: torch.eq, torch.ne: torch.ne, _ADD: _ADD, _MUL: _MUL}
 _LOGIC = {sp.And: torch.logical_and, sp.Or: torch.logical_or, sp.Xor: torch.logical_xor}
-
-SUPPORTED_FUNCTIONS: tuple[str, ...] = tuple(
-    [f.__name__ for f in _UNARY]
-    + ["sqrt", "cbrt", "atan2", "Heaviside", "Min", "Max", "Piecewise"])
-_STRUCTURAL = (sp.Add, sp.Mul, sp.Pow, sp.Piecewise, ExprCondPair, sp.Not,
-               sp.atan2, sp.Heaviside, sp.Min, sp.Max, *_COMPARE, *_LOGIC, *_UNARY)
 
 
 def _clip(obj, n: int = 200) -> str:
@@ -267,24 +264,7 @@ class CompiledExprs:
 
     @staticmethod
     def _validate(expr) -> None:
-        for node in sp.preorder_traversal(expr):
-            if node in (sp.nan, sp.zoo) or node is sp.I:
-                what = {sp.nan: "nan", sp.zoo: "complex infinity (zoo, e.g. 1/0)"}.get(node, "I")
-                raise ExpressionError(
-                    f"Expression {_clip(expr)} contains {what}, which has no real float64 value. "
-                    "Fix: rewrite it so that it is finite and real (check divisions by "
-                    "zero and roots/logs of negative constants).")
-            if isinstance(node, (sp.Symbol, sp.Number, sp.NumberSymbol, BooleanAtom)) \
-                    or isinstance(node, _STRUCTURAL):
-                continue
-            name = getattr(type(node), "__name__", str(type(node)))
-            raise UnsupportedExpressionError(
-                f"'{name}' in expression {_clip(expr)} is not supported by the torch "
-                f"compiler (received {_clip(node)}). Supported functions: "
-                f"{', '.join(SUPPORTED_FUNCTIONS)}, "
-                "plus + - * / ** and Piecewise conditions (<, <=, >, >=, Eq, Ne, And, Or, "
-                "Not). Fix: rewrite the expression with these, or put this term in the "
-                "neural residual.")
+        check_expression(expr)      # the list in sysid._functions, shared with the model
 
     # ---------------------------------------------------------------- emitters
     def _emit(self, name: str, fn: Callable, args: tuple) -> int:

@@ -21,6 +21,8 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
     """One panel per state (and per observed channel that is not a state)."""
     import matplotlib.pyplot as plt
 
+    from ._output import measured_by
+
     data, bundle = result.data, result._bundle
     times = bundle.times
     dense = np.linspace(times[0], times[-1], max(200, 4 * len(times)))
@@ -35,15 +37,21 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
     fig, axes = plt.subplots(len(names), 1, sharex=True, squeeze=False,
                              figsize=figsize or (8, 2.4 * len(names) + 0.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # a state's panel shows the data that measure it: its own variable, or a channel whose
+    # observation is the state itself (observations={"y": x2}); then its curve is a fit
+    how = measured_by(result.model, bundle.channels)
     for ax, name in zip(axes[:, 0], names):
+        direct = how[name][0] if name in how else ([name] if name in bundle.channels else [])
+        shown = [c for c in direct if c in data] or ([name] if name in data else [])
         for b in range(min(n_traj, 10)):
             color = colors[b % len(colors)]
             sel = {"trajectory": b} if has_traj else {}
             tag = f" (trajectory {data['trajectory'].values[b]})" if has_traj else ""
-            if name in data:
-                ax.plot(data["time"].values, data[name].isel(sel).values, "o", ms=3.5,
-                        color=color, alpha=0.7, label=f"data{tag}" if b < 3 else None)
-            measured = name in bundle.channels
+            for c in shown:
+                what = "data" if c == name else f"data ({c})"
+                ax.plot(data["time"].values, data[c].isel(sel).values, "o", ms=3.5,
+                        color=color, alpha=0.7, label=f"{what}{tag}" if b < 3 else None)
+            measured = bool(direct)
             ax.plot(fit["time"].values, fit[name].isel(sel).values, "-", color=color, lw=1.6,
                     label=("fit" if measured else "imputed") + tag if b < 3 else None)
             if fc is not None:

@@ -169,13 +169,14 @@ def _show_progress(progress) -> bool:
 
 def _execute(tasks: list[tuple], *, client, scheduler: str, progress, workers, desc: str) -> dict:
     """Run ``tasks`` = [(label, spec, data, options)]; return {label: outcome}."""
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     if scheduler not in ("dask", "serial"):
         raise ValueError(f"scheduler must be 'dask' or 'serial'; received {scheduler!r}.")
     if scheduler == "serial" and client is not None:
         raise ValueError("A client was passed with scheduler='serial'; drop one of them.")
-    bar = tqdm(total=len(tasks), desc=desc, disable=not _show_progress(progress), leave=False)
+    bar = progress_bar(total=len(tasks), desc=desc, disable=not _show_progress(progress),
+                       leave=False)
     outcomes: dict = {}
     try:
         if scheduler == "serial":

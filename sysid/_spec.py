@@ -37,6 +37,7 @@ from typing import Mapping
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
+from ._functions import FUNCTIONS, TEXT_ALIASES
 from .errors import ExpressionError, suggest
 
 __all__ = ["parse_expression", "expr_to_text", "ALLOWED_FUNCTIONS"]
@@ -48,16 +49,11 @@ MAX_ABS_LITERAL, MAX_INT_DIGITS, MAX_EXPONENT, MAX_NUMBER_BITS = 1e300, 300, 100
 MAX_MINMAX_ARGS, MAX_MINMAX_TOTAL, MAX_COMPARISONS = 16, 32, 64
 MAX_CONDITION_NODES = 300   # SymPy tries to decide each comparison: keep operands small
 
-# name -> (SymPy callable, min args, max args)
+# name -> (SymPy callable, min args, max args): the functions the compiler supports
+# (sysid._functions, the one list shared with the model and the compiler) and aliases.
 _FUNCTIONS: dict[str, tuple] = {
-    **{n: (getattr(sp, n), 1, 1) for n in (
-        "exp", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan",
-        "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "Abs", "sign", "floor",
-        "ceiling", "erf", "erfc")},
-    "abs": (sp.Abs, 1, 1), "log": (sp.log, 1, 2), "atan2": (sp.atan2, 2, 2),
-    "Heaviside": (sp.Heaviside, 1, 2), "Min": (sp.Min, 1, None), "Max": (sp.Max, 1, None),
-    "Piecewise": (sp.Piecewise, 1, None),
-}
+    name: (FUNCTIONS[target].build, FUNCTIONS[target].min_args, FUNCTIONS[target].max_args)
+    for name, target in [(n, n) for n in FUNCTIONS] + list(TEXT_ALIASES.items())}
 ALLOWED_FUNCTIONS: tuple[str, ...] = tuple(_FUNCTIONS)
 _CONSTANTS = {"pi": sp.pi, "E": sp.E}
 _ARITH = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.BitXor)

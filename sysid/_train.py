@@ -737,6 +737,6 @@ def _progress_bar(opts: FitOptions, initial: int = 0):
         show = not os.environ.get("CI") and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     if not show:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=opts.epochs + opts.lbfgs_iterations, initial=initial, desc="sysid.fit",
-                leave=False)
+    from ._progress import progress_bar    # the text bar where Jupyter cannot draw a widget
+    return progress_bar(total=opts.epochs + opts.lbfgs_iterations, initial=initial,
+                        desc="sysid.fit", leave=False)

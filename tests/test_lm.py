@@ -136,3 +136,54 @@ def test_held_out_windows_keep_levenberg_marquardt_and_score_every_step():
     se = full.parameter_table()["std_error"]
     for name, value in full.parameters.items():
         assert abs(held.parameters[name] - value) < 3 * se[name]
+
+
+def test_shooting_gaps_of_a_never_measured_state_do_not_depend_on_its_units():
+    # Two tanks, only the lower level measured: the upper level h1 can be rescaled,
+    # h1 -> lam * h1 with k1 -> k1 sqrt(lam), k2 -> k2 / sqrt(lam), k4 -> k4 lam, without
+    # changing any prediction. The multiple-shooting loss (data + continuity gaps) must not
+    # change either; in fixed units a fit could shrink h1 until its gaps cost nothing
+    # (measured on Cascaded Tanks: k4 -> 1e-6, windows decoupled, test RMSE 0.80 V).
+    import torch
+
+    data = sysid.datasets.simulate("two_tank", seed=0, observed=["h2"], t_end=60.0)
+    h1, h2 = sp.symbols("h1 h2", positive=True)
+    u = sp.Symbol("u")
+    k1, k2, k3, k4 = sp.symbols("k1 k2 k3 k4", positive=True)
+    model = sysid.HybridODE(states=[h1, h2], inputs=[u],
+                            physics={h1: -k1 * sp.sqrt(h1) + k4 * u,
+                                     h2: k2 * sp.sqrt(h1) - k3 * sp.sqrt(h2)},
+                            parameters={k1: 0.5, k2: 0.5, k3: 0.6, k4: 1.0})
+    built = fit_from(model, data, None, epochs=0, lbfgs_iterations=0, polish_iterations=0,
+                     interpolation="zoh", progress=False, throw=False)
+    p = built._problem
+    p.use_windows(True)
+    assert p.active and p.unpinned.tolist() == [True, False]
+    with torch.no_grad():      # gaps between the windows, as during a fit
+        p.zw.add_(0.1 * torch.randn(p.zw.shape, generator=torch.Generator().manual_seed(0),
+                                    dtype=torch.float64))
+
+    def loss_parts():
+        with torch.no_grad():
+            _, parts = p.loss(0.0, 0.0)
+        return {k: float(v) for k, v in parts.items()}
+
+    before = loss_parts()
+    assert before["continuity"] > 0
+    lam = 1e-3
+    with torch.no_grad():
+        values = p.field.transform.forward(p.field.raw).clone()
+        values[0] *= lam ** 0.5
+        values[1] /= lam ** 0.5
+        values[3] *= lam
+        p.field.raw.copy_(p.field.transform.inverse(values.tolist()))
+        for z in (p.z0, p.zw):
+            x = p.loc + p.scale * z
+            x[:, 0] *= lam
+            z.copy_((x - p.loc) / p.scale)
+    after = loss_parts()
+    assert after["nll"] == pytest.approx(before["nll"], rel=1e-6)
+    assert after["continuity"] == pytest.approx(before["continuity"], rel=1e-6)
+    # and Levenberg-Marquardt's residuals carry the same gap terms
+    f, _, _ = linearise(p)
+    assert f == pytest.approx((after["nll"] + after["continuity"]) * p.noise.total, rel=1e-9)

@@ -132,14 +132,12 @@ print(f"fit time {hybrid.stats['wall_time_s']:.0f} s")
 print({name: round(value, 4) for name, value in hybrid.parameters.items()})
 
 # %% [markdown]
-# For comparison, the same physics without a network. (Physics-only models are fitted by
-# Levenberg-Marquardt by default; on this record, with the upper tank unobserved, it
-# currently stops at a degenerate optimum with the pump gain `k4` near zero, so we ask
-# for L-BFGS with `gauss_newton=False`.)
+# For comparison, the same physics without a network (fitted by Levenberg-Marquardt, the
+# default for models without one).
 
 # %%
 physics_only = sysid.fit(tanks_model(residual=False), train, seed=0, progress=False,
-                         gauss_newton=False, **SETTINGS, **BASELINE)
+                         **SETTINGS, **BASELINE)
 print(physics_only.status)
 print(f"fit time {physics_only.stats['wall_time_s']:.0f} s")
 print({name: round(value, 4) for name, value in physics_only.parameters.items()})
