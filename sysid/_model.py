@@ -110,8 +110,10 @@ def _as_symbol(obj, what: str) -> sp.Symbol:
 
 def _symbol_text(sym: sp.Symbol) -> str:
     """How the symbol was created, e.g. ``Symbol('x', positive=True)``."""
-    given = sorted((k, v) for k, v in sym._assumptions_orig.items()
-                   if not (k == "commutative" and v))
+    stated = getattr(sym, "_assumptions_orig", None)      # as given (SymPy >= 1.12)
+    if stated is None:                                    # else all that they imply
+        stated = sym.assumptions0
+    given = sorted((k, v) for k, v in stated.items() if not (k == "commutative" and v))
     return f"Symbol({sym.name!r}{''.join(f', {k}={v}' for k, v in given)})"
 
 

@@ -197,12 +197,15 @@ class Problem(nn.Module):
 
     def gap_unit(self, starts: torch.Tensor) -> torch.Tensor:
         """The unit in which continuity gaps are measured, per state: the state's scale,
-        or, for a state that no observation involves, the current spread of its window
-        starts. The units of such a state are free (a never-measured tank level under a
-        square root can be rescaled with its parameters without changing any prediction),
-        and in fixed units a fit could shrink the state until its gaps cost nothing,
-        decoupling the windows (measured: Cascaded Tanks without a residual, pump gain
-        k4 -> 1e-6 and the upper level at 1e-4 V, test RMSE 0.80 V against 0.68 V)."""
+        or, for a state that neither an observation nor the residual network reads, the
+        current spread of its window starts. The units of such a state are free (a
+        never-measured tank level under a square root can be rescaled with its parameters
+        without changing any prediction), and in fixed units a fit could shrink the state
+        until its gaps cost nothing, decoupling the windows (measured: Cascaded Tanks
+        without a residual, pump gain k4 -> 1e-6 and the upper level at 1e-4 V, test RMSE
+        0.80 V against 0.67 V). A network reads its inputs through a fixed scaling, which
+        pins their units (measured, the Tanks hybrid: the spread unit gave 0.56 V, the
+        fixed one 0.48 V)."""
         if not bool(self.unpinned.any()):
             return self.scale
         if starts.shape[0] < 2:
@@ -400,8 +403,12 @@ def build_problem(model, bundle: DataBundle, options) -> Problem:
                 f"a window length). Use validation=0 for this data.")
         holdout = holdout_windows(windows, bundle.mask.shape[:2], options.validation,
                                   options.seed)
+    # units are pinned by an observation of the state, or by a network that reads it
+    # through a fixed input scaling (ResidualNet's shift and spread)
     involved = set().union(*(sp.sympify(model.channels[c]).free_symbols
                              for j, c in enumerate(bundle.channels) if bundle.mask[..., j].any()))
+    if model.residual is not None:
+        involved |= {s for s in model.states if s.name in model.residual_inputs}
     return Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
                    options.interpolation, windows=windows, zw=zw,
                    continuity=options.continuity, holdout=holdout,

@@ -831,6 +831,24 @@ def noise_levels(result) -> tuple[np.ndarray, np.ndarray]:
     return out, given
 
 
+def _fit_term(rss: np.ndarray, n_c: np.ndarray, levels) -> float:
+    """``sum_c (n_c log v_c + RSS_c / v_c - n_c)`` over channels with samples, ``v_c`` the
+    given variance or ``max(RSS_c / n_c, floor_c)`` (``levels`` = (floor or given, given)).
+
+    >>> import math
+    >>> import numpy as np
+    >>> n, floor = np.array([10.0]), (np.array([1.0]), np.array([False]))
+    >>> round(_fit_term(np.array([40.0]), n, floor), 4), round(10 * math.log(4.0), 4)
+    (13.8629, 13.8629)
+    >>> _fit_term(np.array([0.0]), n, floor)       # an exact fit gains at most n_c units
+    -10.0
+    """
+    low, given = levels
+    ok = n_c > 0
+    v = np.where(given, low, np.maximum(rss / np.maximum(n_c, 1), low))[ok]
+    return float(np.sum(n_c[ok] * np.log(v) + rss[ok] / v - n_c[ok]))
+
+
 def _criteria(refit, k: int, levels: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
     """``(BIC, AICc)`` from a single-shooting simulation of the refit model:
     ``sum_c (n_c log v_c + RSS_c / v_c - n_c) + k log(n)`` and
@@ -845,10 +863,7 @@ def _criteria(refit, k: int, levels: tuple[np.ndarray, np.ndarray]) -> tuple[flo
     rss, n_c = found
     if not np.all(np.isfinite(rss)):
         return np.inf, np.inf
-    low, given = levels
-    ok = n_c > 0
-    v = np.where(given, low, np.maximum(rss / np.maximum(n_c, 1), low))[ok]
-    fit_term = float(np.sum(n_c[ok] * np.log(v) + rss[ok] / v - n_c[ok]))
+    fit_term = _fit_term(rss, n_c, levels)
     n = float(n_c.sum())
     aicc = fit_term + 2 * k + (2 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else np.inf)
     return fit_term + k * np.log(n), aicc
