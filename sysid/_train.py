@@ -420,10 +420,17 @@ class _Trainer:
         """Levenberg-Marquardt on the phase's objective; each accepted step is recorded (its
         ``lr`` column holds the damping). It writes no checkpoint inside the phase (see
         ``accepted``): a resumed fit restarts it, unless its L-BFGS fallback was running."""
-        from ._lm import levenberg_marquardt
+        from ._lm import MAX_JACOBIAN_BYTES, jacobian_bytes, levenberg_marquardt
 
         if self.pending is not None and self.pending.get("phase") == phase:
             return self._lbfgs(budget, phase=phase)     # the fallback's own checkpoint
+        size = jacobian_bytes(self.problem)
+        if size > MAX_JACOBIAN_BYTES:       # too large a problem for a dense Jacobian
+            status = self._lbfgs(budget, phase=phase)
+            return FitStatus(status.code, f"{status.detail} (L-BFGS: Levenberg-Marquardt's "
+                             f"dense Jacobian would take {size / 2 ** 30:.1f} GiB on this "
+                             f"{phase} phase, above sysid._lm.MAX_JACOBIAN_BYTES = "
+                             f"{MAX_JACOBIAN_BYTES / 2 ** 30:.0f} GiB)")
         self._restore()
         total = self.problem.noise.total
         counters = {"iters": 0}

@@ -187,3 +187,36 @@ def test_shooting_gaps_of_a_never_measured_state_do_not_depend_on_its_units():
     # and Levenberg-Marquardt's residuals carry the same gap terms
     f, _, _ = linearise(p)
     assert f == pytest.approx((after["nll"] + after["continuity"]) * p.noise.total, rel=1e-9)
+
+
+def test_jacobian_size_estimate_and_the_fallback_above_the_memory_budget(monkeypatch):
+    # the estimate is the size of the Jacobian that linearise builds, on windows and on
+    # whole trajectories; above MAX_JACOBIAN_BYTES a phase runs L-BFGS and reaches the
+    # same optimum (on 100 trajectories x 1,000 samples the windows' dense Jacobian
+    # would need 74.5 GiB: numpy raised MemoryError before)
+    import sysid._lm as lm
+
+    model, data = _pendulum()
+    built = fit_from(model, data, None, epochs=0, lbfgs_iterations=0, polish_iterations=0,
+                     progress=False, throw=False)
+    p = built._problem
+    for windows in (True, False):
+        p.use_windows(windows)
+        _, _, J = linearise(p)
+        assert lm.jacobian_bytes(p) == J.nbytes
+    model, data = _forced_decay()
+    calls = []
+    real = lm.levenberg_marquardt
+    monkeypatch.setattr(lm, "levenberg_marquardt",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    sysid.fit(model, data, epochs=0, lbfgs_iterations=50, progress=False)
+    assert calls                                 # within the budget: Levenberg-Marquardt
+    calls.clear()
+    monkeypatch.setattr(lm, "MAX_JACOBIAN_BYTES", 1000)
+    result = sysid.fit(model, data, epochs=0, lbfgs_iterations=50, progress=False)
+    assert result.status.success and not calls   # every phase above it: L-BFGS
+    reference = sysid.fit(model, data, epochs=0, lbfgs_iterations=200, shooting="single",
+                          gauss_newton=False, progress=False)
+    for name, value in reference.parameters.items():
+        assert result.parameters[name] == pytest.approx(value, rel=1e-3)
+    assert (result.history["phase"] == "lbfgs").sum() > 0
