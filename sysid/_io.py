@@ -65,7 +65,13 @@ def _symbol(entry, where) -> sp.Symbol:
             k not in _ASSUMPTIONS or not isinstance(v, bool) for k, v in assumptions.items()):
         raise FileFormatError(f"Invalid assumptions for {entry['name']!r} in {where}: "
                               f"{assumptions!r}; allowed keys {_ASSUMPTIONS} with bool values.")
-    return sp.Symbol(entry["name"], **assumptions)
+    try:
+        return sp.Symbol(entry["name"], **assumptions)
+    except ValueError as err:       # sympy's InconsistentAssumptions, e.g. real=False with
+        raise FileFormatError(      # positive=True
+            f"Contradictory assumptions for {entry['name']!r} in {where}: {assumptions!r} "
+            f"(SymPy: {type(err).__name__}). Drop the ones that conflict, e.g. keep only "
+            f"positive=true.") from None
 
 
 def _value(entry, where) -> float:

@@ -570,9 +570,12 @@ def _parse_fuzz(text):
 
 
 _FUZZ = dict(deadline=None, suppress_health_check=list(HealthCheck))
+# the default run draws the same examples every time (a red CI is reproducible); the
+# slow set explores new ones on every run (it found the contradictory assumptions below)
+_FUZZ_FIXED = dict(_FUZZ, derandomize=True)
 
 
-@settings(max_examples=300, **_FUZZ)
+@settings(max_examples=300, **_FUZZ_FIXED)
 @given(st.one_of(st.text(max_size=200), token_text))
 def test_fuzz_parser(text):
     _parse_fuzz(text)
@@ -638,7 +641,7 @@ def _load_fuzz(saved, tmp_path, ops):
     assert path.read_bytes() == data
 
 
-@settings(max_examples=120, **_FUZZ)
+@settings(max_examples=120, **_FUZZ_FIXED)
 @given(ops=mutations)
 def test_fuzz_loader(saved, tmp_path, ops):
     _load_fuzz(saved, tmp_path, ops)
@@ -693,7 +696,7 @@ def _toml_fuzz(m):
     assert time.perf_counter() - start < BOUND_S
 
 
-@settings(max_examples=200, **_FUZZ)
+@settings(max_examples=200, **_FUZZ_FIXED)
 @given(toml_models)
 def test_fuzz_toml_specs(m):
     _toml_fuzz(m)
@@ -710,3 +713,12 @@ def test_fuzz_toml_specs_long(m):
 def test_zz_print_counts():
     """Run last with ``pytest -m slow -s``: the counts of this module."""
     print(f"\n[hardening-hostile] {dict(sorted(COUNTS.items()))}")
+
+
+def test_contradictory_assumptions_in_a_spec_are_refused():
+    # found by the TOML fuzzing: SymPy raised InconsistentAssumptions from Symbol()
+    from sysid.errors import FileFormatError
+
+    with pytest.raises(FileFormatError, match="Contradictory assumptions for 'x'"):
+        cli.model_from_toml({"model": {"states": [{"name": "x", "real": False,
+                                                   "positive": True}]}})
