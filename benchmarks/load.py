@@ -1,7 +1,7 @@
 """Issue 8, part 5 (load): long fits and many fits, with peak memory and lost results.
 
-    nice python benchmarks/load.py             # the record (about 25 minutes on 2 cores)
-    nice python benchmarks/load.py --quick     # smaller sizes (about 4 minutes)
+    nice python benchmarks/load.py             # the record (about 17 minutes on 2 cores)
+    nice python benchmarks/load.py --quick     # smaller sizes (about 3 minutes)
 
 Every case runs in its own Python process (``--case NAME``, started by this script) so
 that its peak resident memory (``getrusage(RUSAGE_SELF).ru_maxrss``) is its own; torch,
@@ -20,13 +20,15 @@ Cases
 - ``fit_long``: 100 trajectories x ``--long-points`` each (shared irregular times, 10 %
   dropped per trajectory), lightly damped pendulum (alpha = 0.02, so the record stays
   informative), physics only, single shooting with Levenberg-Marquardt.
-- ``fit_long_default``: the same kind of record, 100 x 1,000, with the default options.
+- ``fit_long_default``: the same kind of record, 100 x 1,000, with the default options
+  (multiple shooting windows; their Levenberg-Marquardt Jacobian would take 93 GiB,
+  so the fit runs L-BFGS: ``sysid._lm.MAX_JACOBIAN_BYTES``).
 - ``many_serial``, ``many_dask``: ``fit_many`` over ``--members`` small datasets
   (logistic growth, 30 samples, 2 % noise, as benchmarks/scale.py), serially and on a
   2-worker Dask LocalCluster; every 50th dataset is broken on purpose (a misnamed
   variable, an all-NaN channel, unsorted times, a single sample, a NaN time), so the
   collection must return every member, those as recorded failures. The resident memory
-  after member 100 and after the last member gives the growth per member (serial: this
+  after member n/5 and after member n gives the growth per member (serial: this
   process; Dask: the driver and each worker, read with ``client.run``).
 
 "lost" counts inputs that came back neither as a result nor as a recorded failure, and
@@ -194,7 +196,8 @@ def fit_case(name: str, args) -> dict:
         return out
     windows = int(result.stats.get("shooting_windows", 0))
     out.update(wall_s=time.perf_counter() - start, peak=peak_mb(), ok=True,
-               status=result.status.code, parameters=result.parameters,
+               status=result.status.code, detail=result.status.detail,
+               parameters=result.parameters,
                errors=relative_errors(result.parameters, truth), windows=windows,
                iterations=result.stats.get("lbfgs_iterations", 0))
     if model.residual is None:            # Levenberg-Marquardt's dense Jacobian (_lm.py)
@@ -202,6 +205,9 @@ def fit_case(name: str, args) -> dict:
         rows = result.stats["n_observations"] + (n * (windows - B) if windows else 0)
         cols = P + n * (windows or B)
         out["jacobian"] = [rows, cols]
+        # Levenberg-Marquardt phases whose Jacobian exceeds this run L-BFGS (sysid/_lm.py)
+        from sysid import _lm
+        out["limit"] = getattr(_lm, "MAX_JACOBIAN_BYTES", None)
     return out
 
 
@@ -353,7 +359,7 @@ def row(out: dict) -> str:
     opts = ", ".join(f"{k}={v!r}" for k, v in out["options"].items()) or "defaults"
     what = {"fit_single": "physics, LM", "fit_default": "physics, LM",
             "fit_hybrid": "hybrid (MLP 8x1)", "fit_long": "physics, LM (long)",
-            "fit_long_default": "physics, LM (long)"}[name]
+            "fit_long_default": "physics (long)"}[name]
     size = f"{out['size']} ({out['observed']:,} points; grid {out['grid']}, {out['layout']})"
     if not out["ok"]:
         return (f"| {name}: {what} | {size} | {opts} | {out['wall_s']:.1f} | "
@@ -364,12 +370,20 @@ def row(out: dict) -> str:
     sanity = ", ".join(f"{k} {v:.4g} ({100 * out['errors'][k]:.2f} %)"
                        for k, v in out["parameters"].items())
     ok = "ok" if worst < tol else "CHECK"
-    method = "L-BFGS" if name == "fit_hybrid" else "LM"
-    outcome = f"{out['status']}, {out['iterations']} {method} iterations, "
-    outcome += f"{out['windows']} shooting windows" if out["windows"] else "single shooting"
+    method, note = "LM", ""
     if "jacobian" in out:
         rows, cols = out["jacobian"]
-        outcome += f"; dense Jacobian {rows:,} x {cols:,} ({rows * cols * 8 / 2 ** 30:.2f} GiB)"
+        nbytes = rows * cols * 8
+        note = f"; dense LM Jacobian {rows:,} x {cols:,} ({nbytes / 2 ** 30:.2f} GiB)"
+        if out.get("limit") and nbytes > out["limit"]:
+            method = "L-BFGS" if not out["windows"] else "L-BFGS (windows) + LM (polish)"
+            note = (f"; LM's dense Jacobian {rows:,} x {cols:,} would take "
+                    f"{nbytes / 2 ** 30:.1f} GiB, above the {out['limit'] / 2 ** 30:g} GiB limit")
+    elif name == "fit_hybrid":
+        method = "L-BFGS"
+    outcome = f"{out['status']}, {out['iterations']} {method} iterations, "
+    outcome += f"{out['windows']} shooting windows" if out["windows"] else "single shooting"
+    outcome += note
     return (f"| {name}: {what} | {size} | {opts} | {out['wall_s']:.1f} | "
             f"{out['rss_before']:.0f} | {out['peak']:.0f} | - | {outcome} | {ok} "
             f"(< {100 * tol:g} %): {sanity} |")
@@ -409,8 +423,10 @@ def report(outs: list, args, command: str, started: str, load_before: str) -> st
 
 
 # measured once with `--case fit_long --long-points 10000` data and options (2026-11-29,
-# load average about 2.5): simulating the data took 71 s
-LONG_10000 = "fit 934 s (15.6 min), peak RSS 7,462 MB, omega0 1.0472, alpha 0.0200, converged"
+# commit 1671085, load average about 2.5), before Levenberg-Marquardt phases with a dense
+# Jacobian above 1 GiB switched to L-BFGS (commit bab32c2): simulating the data took 71 s
+LONG_10000 = ("fit 934 s (15.6 min) by Levenberg-Marquardt (a 3.0 GiB Jacobian), peak RSS "
+              "7,462 MB, omega0 1.0472, alpha 0.0200, converged")
 
 
 def notes(outs: list, args) -> list:
@@ -434,22 +450,25 @@ def notes(outs: list, args) -> list:
         lines.append(
             "- *Default options* (multiple shooting windows of about 5 samples, "
             "Levenberg-Marquardt): the Jacobian is a dense NumPy array with a column per "
-            "window start, about 10 bytes x points^2 (sysid/_lm.py `linearise`; the "
-            "selection of its columns and the stacking of the continuity rows copy it "
-            "twice more), and each step solves the normal equations densely, cubic in the "
-            "windows. That sets *fit_default*'s peak memory and time; on 100 x 1,000 points "
-            "(*fit_long_default*) it would need 74.5 GiB after the Adam warm-up, and "
-            "`sysid.fit` raises numpy's MemoryError (reported, not fixed here: the file "
-            "belongs to other work).")
+            "window start, about 10 bytes x points^2 (sysid/_lm.py `linearise`), and an "
+            "iteration peaks at about four times that (copies for the column selection and "
+            "the continuity rows, the normal equations); each step solves the normal "
+            "equations densely, cubic in the windows. That sets *fit_default*'s peak memory "
+            "and time. On 100 x 1,000 points (*fit_long_default*) it would need 93 GiB: "
+            "`sysid.fit` raised numpy's MemoryError after the Adam warm-up (\"Unable to "
+            "allocate 74.5 GiB\", found by this benchmark); since commit bab32c2 a phase "
+            "whose Jacobian would exceed `sysid._lm.MAX_JACOBIAN_BYTES` (1 GiB) runs L-BFGS "
+            "instead, which this row measures.")
     if "fit_long" in names:
         lines.append(
             f"- *fit_long*: single shooting (the Jacobian then has 2 + 2 x 100 columns, "
             f"linear in the points, though still dense) on a lightly damped pendulum (alpha "
             f"= 0.02, so that the record stays informative), `max_steps` raised because the "
-            f"step limit counts a whole trajectory. Run here at 100 x {args.long_points:,}. "
-            f"100 x 10,000 (1,000,000 points) completes but takes longer than the ~10 "
-            f"minutes this record allows on 2 shared cores: {LONG_10000} (`--long-points "
-            f"10000` reruns it).")
+            f"step limit counts a whole trajectory. Run here at 100 x {args.long_points:,}: "
+            f"above about 3,300 points per trajectory its Jacobian passes the 1 GiB limit "
+            f"and the fit runs L-BFGS. 100 x 10,000 (1,000,000 points) was measured before "
+            f"that limit: {LONG_10000}, longer than the ~10 minutes this record allows on 2 "
+            f"shared cores (`--long-points 10000` reruns it, now by L-BFGS).")
     if args.quick:
         lines.append("- `--quick` skips the default-options fits, fits a 100 x "
                      f"{args.long_points} long record and {args.members} fit_many members.")
@@ -463,7 +482,7 @@ def main(argv=None) -> int:
                         help="smaller sizes: no default-options fits, 100 x 500 long fit, "
                              "100 members")
     parser.add_argument("--long-points", type=int, default=None,
-                        help="points per trajectory of fit_long (default 5000; quick 500)")
+                        help="points per trajectory of fit_long (default 3000; quick 500)")
     parser.add_argument("--members", type=int, default=None,
                         help="fit_many members (default 500; quick 100)")
     parser.add_argument("--memory-limit", type=float, default=12.0,
@@ -472,7 +491,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="where to write the markdown record")
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.long_points = args.long_points or (500 if args.quick else 5000)
+    args.long_points = args.long_points or (500 if args.quick else 3000)
     args.members = args.members or (100 if args.quick else 500)
 
     if args.case:                         # a child process: one case, one JSON line

@@ -344,10 +344,10 @@ def run_fit_child(shape, options: dict, timeout: float = 1800) -> dict:
 @pytest.mark.slow
 def test_a_fit_over_10_trajectories_of_10000_samples_recovers_the_physics():
     """100,000 points over 2,200 s, single shooting: its Jacobian (200,000 x 22, 35 MB)
-    grows linearly with the points; the peak was PEAK GB. The bound, 1.5 GB, would catch
-    a Jacobian with a column per shooting window (the default options ask for 74.5 GiB
-    on these 100,000 points) or a copy of the solver's states kept per iteration. The
-    step limit counts the whole trajectory: raised."""
+    grows linearly with the points; the peak was 0.55 GB. The bound, 1.5 GB, would catch
+    a Jacobian with a column per shooting window (74.5 GiB on these 100,000 points) or a
+    copy of the solver's states kept per iteration. The step limit counts the whole
+    trajectory: raised."""
     out = run_fit_child([10, 10_000], dict(FAST, lbfgs_iterations=200, max_steps=10 ** 7))
     print(f"\n[load] 10 x 10,000, single shooting: peak RSS {out['peak']:.0f} MB, "
           f"{out['parameters']}")
@@ -364,8 +364,8 @@ def test_the_default_fit_over_100_trajectories_completes_within_its_memory_bound
     """The fast test's 10,000 points with the default options: 2,500 shooting windows
     and Levenberg-Marquardt, whose dense Jacobian (24,800 x 5,002, 0.9 GiB, copied twice)
     sets the peak: 3.6 GB measured. The bound, 6 GB, catches a further copy; it is not
-    a target (benchmarks/results/load.md: the Jacobian grows as the square of the
-    points, and 100 x 1,000 points ask for 74.5 GiB)."""
+    a target: the Jacobian grows as the square of the points (100 x 1,000 points would
+    need 74.5 GiB; above sysid._lm.MAX_JACOBIAN_BYTES such phases run L-BFGS)."""
     out = run_fit_child(None, {"progress": False})
     print(f"\n[load] default options, 100 x 100: peak RSS {out['peak']:.0f} MB, "
           f"{out['windows']} windows, {out['parameters']}")
