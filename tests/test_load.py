@@ -52,8 +52,10 @@ FAST = dict(epochs=0, lbfgs_iterations=15, shooting="single", rtol=1e-4, atol=1e
             progress=False)
 OMEGA0 = 2.0 * math.pi / 6.0              # the simulated pendulum's natural frequency
 
-FAULTS = ("misnamed variable", "all-NaN channel", "unsorted times", "single sample",
-          "NaN time")
+# the broken datasets of the load benchmark (benchmarks/load.py), shared with it
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+from load import FAULTS, broken  # noqa: E402
 
 
 def decay_model():
@@ -61,20 +63,6 @@ def decay_model():
     k = sp.Symbol("k", positive=True)
     return sysid.HybridODE(states=[x], physics={x: -k * x}, parameters={k: 1.0})
 
-
-def broken(ds, kind):
-    """``ds`` damaged in one of the ways of FAULTS; sysid.fit refuses each with a DataError."""
-    if kind == "misnamed variable":
-        return ds.rename(x="z")
-    if kind == "all-NaN channel":
-        return ds.copy(data={"x": np.full(ds.sizes["time"], np.nan)})
-    if kind == "unsorted times":
-        return ds.isel(time=np.r_[1, 0, 2:ds.sizes["time"]])
-    if kind == "single sample":
-        return ds.isel(time=[0])
-    t = ds["time"].values.copy()            # "NaN time"
-    t[5] = np.nan
-    return ds.assign_coords(time=t)
 
 
 def members(n, every):
