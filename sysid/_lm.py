@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._blas import blas_threads
 from ._integrate import SolverFailure
 
 __all__ = ["levenberg_marquardt", "linearise", "supports_gauss_newton", "jacobian_bytes",
@@ -122,6 +123,13 @@ def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
     units, ``lam`` the damping the next iteration starts from); a true return value stops
     the iterations there (early stopping on held-out data).
     """
+    size = problem.field.raw.numel() + problem.z0.numel() + \
+        (problem.zw.numel() if problem.active else 0)
+    with blas_threads(size):            # the normal equations are small: one BLAS thread
+        return _iterate(problem, iterations, lam, on_accept)
+
+
+def _iterate(problem, iterations: int, lam: float, on_accept) -> LMReport:
     raw, z0, zw = problem.field.raw, problem.z0, problem.zw
     blocks = [raw, z0] + ([zw] if problem.active else [])
     offsets = np.cumsum([0] + [b.numel() for b in blocks])

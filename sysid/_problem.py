@@ -124,6 +124,7 @@ class Problem(nn.Module):
         self.noise = noise_model(noise, np.where(mask, self.y.numpy(), np.nan), mask,
                                  bundle.noise_std)
         self.windows = None
+        self.window_starts: list = []
         self.continuity = continuity
         # States that no observation involves: their units are not fixed by the data
         unpinned = np.zeros(len(loc), bool) if unpinned is None else np.asarray(unpinned, bool)
@@ -134,6 +135,9 @@ class Problem(nn.Module):
             idx, traj, first = windows
             self.windows = Segments(bundle, idx, traj, self.inputs, skip_first=~first,
                                     holdout=holdout)
+            # (trajectory, sample) where each window after a trajectory's first starts
+            self.window_starts = [(int(b), int(i[0])) for i, b, f in zip(idx, traj, first)
+                                  if not f]
             # starts = cat([x0, xw])[source]: first windows read x0, the others xw
             src = np.where(first, traj, 0)
             src[~first] = bundle.n_trajectories + np.arange((~first).sum())
@@ -364,22 +368,37 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     return x0, observed
 
 
-def build_problem(model, bundle: DataBundle, options) -> Problem:
-    """Set up the field, scalings and initial guesses for ``model`` on ``bundle``."""
+def build_problem(model, bundle: DataBundle, options, like: Problem | None = None) -> Problem:
+    """Set up the field, scalings and initial guesses for ``model`` on ``bundle``.
+
+    ``like``: a problem of a model with the same states on the same data (the hybrid fit,
+    or a quicker refit, of which this is a symbolic candidate). Its units (``loc``,
+    ``scale``) and its fitted initial states and window starts are taken over instead of
+    being guessed from the data: the candidates share one frame (the same continuity units
+    for all), start from trajectories that already fit the data, and skip the guesses'
+    cost (a least-squares fit per start and a preview solve).
+    """
     gen = torch.Generator().manual_seed(int(options.seed))
     syms = list(model.parameters)
     guesses = [model.parameters[s] for s in syms]
     transform = transform_for(syms, guesses)
     raw = transform.inverse(guesses) if syms else torch.zeros(0, dtype=torch.float64)
     field = HybridField(model, bundle.channels, transform, raw, None)
-    x0, observed = initial_states(model, field, bundle)
     n = len(model.states)
-    loc, scale = np.zeros(n), np.ones(n)
-    sim = _physics_preview(field, x0, bundle, options)
-    for i, c in enumerate(observed):
-        series = bundle.y[..., c] if c is not None and bundle.mask[..., c].any() else sim[..., i]
-        loc[i] = float(np.nanmean(series)) if np.isfinite(series).any() else 0.0
-        scale[i] = _robust_std(series)
+    if like is not None and tuple(like.z0.shape) != (bundle.n_trajectories, n):
+        like = None                      # not the same states on the same data
+    if like is not None:
+        loc, scale = like.loc.numpy().copy(), like.scale.numpy().copy()
+        x0 = like.x0().detach().numpy()
+    else:
+        x0, observed = initial_states(model, field, bundle)
+        loc, scale = np.zeros(n), np.ones(n)
+        sim = _physics_preview(field, x0, bundle, options)
+        for i, c in enumerate(observed):
+            series = bundle.y[..., c] if c is not None and bundle.mask[..., c].any() \
+                else sim[..., i]
+            loc[i] = float(np.nanmean(series)) if np.isfinite(series).any() else 0.0
+            scale[i] = _robust_std(series)
     if model.residual is not None:
         field.residual = _build_residual(model, bundle, loc, scale, gen)
     z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
@@ -389,7 +408,10 @@ def build_problem(model, bundle: DataBundle, options) -> Problem:
         windows = shooting_windows(bundle, length)
         idx, traj, first = windows
         later = [(int(b), int(i[0])) for i, b, f in zip(idx, traj, first) if not f]
-        if later:
+        if later and like is not None and like.windows is not None \
+                and np.array_equal(like.window_starts, later):
+            zw = like.zw.detach().clone()
+        elif later:
             xw, _ = initial_states(model, field, bundle, later)
             zw = torch.as_tensor((xw - loc) / scale, dtype=torch.float64)
         else:

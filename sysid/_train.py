@@ -150,11 +150,14 @@ def fit(model: HybridODE, data, **options):
     return fit_from(model, data, None, **options)
 
 
-def fit_from(model: HybridODE, data, x0, **options):
+def fit_from(model: HybridODE, data, x0, *, like=None, **options):
     """:func:`fit` starting from the initial states ``x0`` (trajectories, states), in
     physical units, instead of estimating them from the first samples (``None``: the
-    same as :func:`fit`). The symbolic summary starts its candidate refits from the
-    hybrid fit's initial states this way."""
+    same as :func:`fit`). ``like``: a :class:`FitResult` of a model with the same states
+    on the same data, whose units and fitted states (initial and window starts) the fit
+    starts from (see :func:`build_problem`); ``x0``, if given, replaces its initial
+    states. The symbolic summary starts its candidate refits from the hybrid fit this
+    way."""
     from ._result import FitResult
 
     if not isinstance(model, HybridODE):
@@ -166,7 +169,8 @@ def fit_from(model: HybridODE, data, x0, **options):
     bundle = prepare(model, data, time_unit=opts.time_unit,
                      n_fitted=len(model.parameters) + n_traj * len(model.states))
     torch.manual_seed(opts.seed)
-    problem = build_problem(model, bundle, opts)
+    problem = build_problem(model, bundle, opts,
+                            like=like._problem if like is not None else None)
     if x0 is not None:
         with torch.no_grad():
             x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(problem.z0.shape)

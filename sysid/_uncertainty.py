@@ -46,6 +46,7 @@ from dataclasses import dataclass, field as dc_field
 import numpy as np
 import torch
 
+from ._blas import blas_threads
 from .errors import IdentifiabilityWarning, ModelError
 
 __all__ = ["Curvature", "gauss_newton", "laplace", "residual_jacobian", "parameter_table",
@@ -196,12 +197,13 @@ def _laplace(result, network: bool) -> Curvature:
                 else DEFAULT_PRIOR_PRECISION
             prior[k:k + m] = w
             k += m
-    jtj = jd.T @ jd
-    rest = jp.T @ jp + np.diag(prior)
-    cov0, _ = _inverse(jtj + rest)
-    p_eff = float(np.sum(cov0 * jtj))           # tr(H^-1 J^T J)
-    dof = max(n - p_eff, 1.0) if n > 0 else float("nan")
-    cov_raw, condition = _inverse(jtj * (dof / n) + rest) if n > 0 else (cov0, np.inf)
+    with blas_threads(D):
+        jtj = jd.T @ jd
+        rest = jp.T @ jp + np.diag(prior)
+        cov0, _ = _inverse(jtj + rest)
+        p_eff = float(np.sum(cov0 * jtj))           # tr(H^-1 J^T J)
+        dof = max(n - p_eff, 1.0) if n > 0 else float("nan")
+        cov_raw, condition = _inverse(jtj * (dof / n) + rest) if n > 0 else (cov0, np.inf)
     raw = field.raw.detach()
     with torch.no_grad():
         values = field.transform.forward(raw).numpy()
