@@ -409,3 +409,27 @@ def test_refits_start_from_the_units_and_states_of_a_given_fit(hybrid, data):
     assert np.allclose(p.z0.detach().numpy(), q.z0.detach().numpy(), rtol=1e-12, atol=1e-12)
     assert np.array_equal(p.zw.detach().numpy(), q.zw.detach().numpy())
     assert p.zw.shape[0] > 0                  # shooting windows: their starts taken over too
+
+
+def test_lynx_hare_demo_distils_the_lotka_volterra_interactions():
+    # The `sysid demo` job with its default training: growth and death known, the
+    # interactions left to the network, log-normal noise, degree-2 library. Quick refits
+    # that started from the hybrid fit's trajectories, or took one polish step instead of
+    # 5, left the true support at a poor optimum and selected hare*lynx**2 or lynx**2.
+    data = sysid.datasets.load("lynx_hare")
+    hare, lynx = sp.symbols("hare lynx")
+    alpha, gamma = sp.symbols("alpha gamma", positive=True)
+    model = sysid.HybridODE(
+        states=[hare, lynx], physics={hare: alpha * hare, lynx: -gamma * lynx},
+        parameters={alpha: 0.5, gamma: 0.5}, residual=sysid.MLP(width=16, depth=2))
+    result = sysid.fit(model, data, seed=0, noise="lognormal", progress=False)
+    summary = result.symbolic(degree=2)
+    for state in (hare, lynx):
+        assert sorted(sp.Poly(summary.equations[state.name], hare, lynx).monoms()) == [(1, 1)]
+    fitted = {"alpha": summary.parameters["alpha"], "gamma": summary.parameters["gamma"],
+              "beta": -float(summary.equations["hare"].subs({hare: 1, lynx: 1})),
+              "delta": float(summary.equations["lynx"].subs({hare: 1, lynx: 1}))}
+    stan_80 = {"alpha": (0.47, 0.63), "beta": (0.023, 0.033), "gamma": (0.69, 0.91),
+               "delta": (0.020, 0.029)}           # Carpenter 2018, BENCHMARKS.md section 6
+    for name, (low, high) in stan_80.items():
+        assert low <= fitted[name] <= high, (name, fitted[name])
