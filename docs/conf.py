@@ -19,6 +19,13 @@ and executed by the build:
 * ``SYSID_DOCS_EXECUTE`` chooses myst-nb's execution mode: ``force`` (default: execute
   every notebook that Sphinx reads), ``cache`` (keep outputs in ``docs/_build/.jupyter_cache``
   between clean builds), or ``off`` (no outputs: a quick check of the pages and the API).
+* ``SYSID_DOCS_EXECUTED=DIR`` names a folder of tutorial notebooks that were already
+  executed, with their outputs (``DIR/NN_name.ipynb``). The test suite sets it
+  (``tests/conftest.py``): ``tests/test_tutorials.py`` executes each notebook once and the
+  site is built from those outputs, so CI does not run every tutorial twice. Each such
+  notebook must have the cells of the committed one (else the build stops: its outputs
+  would be stale) and is shown as it is, not executed again; a tutorial missing from
+  ``DIR`` is executed as usual.
 """
 
 from __future__ import annotations
@@ -60,7 +67,9 @@ root_doc = "index"
 # -- math ---------------------------------------------------------------------------------
 # MathJax comes from its CDN by default. For a build read offline, point
 # SYSID_DOCS_MATHJAX at a local MathJax 2 (e.g. Debian's libjs-mathjax:
-# file:///usr/share/javascript/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML).
+# file:///usr/share/javascript/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML). The
+# tests set it where that copy is installed (tests/conftest.py), so that headless Chromium
+# can typeset the math without network (tests/test_docs_look.py).
 if os.environ.get("SYSID_DOCS_MATHJAX"):
     mathjax_path = os.environ["SYSID_DOCS_MATHJAX"]
     mathjax2_config = {"tex2jax": {"inlineMath": [["\\(", "\\)"]],
@@ -95,28 +104,63 @@ os.environ.setdefault("CI", "1")
 TUTORIAL_PATTERN = "[0-9][0-9]_*.ipynb"
 
 
+def _executed_folder() -> Path | None:
+    """The folder named by ``SYSID_DOCS_EXECUTED`` (None when unset)."""
+    value = os.environ.get("SYSID_DOCS_EXECUTED", "").strip()
+    if not value:
+        return None
+    folder = Path(value)
+    if not folder.is_dir():
+        raise ValueError(f"SYSID_DOCS_EXECUTED must name a folder of executed notebooks; "
+                         f"{value!r} is not a folder.")
+    return folder
+
+
+def _check_executed(notebook: Path, executed: Path) -> None:
+    """Raise unless ``executed`` is ``notebook`` with outputs: the same cells, run."""
+    import nbformat
+
+    committed = nbformat.read(notebook, as_version=4)
+    ran = nbformat.read(executed, as_version=4)
+    if ([(c.cell_type, c.source) for c in committed.cells]
+            != [(c.cell_type, c.source) for c in ran.cells]):
+        raise ValueError(f"SYSID_DOCS_EXECUTED: {executed} does not have the cells of "
+                         f"{notebook} (executed from an older version?); execute it again "
+                         f"or unset SYSID_DOCS_EXECUTED.")
+    if not any(c.get("execution_count") for c in ran.cells if c.cell_type == "code"):
+        raise ValueError(f"SYSID_DOCS_EXECUTED: {executed} was not executed (no cell has "
+                         f"an execution count).")
+
+
 def copy_tutorials(source: Path = ROOT / "tutorials",
-                   target: Path = HERE / "tutorials") -> list[str]:
-    """Mirror ``source/NN_name.ipynb`` into ``target``; return the copied names.
+                   target: Path = HERE / "tutorials",
+                   executed: Path | None = None) -> tuple[list[str], list[str]]:
+    """Mirror ``source/NN_name.ipynb`` into ``target``; return the copied names and those
+    of them that were taken, with their outputs, from the folder ``executed``.
 
     A notebook whose copy is already identical is left alone (its time stamp too, so an
-    incremental build does not execute it again); copies whose source is gone are
-    removed.
+    incremental build does not execute it again); a copy that differs is rewritten with a
+    new time stamp (so Sphinx reads it again); copies whose source is gone are removed.
     """
     target.mkdir(exist_ok=True)
-    names = []
+    names, pre_executed = [], []
     for notebook in sorted(source.glob(TUTORIAL_PATTERN)):
+        origin = notebook
+        if executed is not None and (executed / notebook.name).is_file():
+            origin = executed / notebook.name
+            _check_executed(notebook, origin)
+            pre_executed.append(notebook.name)
         copy = target / notebook.name
-        if not (copy.exists() and filecmp.cmp(notebook, copy, shallow=False)):
-            shutil.copy2(notebook, copy)
+        if not (copy.exists() and filecmp.cmp(origin, copy, shallow=False)):
+            shutil.copyfile(origin, copy)
         names.append(notebook.name)
     for stale in target.glob(TUTORIAL_PATTERN):
         if stale.name not in names:
             stale.unlink()
-    return names
+    return names, pre_executed
 
 
-TUTORIALS = copy_tutorials()
+TUTORIALS, PRE_EXECUTED = copy_tutorials(executed=_executed_folder())
 
 
 def _tutorial_tools():
@@ -133,7 +177,10 @@ def _tutorial_tools():
 #: without ../shared/data and no $SYSID_DATA_DIR): shown without outputs, not executed.
 UNEXECUTED = [name for name in TUTORIALS
               if _tutorial_tools().missing_data(Path(name).stem)]
-nb_execution_excludepatterns = [f"tutorials/{name}" for name in UNEXECUTED]
+#: Tutorials already executed (``SYSID_DOCS_EXECUTED``) are shown with their outputs as
+#: they are; myst-nb renders an excluded notebook without executing it.
+nb_execution_excludepatterns = [f"tutorials/{name}"
+                                for name in sorted(set(UNEXECUTED) | set(PRE_EXECUTED))]
 
 # -- API reference ------------------------------------------------------------------------
 # autosummary writes one page per public name into api/generated/ (git-ignored); start

@@ -1,11 +1,14 @@
 """The documentation: every public name has a running example, and the Sphinx site builds.
 
-The site is built once per test session, the way ``docs/conf.py`` and the README say
-(``python -m sphinx -W --keep-going -b html docs OUT``: every warning is an error), with
-the tutorials executed in their fast setting (``SYSID_TUTORIAL_FAST=1``) and
-``MPLBACKEND=Agg`` as in CI. The tests then read the HTML it wrote. The docstring
-examples themselves run as doctests (``--doctest-modules`` in ``pyproject.toml``); here
-we check that each public name of the API contract has examples that are not skipped.
+The site is built once per test session by the fixture ``site`` (``tests/conftest.py``),
+the way ``docs/conf.py`` and the README say (``python -m sphinx -W --keep-going -b html
+docs OUT``: every warning is an error), with ``MPLBACKEND=Agg`` as in CI. The tutorial
+pages show the outputs of the notebooks as ``tests/test_tutorials.py`` executed them, in
+their fast setting (``SYSID_TUTORIAL_FAST=1``), through ``SYSID_DOCS_EXECUTED``: each
+notebook is executed once per session, by whichever test asks first, so this module run
+alone executes them too. The tests then read the HTML it wrote. The docstring examples
+themselves run as doctests (``--doctest-modules`` in ``pyproject.toml``); here we check
+that each public name of the API contract has examples that are not skipped.
 """
 
 from __future__ import annotations
@@ -13,11 +16,7 @@ from __future__ import annotations
 import doctest
 import html
 import inspect
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 TUTORIALS = ROOT / "tutorials"
 RESULTS = ROOT / "benchmarks" / "results"
-#: Seconds the whole build may take (the fast tutorials take a few minutes in all).
-BUILD_TIMEOUT = 3600
 
 #: The public names of the API contract (../shared/API.md) and of ``sysid.__all__``, with
 #: the members of the classes that the contract names.
@@ -98,28 +95,7 @@ def test_every_contract_member_is_exercised_by_a_running_example(name):
         f"no running example of sysid.{cls_name} or of the member itself uses .{member}")
 
 
-# -- the site --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    pytest.importorskip("sphinx")
-    pytest.importorskip("myst_nb")
-    pytest.importorskip("numpydoc")
-    pytest.importorskip("sphinx_rtd_theme")
-    out = tmp_path_factory.mktemp("docs")
-    env = dict(os.environ, SYSID_TUTORIAL_FAST="1", MPLBACKEND="Agg")
-    env.pop("SYSID_DOCS_EXECUTE", None)          # the default: execute every notebook
-    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "--no-color", "-b", "html",
-           "-d", str(out / "doctrees"), str(DOCS), str(out / "html")]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=BUILD_TIMEOUT)
-    elapsed = time.perf_counter() - start
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"the docs build failed ({elapsed:.0f} s):\n{log[-8000:]}"
-    print(f"docs build: {elapsed:.0f} s")
-    return out / "html", log
-
-
+# -- the site (the session fixture ``site`` of conftest.py builds it) -------------------
 def _page(site, name: str) -> str:
     path = site[0] / name
     assert path.exists(), f"{name} was not built"
@@ -137,6 +113,20 @@ def test_build_is_warning_free(site):
     _, log = site
     found = [line for line in log.splitlines() if "WARNING: " in line or "ERROR: " in line]
     assert not found, "\n".join(found[:20])
+
+
+def test_the_build_does_not_execute_the_tutorials_again(site, executed_tutorials):
+    # The tutorial pages show the outputs of the notebooks as executed_tutorials ran them
+    # (SYSID_DOCS_EXECUTED): myst-nb excludes them from execution, and logs it.
+    _, log = site
+    executed = [s.stem for s in executed_tutorials.sources() if executed_tutorials.run(s)]
+    assert executed, "no tutorial was executed"
+    assert "Executing notebook" not in log, "the docs build executed a tutorial again"
+    lines = [line for line in log.splitlines() if "xecut" in line]
+    for stem in executed:
+        assert any(f"tutorials/{stem}.ipynb" in line and "Excluded from execution" in line
+                   for line in lines), (
+            f"{stem} was not taken as executed by the docs build:\n" + "\n".join(lines))
 
 
 def test_pages_exist(site):

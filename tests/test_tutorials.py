@@ -4,36 +4,28 @@ Each ``tutorials/NN_name.ipynb`` is generated from ``tutorials/NN_name.py`` (per
 format) by ``tutorials/build_notebooks.py``. These tests regenerate each notebook in memory
 and compare it with the committed one, then execute the committed notebook with nbclient
 in a ``python3`` kernel, in the fast setting (``SYSID_TUTORIAL_FAST=1``).
+
+The execution is the session fixture ``executed_tutorials`` (``tests/conftest.py``): each
+notebook runs once per session, and the documentation build (``tests/test_docs.py``)
+shows those same outputs instead of executing the notebooks a second time.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import time
 from pathlib import Path
 
 import pytest
+from conftest import build_notebooks as load_build_notebooks
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
-#: Seconds allowed per cell; the whole fast notebook is meant to take under 3 minutes.
-CELL_TIMEOUT = 600
 
-
-def _builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks",
-                                                  TUTORIALS / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_notebooks = _builder()
+build_notebooks = load_build_notebooks()
 SOURCES = build_notebooks.sources(TUTORIALS)
+
 
 def test_there_are_tutorials():
     assert SOURCES, f"no tutorial sources NN_name.py in {TUTORIALS}"
@@ -57,22 +49,30 @@ def test_notebook_matches_its_source(source):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_notebook_runs(source, tmp_path, monkeypatch):
+def test_notebook_runs(source, executed_tutorials):
     missing = build_notebooks.missing_data(source.stem)
     if missing:
         pytest.skip(missing)
-    # The kernel inherits this process's environment.
-    monkeypatch.setenv("SYSID_TUTORIAL_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("CI", os.environ.get("CI", "1"))
-    nb = nbformat.read(build_notebooks.notebook_path(source), as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}})
-    start = time.perf_counter()
-    client.execute()  # raises CellExecutionError with the traceback on a failing cell
-    elapsed = time.perf_counter() - start
-    errors = [out for cell in nb.cells if cell.cell_type == "code"
-              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-    assert not errors, errors
-    print(f"{source.stem}: {elapsed:.0f} s")
+    # Raises CellExecutionError with the traceback on a failing cell (again, if the docs
+    # build asked for this notebook first in this session).
+    executed = executed_tutorials.run(source)
+    nb = nbformat.read(executed, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count for cell in code), (
+        f"{source.stem}: not every code cell was executed")
+    if source.stem in executed_tutorials.seconds:
+        print(f"{source.stem}: {executed_tutorials.seconds[source.stem]:.0f} s")
+
+
+def test_a_notebook_that_raises_fails_and_is_not_kept(new_tutorial_runner, tmp_path):
+    """The runner behind test_notebook_runs (and the site's outputs) fails on an error,
+    every time it is asked, and keeps no executed copy that the site could show."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = build_notebooks.build(SOURCES[0]).metadata
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise RuntimeError('tutorial broken')")]
+    nbformat.write(nb, tmp_path / "99_broken.ipynb")
+    for _ in range(2):
+        with pytest.raises(nbclient.exceptions.CellExecutionError, match="tutorial broken"):
+            new_tutorial_runner.run(tmp_path / "99_broken.py")
+    assert not list(new_tutorial_runner.folder.iterdir())
