@@ -41,6 +41,12 @@ class ParameterTransform:
         logs = torch.log(torch.clamp(values * self._sign, min=1e-300))
         return torch.where(self._log, logs, out)
 
+    def rescale(self, j: int, scale: float) -> None:
+        """Set the scale of the unconstrained parameter ``j`` (whose raw value is 0, so
+        its physical value stays 0)."""
+        self.scales[j] = float(scale)
+        self._scale[j] = float(scale)
+
     def to_dict(self) -> dict:
         return {"kinds": self.kinds, "scales": self.scales}
 

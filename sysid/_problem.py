@@ -399,6 +399,7 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                 else sim[..., i]
             loc[i] = float(np.nanmean(series)) if np.isfinite(series).any() else 0.0
             scale[i] = _robust_std(series)
+        _scale_zero_guesses(field, guesses, bundle, sim, observed, scale)
     if model.residual is not None:
         field.residual = _build_residual(model, bundle, loc, scale, gen)
     z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
@@ -489,6 +490,56 @@ def samples_per_period(bundle: DataBundle) -> float | None:
             spp = float(np.median(per))
             best = spp if best is None else min(best, spp)
     return best
+
+
+def _scale_zero_guesses(field, guesses, bundle, sim, observed, scale) -> None:
+    """Give each unconstrained parameter guessed as 0 the size of its term.
+
+    An unconstrained parameter's raw value is its value over the size of its guess, so
+    that every raw value is of order one; a guess of 0 has no size, and a scale of 1 left
+    a coefficient whose size is 1e5 (Silverbox's cubic stiffness, in volts and seconds)
+    crawling a few units per iteration. Its scale becomes the value at which its term is
+    as large as the rest of its equation along the data: the RMS of the known physics'
+    right-hand side over the RMS of the right-hand side's derivative in the parameter
+    (median over the equations it appears in; where the rest of an equation is 0, the
+    state's spread per tenth of the time span). States are the data where a channel
+    measures them directly, else the preview of the physics from the guessed start.
+    """
+    transform = field.transform
+    zero = [j for j, (kind, g) in enumerate(zip(transform.kinds, guesses))
+            if kind == "linear" and float(g) == 0.0]
+    if not zero:
+        return
+    idx = segment_grid(bundle)
+    xs = np.array(sim, dtype=float)                                   # (B, K, n)
+    b = np.arange(bundle.n_trajectories)[:, None]
+    for i, c in enumerate(observed):
+        if c is not None:
+            data = bundle.y[b, idx, c]
+            xs[..., i] = np.where(np.isfinite(data), data, xs[..., i])
+    u = bundle.u[b, idx]                                               # (B, K, m)
+    t = np.broadcast_to(bundle.times[idx], idx.shape)
+    rows = np.isfinite(xs).all(-1) & np.isfinite(u).all(-1)
+    if not rows.any():
+        return
+    tt, xt, ut = (torch.as_tensor(np.ascontiguousarray(a[rows]), dtype=torch.float64)
+                  for a in (t, xs, u))
+    span = float(bundle.times[-1] - bundle.times[0]) or 1.0
+    eps = 1e-6
+    with torch.no_grad():
+        rhs = field.physics(tt, xt, ut)
+        rms = torch.sqrt(torch.mean(rhs ** 2, dim=0)).numpy()
+        for j in zero:
+            saved = field.raw[j].clone()
+            field.raw[j] += eps              # scale 1 and raw 0: the value moves by eps
+            slope = (field.physics(tt, xt, ut) - rhs) / eps
+            field.raw[j] = saved
+            size = torch.sqrt(torch.mean(slope ** 2, dim=0)).numpy()
+            rate = np.where(rms > 0, rms, scale / (span / 10.0))
+            ratios = [rate[i] / size[i] for i in range(len(size))
+                      if size[i] > 0 and np.isfinite(size[i]) and np.isfinite(rate[i])]
+            if ratios and np.isfinite(np.median(ratios)) and np.median(ratios) > 0:
+                transform.rescale(j, float(np.median(ratios)))
 
 
 def _physics_preview(field, x0, bundle, options) -> np.ndarray:

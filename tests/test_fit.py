@@ -255,3 +255,28 @@ def test_physics_sees_a_positive_state_floored_above_zero():
     assert abs(float(f[0, 0])) < 1e-30               # sqrt of the floor, about 1e-38
     assert float(f[0, 1]) == pytest.approx(1.0)       # -k z with z = -2 untouched
     assert float(f[1, 0]) == pytest.approx(-1.0)      # -0.5 sqrt(4)
+
+
+def test_a_coefficient_guessed_as_zero_is_scaled_to_the_size_of_its_term():
+    # dx/dt = -a x - c x^3 with c = 2000 on levels of 0.03-0.05: the natural size of c is
+    # 1e3, not 1. With a scale of 1 (a guess of 0 has no size) the fit "converged" at
+    # c = 930 (a = 0.93): Levenberg-Marquardt's steps are bounded in raw units.
+    from scipy.integrate import solve_ivp
+
+    times = np.linspace(0.0, 5.0, 51)
+    clean = [solve_ivp(lambda t, x: -1.0 * x - 2000.0 * x ** 3, (0.0, 5.0), [x0],
+                       t_eval=times, rtol=1e-10, atol=1e-12).y[0] for x0 in (0.05, 0.03)]
+    noisy = np.array(clean) + 1e-4 * np.random.default_rng(0).standard_normal((2, 51))
+    data = xr.Dataset({"x": (("trajectory", "time"), noisy)},
+                      coords={"time": times, "trajectory": [0, 1]})
+    x, c = sp.Symbol("x"), sp.Symbol("c")
+    a = sp.Symbol("a", positive=True)
+    model = sysid.HybridODE(states=[x], physics={x: -a * x - c * x ** 3},
+                            parameters={a: 0.5, c: 0.0})
+    result = sysid.fit(model, data, progress=False)
+    # the scale: RMS of the physics (-0.5 x at the guesses) over the RMS of x^3, on the data
+    scale = result._problem.field.transform.scales[1]
+    y = noisy.ravel()
+    assert scale == pytest.approx(np.sqrt(np.mean((0.5 * y) ** 2) / np.mean(y ** 6)), rel=1e-6)
+    assert result.parameters["c"] == pytest.approx(2000.0, rel=0.01)
+    assert result.parameters["a"] == pytest.approx(1.0, rel=0.01)
