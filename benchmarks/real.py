@@ -235,22 +235,30 @@ def emps(mode, data_dir, figures):
 
 
 # -- Silverbox --------------------------------------------------------------------------------
-def silverbox_model(residual=True):
+def silverbox_model(residual=True, cubic=False):
+    """Mass-spring-damper driven by u; ``cubic`` adds the stiffness -k3 y^3 that the
+    Silverbox circuit is built to have, with k3 guessed as 0 (its size unknown)."""
     y, v = sp.symbols("y v")                               # output voltage and its rate
     u = sp.Symbol("u")
     b, d, k = sp.symbols("b d k", positive=True)
+    k3 = sp.Symbol("k3")
     return sysid.HybridODE(
         states=[y, v], inputs=[u],
-        physics={y: v, v: b * u - d * v - k * y},
+        physics={y: v, v: b * u - d * v - k * y - (k3 * y ** 3 if cubic else 0)},
         # initial guesses from a second-order ARX fit of the training record (resonance
         # 69 Hz, damping 39 1/s, static gain 0.83), as a user would read them off a Bode plot
-        parameters={b: 1.6e5, d: 40.0, k: 1.9e5},
+        parameters={b: 1.6e5, d: 40.0, k: 1.9e5, **({k3: 0.0} if cubic else {})},
         residual=sysid.MLP(width=16, depth=2, states=[v], inputs=[y]) if residual else None)
 
 
 SILVERBOX_SETTINGS = dict(solver="rk4", substeps=2, shooting=50)
 SILVERBOX_TRAINING = {"full": dict(samples=4000, polish_iterations=10),
                       "quick": dict(samples=1500, lbfgs_iterations=50, polish_iterations=5)}
+SILVERBOX_MODELS = (
+    ("sysid hybrid (linear physics + MLP stiffness residual)", dict(residual=True)),
+    ("physics only (linear mass-spring-damper)", dict(residual=False)),
+    ("physics with the cubic stiffness -k3 y^3 (k3 guessed 0)",
+     dict(residual=False, cubic=True)))
 
 
 def silverbox(mode, data_dir, figures):
@@ -262,13 +270,8 @@ def silverbox(mode, data_dir, figures):
     samples = training.pop("samples")
     fit_data = train.isel(time=slice(0, samples))
     rows, summary_text, sims = [], "", {}
-    for label, residual in (("sysid hybrid (linear physics + MLP stiffness residual)", True),
-                            ("physics only (linear mass-spring-damper)", False)):
-        if mode == "quick" and not residual:
-            continue                                       # baseline in the full run only
-        options = dict(SILVERBOX_SETTINGS, **training)
-        result, wall = timed(sysid.fit, silverbox_model(residual), fit_data, seed=0,
-                             progress=False, **options)
+
+    def add_row(label, result, wall, settings):
         errs = []
         for name, test in tests.items():
             if mode == "quick" and name != "test":
@@ -278,22 +281,37 @@ def silverbox(mode, data_dir, figures):
             errs.append(f"{e:.2f}")
             if name == "test":
                 sims[label.split(" (")[0]] = sim
-        rows.append((label, *errs, wall, _settings(options) + f"; {samples} training samples; "
+        rows.append((label, *errs, wall, settings + f"; {samples} training samples; "
                      f"status {result.status.code}"))
-        if residual and mode == "full":
+
+    for label, spec in SILVERBOX_MODELS:
+        if mode == "quick" and not spec["residual"]:
+            continue                                       # baselines in the full run only
+        options = dict(SILVERBOX_SETTINGS, **training)
+        result, wall = timed(sysid.fit, silverbox_model(**spec), fit_data, seed=0,
+                             progress=False, **options)
+        params = ", ".join(f"{k} {v:.4g}" for k, v in result.parameters.items())
+        add_row(label, result, wall, _settings(options) + f"; fitted {params}")
+        if spec["residual"] and mode == "full":
             summary, swall = timed(result.symbolic, degree=3)
-            summary_text = ("Symbolic summary of the residual (" + f"{swall:.0f} s): "
+            summary_text = ("Symbolic summary of the hybrid's residual (" + f"{swall:.0f} s): "
                             + "; ".join(f"d{k}/dt += {sp.sstr(sp.N(e, 4))}"
-                                        for k, e in summary.equations.items()))
+                                        for k, e in summary.equations.items()) + ".")
+            params = ", ".join(f"{k} {v:.4g}" for k, v in summary.parameters.items())
+            add_row("sysid symbolic summary of the hybrid (distilled model, refit)",
+                    summary.result, swall, f"result.symbolic(degree=3); fitted {params}")
     if figures:
         figure(figures / "silverbox.png", tests["test"], sims, "y",
                f"Silverbox: free-run simulation on the multisine test record "
                f"(first {n} samples set the initial state)", "V")
     body = table(["model", "multisine test RMSE (mV)", "arrow full (mV)",
-                  "arrow, no extrapolation (mV)", "fit time (s)", "settings"], rows)
+                  "arrow, no extrapolation (mV)", "fit (or symbolic()) time (s)", "settings"],
+                 rows)
     published = "Published (mV, simulation): GRU 1.49 / 2.80 / 0.95; LSTM 1.50 / 2.68 / 0.96."
-    err = float(rows[0][1])
-    verdict = f"Target: multisine below 1.49 mV -- {'met' if err < 1.49 else 'not met'} ({err:.2f})."
+    ours = [(float(r[1]), r[0]) for r in rows if not r[0].startswith("physics")]
+    err, which = min(ours)
+    verdict = (f"Target: multisine below 1.49 mV -- {'met' if err < 1.49 else 'not met'} "
+               f"({err:.2f}, {which.split(' (')[0]}).")
     return "\n".join([body, "", published, verdict, summary_text])
 
 

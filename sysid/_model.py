@@ -160,7 +160,9 @@ class HybridODE:
     parameters : dict {Symbol: float}
         Learnable physical constants and their initial guesses. SymPy assumptions are
         honoured: ``positive=True`` (or ``nonnegative``) keeps the parameter positive,
-        ``negative=True`` keeps it negative.
+        ``negative=True`` keeps it negative. The optimiser works in units of each guess's
+        size; an unconstrained parameter guessed as 0 ("unknown, maybe absent") takes the
+        size at which its term matters in its equation along the data.
     residual : MLP or None
         The neural term; ``None`` fits the physics alone.
     inputs : sequence of Symbol
