@@ -7,6 +7,8 @@ tensors, which is why scaling and initial guesses live here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import sympy as sp
 import torch
@@ -512,6 +514,11 @@ def _scale_zero_guesses(field, guesses, bundle, sim, observed, scale) -> None:
         return
     idx = segment_grid(bundle)
     xs = np.array(sim, dtype=float)                                   # (B, K, n)
+    # where the preview failed, a state sits at its mean (0 if unknown)
+    finite = np.isfinite(xs)
+    count = finite.sum(axis=(0, 1))
+    mean = np.where(finite, xs, 0.0).sum(axis=(0, 1)) / np.maximum(count, 1)
+    xs = np.where(finite, xs, mean)
     b = np.arange(bundle.n_trajectories)[:, None]
     for i, c in enumerate(observed):
         if c is not None:
@@ -547,14 +554,21 @@ def _physics_preview(field, x0, bundle, options) -> np.ndarray:
     idx = segment_grid(bundle)
     tau = torch.as_tensor(bundle.times[idx])
     inputs = input_signal(bundle.times, bundle.u, options.interpolation)
-    try:
-        with torch.no_grad():
-            xs = solve_segments(field, torch.as_tensor(x0), tau, inputs,
-                                SolverOptions(max_steps=2000)).numpy()
-    except (SolverFailure, RuntimeError):
-        return np.full(idx.shape + (x0.shape[1],), np.nan)
-    xs[~np.isfinite(xs)] = np.nan
-    return xs
+    # dopri5 with at most 2,000 steps (beyond one per sample), else the fit's own solver:
+    # a long record sampled fast (Silverbox: 4,000 samples of a 69 Hz resonance) took
+    # dopri5 past the limit, and a failed preview left the never-measured velocity with a
+    # unit scale -- the network's output for it was then 1e4 times too small to learn the
+    # cubic stiffness, and the hybrid fit equalled the linear physics
+    for solver in (SolverOptions(max_steps=2000),
+                   dataclasses.replace(options.solver_options(), adjoint=False)):
+        try:
+            with torch.no_grad():
+                xs = solve_segments(field, torch.as_tensor(x0), tau, inputs, solver).numpy()
+        except (SolverFailure, RuntimeError):
+            continue
+        xs[~np.isfinite(xs)] = np.nan
+        return xs
+    return np.full(idx.shape + (x0.shape[1],), np.nan)
 
 
 def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:

@@ -280,3 +280,24 @@ def test_a_coefficient_guessed_as_zero_is_scaled_to_the_size_of_its_term():
     assert scale == pytest.approx(np.sqrt(np.mean((0.5 * y) ** 2) / np.mean(y ** 6)), rel=1e-6)
     assert result.parameters["c"] == pytest.approx(2000.0, rel=0.01)
     assert result.parameters["a"] == pytest.approx(1.0, rel=0.01)
+
+
+def test_never_measured_state_is_scaled_from_a_preview_with_the_fits_solver():
+    # A 69 Hz resonance sampled at 610 Hz for 4,000 samples (the Silverbox's scale): the
+    # preview of the physics took dopri5 past its 2,000-step limit, which left the
+    # never-measured velocity with a unit scale (its spread here is about 31). The preview
+    # now falls back to the fit's own solver (RK4 here).
+    from sysid._data import prepare
+    from sysid._options import FitOptions
+    from sysid._problem import build_problem
+
+    omega = 2 * np.pi * 69.0
+    times = np.arange(4000) / 610.0
+    data = xr.Dataset({"y": ("time", 0.1 * np.cos(omega * times))}, coords={"time": times})
+    y, v = sp.symbols("y v")
+    k = sp.Symbol("k", positive=True)
+    model = sysid.HybridODE(states=[y, v], physics={y: v, v: -k * y},
+                            parameters={k: omega ** 2})
+    options = FitOptions(solver="rk4", substeps=2)
+    problem = build_problem(model, prepare(model, data, time_unit=None, n_fitted=3), options)
+    assert problem.scale[1].item() == pytest.approx(0.1 * omega / np.sqrt(2), rel=0.2)
