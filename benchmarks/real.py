@@ -296,7 +296,7 @@ def silverbox(mode, data_dir, figures):
             summary, swall = timed(result.symbolic, degree=3)
             summary_text = ("Symbolic summary of the hybrid's residual (" + f"{swall:.0f} s): "
                             + "; ".join(f"d{k}/dt += {sp.sstr(sp.N(e, 4))}"
-                                        for k, e in summary.equations.items()) + ".")
+                                        for k, e in summary.equations.items()))
             params = ", ".join(f"{k} {v:.4g}" for k, v in summary.parameters.items())
             add_row("sysid symbolic summary of the hybrid (distilled model, refit)",
                     summary.result, swall, f"result.symbolic(degree=3); fitted {params}")
