@@ -137,9 +137,7 @@ class Problem(nn.Module):
             idx, traj, first = windows
             self.windows = Segments(bundle, idx, traj, self.inputs, skip_first=~first,
                                     holdout=holdout)
-            # (trajectory, sample) where each window after a trajectory's first starts
-            self.window_starts = [(int(b), int(i[0])) for i, b, f in zip(idx, traj, first)
-                                  if not f]
+            self.window_starts = later_starts(windows)
             # starts = cat([x0, xw])[source]: first windows read x0, the others xw
             src = np.where(first, traj, 0)
             src[~first] = bundle.n_trajectories + np.arange((~first).sum())
@@ -373,12 +371,12 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
 def build_problem(model, bundle: DataBundle, options, like: Problem | None = None) -> Problem:
     """Set up the field, scalings and initial guesses for ``model`` on ``bundle``.
 
-    ``like``: a problem of a model with the same states on the same data (the hybrid fit,
-    or a quicker refit, of which this is a symbolic candidate). Its units (``loc``,
-    ``scale``) and its fitted initial states and window starts are taken over instead of
-    being guessed from the data: the candidates share one frame (the same continuity units
-    for all), start from trajectories that already fit the data, and skip the guesses'
-    cost (a least-squares fit per start and a preview solve).
+    ``like``: a problem of a model with the same states on the same data (a symbolic
+    candidate's previous, shorter refit). Its units (``loc``, ``scale``) and its fitted
+    initial states and window starts are taken over instead of being guessed from the
+    data: the refit continues in the same frame (the same continuity units) from
+    trajectories that already fit the data, and skips the guesses' cost (a least-squares
+    fit per start and a preview solve).
     """
     gen = torch.Generator().manual_seed(int(options.seed))
     syms = list(model.parameters)
@@ -409,10 +407,8 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     length = window_length(bundle, options.shooting)
     if length is not None:
         windows = shooting_windows(bundle, length)
-        idx, traj, first = windows
-        later = [(int(b), int(i[0])) for i, b, f in zip(idx, traj, first) if not f]
-        if later and like is not None and like.windows is not None \
-                and np.array_equal(like.window_starts, later):
+        later = later_starts(windows)
+        if later and like is not None and like.window_starts == later:
             zw = like.zw.detach().clone()
         elif later:
             xw, _ = initial_states(model, field, bundle, later)
@@ -438,6 +434,13 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                    options.interpolation, windows=windows, zw=zw,
                    continuity=options.continuity, holdout=holdout,
                    unpinned=[s not in involved for s in model.states])
+
+
+def later_starts(windows) -> list[tuple[int, int]]:
+    """(trajectory, sample) where each shooting window after a trajectory's first starts:
+    the windows with a learnable start state of their own."""
+    idx, traj, first = windows
+    return [(int(b), int(i[0])) for i, b, f in zip(idx, traj, first) if not f]
 
 
 def window_length(bundle: DataBundle, shooting) -> int | None:
@@ -536,17 +539,18 @@ def _scale_zero_guesses(field, guesses, bundle, sim, observed, scale) -> None:
     with torch.no_grad():
         rhs = field.physics(tt, xt, ut)
         rms = torch.sqrt(torch.mean(rhs ** 2, dim=0)).numpy()
+        rate = np.where(rms > 0, rms, scale / (span / 10.0))
         for j in zero:
             saved = field.raw[j].clone()
             field.raw[j] += eps              # scale 1 and raw 0: the value moves by eps
             slope = (field.physics(tt, xt, ut) - rhs) / eps
             field.raw[j] = saved
             size = torch.sqrt(torch.mean(slope ** 2, dim=0)).numpy()
-            rate = np.where(rms > 0, rms, scale / (span / 10.0))
             ratios = [rate[i] / size[i] for i in range(len(size))
                       if size[i] > 0 and np.isfinite(size[i]) and np.isfinite(rate[i])]
-            if ratios and np.isfinite(np.median(ratios)) and np.median(ratios) > 0:
-                transform.rescale(j, float(np.median(ratios)))
+            value = float(np.median(ratios)) if ratios else 0.0
+            if np.isfinite(value) and value > 0:
+                transform.rescale(j, value)
 
 
 def _physics_preview(field, x0, bundle, options) -> np.ndarray:

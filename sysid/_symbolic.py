@@ -736,9 +736,9 @@ class _Search:
                          for s in self.states)
 
     def score(self, row, distilled, budget, supports, like):
-        """Refit ``distilled`` from the states of the fit ``like`` (the hybrid fit, or the
-        candidate's quick refit) with the hybrid fit's options and ``budget``; fill
-        ``row``."""
+        """Refit ``distilled`` with the hybrid fit's options and ``budget``, from the
+        states of the fit ``like`` (the candidate's quick refit) or, for None, from states
+        guessed from the data; fill ``row``."""
         start = time.perf_counter()
         refit = None
         try:

@@ -156,8 +156,8 @@ def fit_from(model: HybridODE, data, x0, *, like=None, **options):
     same as :func:`fit`). ``like``: a :class:`FitResult` of a model with the same states
     on the same data, whose units and fitted states (initial and window starts) the fit
     starts from (see :func:`build_problem`); ``x0``, if given, replaces its initial
-    states. The symbolic summary starts its candidate refits from the hybrid fit this
-    way."""
+    states. The symbolic summary continues each candidate's full and held-out refits from
+    its previous refit this way."""
     from ._result import FitResult
 
     if not isinstance(model, HybridODE):

@@ -133,7 +133,14 @@ def _print_summary(result, out: Path, files: dict):
     print(f"wrote {', '.join(files.values())} to {out}/")
 
 
-def _demo(args) -> int:
+def demo_problem():
+    """The demo's data and model: the lynx-hare pelts, hare growth and lynx death as
+    physics with learnable rates, the interactions left to a neural residual.
+
+    Returns
+    -------
+    (xarray.Dataset, sysid.HybridODE)
+    """
     import sympy as sp
 
     import sysid
@@ -144,6 +151,13 @@ def _demo(args) -> int:
     model = sysid.HybridODE(
         states=[hare, lynx], physics={hare: alpha * hare, lynx: -gamma * lynx},
         parameters={alpha: 0.5, gamma: 0.5}, residual=sysid.MLP(width=16, depth=2))
+    return data, model
+
+
+def _demo(args) -> int:
+    import sysid
+
+    data, model = demo_problem()
     print("sysid demo: Hudson's Bay lynx-hare pelts 1900-1920 (Carpenter 2018, Howard 2009)")
     print("known physics: hare growth alpha*hare, lynx death -gamma*lynx; "
           "interactions learned by a neural residual; log-normal noise")

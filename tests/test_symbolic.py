@@ -416,12 +416,10 @@ def test_lynx_hare_demo_distils_the_lotka_volterra_interactions():
     # interactions left to the network, log-normal noise, degree-2 library. Quick refits
     # that started from the hybrid fit's trajectories, or took one polish step instead of
     # 5, left the true support at a poor optimum and selected hare*lynx**2 or lynx**2.
-    data = sysid.datasets.load("lynx_hare")
+    from sysid.cli import demo_problem
+
+    data, model = demo_problem()
     hare, lynx = sp.symbols("hare lynx")
-    alpha, gamma = sp.symbols("alpha gamma", positive=True)
-    model = sysid.HybridODE(
-        states=[hare, lynx], physics={hare: alpha * hare, lynx: -gamma * lynx},
-        parameters={alpha: 0.5, gamma: 0.5}, residual=sysid.MLP(width=16, depth=2))
     result = sysid.fit(model, data, seed=0, noise="lognormal", progress=False)
     summary = result.symbolic(degree=2)
     for state in (hare, lynx):
