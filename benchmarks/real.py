@@ -96,7 +96,7 @@ def figure(path, test, sims, channel, title, unit):
 
 
 # -- Cascaded Tanks ----------------------------------------------------------------------------
-def tanks_model(residual=True):
+def tanks_model(residual=True, width=32):
     """Torricelli's law for both tanks; the levels are positive (sysid keeps sqrt finite)."""
     x1, x2 = sp.symbols("x1 x2", positive=True)           # upper, lower tank level [V]
     u = sp.Symbol("u")                                     # pump voltage [V]
@@ -106,7 +106,7 @@ def tanks_model(residual=True):
         physics={x1: -k1 * sp.sqrt(x1) + k4 * u, x2: k2 * sp.sqrt(x1) - k3 * sp.sqrt(x2)},
         parameters={k1: 0.05, k2: 0.05, k3: 0.05, k4: 0.04},
         observations={"y": x2},
-        residual=sysid.MLP(width=32, depth=2) if residual else None)
+        residual=sysid.MLP(width=width, depth=2) if residual else None)
 
 
 TANKS_SETTINGS = dict(interpolation="zoh", solver="rk4", substeps=1)

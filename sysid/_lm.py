@@ -114,22 +114,25 @@ def _evaluate(problem) -> float:
 
 
 def levenberg_marquardt(problem, iterations: int, *, lam: float = 1e-3,
-                        on_accept=None) -> LMReport:
+                        on_accept=None, tolerance: float = 0.0) -> LMReport:
     """Minimise the single-shooting negative log-likelihood of ``problem`` over its raw
     parameters and initial states, in place, by at most ``iterations`` Jacobians,
     starting with damping ``lam``.
 
     ``on_accept(f, lam)`` is called after every accepted step (``f`` in log-likelihood
     units, ``lam`` the damping the next iteration starts from); a true return value stops
-    the iterations there (early stopping on held-out data).
+    the iterations there (early stopping on held-out data). ``tolerance``: it has also
+    converged when an accepted step gains less than this many log-likelihood units (the
+    fit's ``tolerance``, for its final polish, as the L-BFGS polish does).
     """
     size = problem.field.raw.numel() + problem.z0.numel() + \
         (problem.zw.numel() if problem.active else 0)
     with blas_threads(size):            # the normal equations are small: one BLAS thread
-        return _iterate(problem, iterations, lam, on_accept)
+        return _iterate(problem, iterations, lam, on_accept, tolerance)
 
 
-def _iterate(problem, iterations: int, lam: float, on_accept) -> LMReport:
+def _iterate(problem, iterations: int, lam: float, on_accept, tolerance: float = 0.0
+             ) -> LMReport:
     raw, z0, zw = problem.field.raw, problem.z0, problem.zw
     blocks = [raw, z0] + ([zw] if problem.active else [])
     offsets = np.cumsum([0] + [b.numel() for b in blocks])
@@ -194,7 +197,7 @@ def _iterate(problem, iterations: int, lam: float, on_accept) -> LMReport:
         if on_accept is not None and on_accept(f, lam):
             return LMReport(True, it, evaluations, f, f"stopped by the caller after {it} "
                             f"iterations")
-        if gain < F_TOLERANCE * max(1.0, abs(f)):
+        if gain < max(F_TOLERANCE * max(1.0, abs(f)), tolerance):
             return LMReport(True, it, evaluations, f, f"converged in {it} iterations")
     return LMReport(False, int(iterations), evaluations, f,
                     f"stopped after {int(iterations)} iterations")

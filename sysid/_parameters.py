@@ -24,7 +24,7 @@ class ParameterTransform:
         self.scales = [float(s) for s in scales]
         self._sign = torch.tensor([-1.0 if k == "negative" else 1.0 for k in kinds],
                                   dtype=torch.float64)
-        self._log = torch.tensor([k in ("positive", "negative") for k in kinds])
+        self._log = torch.tensor([k in ("positive", "negative") for k in kinds], dtype=torch.bool)
         self._scale = torch.tensor(self.scales, dtype=torch.float64)
 
     def forward(self, raw: torch.Tensor) -> torch.Tensor:

@@ -48,9 +48,12 @@ def _combine(x, h, coeffs, ks):
 class _Interval:
     """The vector field in the unit clock of one interval: dx/dsigma = f(t, x, u) * delta."""
 
-    def __init__(self, field, inputs, t0, delta):
+    def __init__(self, field, inputs, t0, delta, line=None):
         self.field, self.inputs, self.t0, self.delta = field, inputs, t0, delta
         self.scale = delta.unsqueeze(-1)
+        # the input along the interval, as start + sigma * rise, where it is that exactly
+        # (InputSignal.on_intervals); rise is None for a held input
+        self.line = line
         # a held (zero-order-hold) input jumps at the sample times, where the stages at
         # the interval's ends sit: they read it from just inside the interval
         self.held = inputs is not None and getattr(inputs, "kind", "linear") == "zoh"
@@ -62,6 +65,9 @@ class _Interval:
         t = self.t0 + sigma * self.delta
         if self.inputs is None:
             u = x.new_zeros(x.shape[0], 0)
+        elif self.line is not None:
+            start, rise = self.line
+            u = start if rise is None else start + sigma * rise
         elif self.held and (sigma <= 0.0 or sigma >= 1.0 - 1e-12):
             u = self.inputs(self.inside[0] if sigma <= 0.0 else self.inside[1])
         else:
@@ -84,11 +90,19 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
     # one's first stage, unless a held (zero-order-hold) input may jump at the sample
     reuse = inputs is None or getattr(inputs, "kind", "linear") != "zoh"
     f_end = None
+    lines = None
+    if inputs is not None and inputs.m > 0:
+        start, rise, exact = inputs.on_intervals(tau)
+        start = start.unbind(1)
+        rise = rise.unbind(1) if rise is not None else [None] * (K - 1)
+        lines = [(start[k], rise[k]) if ok else None
+                 for k, ok in enumerate(exact.cpu().tolist())]
     for k in range(K - 1):
         if not moving[k]:
             xs.append(x)
             continue
-        g = _Interval(field, inputs, tau[:, k], delta[:, k])
+        g = _Interval(field, inputs, tau[:, k], delta[:, k],
+                      lines[k] if lines is not None else None)
         if method == "rk4":
             x = _rk4(g, x, substeps)
             steps += substeps

@@ -45,8 +45,8 @@ def fit(model: HybridODE, data, **options):
     lbfgs_iterations : int, default 200
         Maximum L-BFGS iterations after Adam (0 skips them).
     tolerance : float, default 0.1
-        The final single-shooting pass has converged when 10 iterations improve the
-        objective by less than this, in units of log-likelihood of the whole data set
+        The final single-shooting pass has converged when 10 L-BFGS iterations (or one
+        Levenberg-Marquardt step) improve the objective by less than this, in units of log-likelihood of the whole data set
         (differences well below 1 are statistically negligible).
     shooting : "auto", "single" or int
         Multiple shooting: windows of this many samples, each with its own learnable
@@ -58,7 +58,8 @@ def fit(model: HybridODE, data, **options):
     polish_iterations : int, default 10
         L-BFGS iterations of the final single-shooting pass from the fitted initial
         states (after multiple shooting); it stops early once 10 iterations gain less
-        than ``tolerance``.
+        than ``tolerance`` (Levenberg-Marquardt, for a model without a network: once one
+        step gains less).
     gauss_newton : bool, default True
         For a model without a network (Gaussian or log-normal noise), the L-BFGS phases
         (``lbfgs_iterations`` on shooting windows or whole trajectories, the tightening
@@ -458,7 +459,9 @@ class _Trainer:
             # few Jacobians), and the result equals the uninterrupted one bit for bit.
             return watch.update(parts, value)
 
-        report = levenberg_marquardt(self.problem, budget, on_accept=accepted)
+        # the polish stops, like L-BFGS's, once a step gains less than the tolerance
+        report = levenberg_marquardt(self.problem, budget, on_accept=accepted,
+                                     tolerance=self.opts.tolerance if phase == "polish" else 0.0)
         self.lbfgs_iters = counters["iters"]
         if not np.isfinite(report.objective):
             return FitStatus("solver_failed", f"{phase}: {report.message}")

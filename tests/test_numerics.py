@@ -366,6 +366,57 @@ def test_inputs_held_between_samples_match_a_piecewise_closed_form(options, boun
         assert field.nfe < max_nfe
 
 
+def test_inputs_read_once_per_interval_equal_the_interpolated_signal():
+    """The solvers read an input once per sample interval, as a straight line in the
+    interval's clock, where no input sample lies inside it (InputSignal.on_intervals):
+    the line must be the interpolated input itself, and intervals with samples inside
+    must be flagged so that the input is read at each stage."""
+    rng = np.random.default_rng(5)
+    times = torch.as_tensor(np.sort(np.r_[0.0, rng.uniform(0, 6, 11), 6.0]))
+    values = torch.as_tensor(rng.normal(size=(2, times.numel(), 3)))
+    # on the samples, over a sample (2 -> 4), past the last one, outside, and backwards
+    row = torch.cat([times[[0, 1, 2, 4, 5, 6, 9, 10]], torch.tensor([8.0, 9.0, 8.5])])
+    tau = torch.stack([row, row])
+    tau[1, :2] = torch.tensor([0.1, 0.2])           # row 1 between two samples
+    for kind in ("linear", "zoh"):
+        signal = InputSignal(times, values, kind)
+        start, rise, exact = signal.on_intervals(tau)
+        for k in range(tau.shape[1] - 1):
+            lo, hi = torch.minimum(tau[:, k], tau[:, k + 1]), torch.maximum(tau[:, k], tau[:, k + 1])
+            inside = ((times[None] > lo[:, None]) & (times[None] < hi[:, None])).any()
+            assert bool(exact[k]) == (not bool(inside))
+            if not exact[k]:
+                continue
+            for sigma in (0.1, 0.5, 0.9) + (() if kind == "zoh" else (0.0, 1.0)):
+                t = tau[:, k] + sigma * (tau[:, k + 1] - tau[:, k])
+                line = start[:, k] if rise is None else start[:, k] + sigma * rise[:, k]
+                torch.testing.assert_close(line, signal(t), rtol=0, atol=1e-12)
+        assert not bool(exact.all()) and bool(exact.any())      # both paths are exercised
+
+
+@pytest.mark.parametrize("stride, bound", [
+    (1, 1e-10),     # one line per interval: exact to rounding
+    (3, 1e-7),      # kinks inside the intervals: dopri5 at rtol 1e-10, measured 7.0e-9
+])
+def test_integral_of_a_linearly_interpolated_input_matches_the_trapezoid_rule(stride, bound):
+    """dx/dt = u(t), u linear between samples: x is the trapezoid integral of u, exact
+    for any solver that integrates quadratics. stride 1 reads the input as one line per
+    interval; stride 3 puts input samples inside each interval (read at every stage)."""
+    model = sysid.HybridODE(states=[x], inputs=[u], physics={x: u})
+    field = field_for(model)
+    rng = np.random.default_rng(6)
+    times = np.sort(np.r_[0.0, rng.uniform(0, 5, 19), 5.0])
+    values = rng.uniform(-1, 1, times.size)
+    signal = InputSignal(torch.as_tensor(times), torch.as_tensor(values)[None, :, None])
+    tau = times[::stride]
+    with torch.no_grad():
+        xs = solve_segments(field, torch.tensor([[0.5]], dtype=torch.float64),
+                            torch.as_tensor(tau)[None], signal,
+                            SolverOptions(**TIGHT)).numpy()[0, :, 0]
+    steps = np.r_[0.0, np.cumsum(np.diff(times) * (values[1:] + values[:-1]) / 2)]
+    np.testing.assert_allclose(xs, 0.5 + steps[::stride], rtol=0, atol=bound)
+
+
 # == determinism and save/load =============================================================
 
 DATA = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=4.0, dt=0.25, seed=0)
