@@ -96,7 +96,7 @@ def figure(path, test, sims, channel, title, unit):
 
 
 # -- Cascaded Tanks ----------------------------------------------------------------------------
-def tanks_model(residual=True, width=32):
+def tanks_model(residual=True, width=8):
     """Torricelli's law for both tanks; the levels are positive (sysid keeps sqrt finite)."""
     x1, x2 = sp.symbols("x1 x2", positive=True)           # upper, lower tank level [V]
     u = sp.Symbol("u")                                     # pump voltage [V]
