@@ -260,7 +260,7 @@ def load(path):
     >>> result.save(path)
     >>> again = sysid.load(path)
     >>> again
-    FitResult(a=1.302, b=0.899, c=0.8756, d=1.82; status=converged)
+    FitResult(a=1.302, b=0.899, c=0.8752, d=1.82; status=converged)
     >>> np.array_equal(again.impute()["x"], result.impute()["x"])
     True
 

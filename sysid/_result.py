@@ -234,7 +234,7 @@ class FitResult:
         parameter
         a          1.302      0.004  1.294  1.309
         b          0.899      0.006  0.889  0.909
-        c          0.876      0.074  0.761  1.008
+        c          0.875      0.074  0.760  1.007
         d          1.820      0.018  1.790  1.851
 
         Every true value (a=1.3, b=0.9, c=0.8, d=1.8) lies inside its 90 % interval:

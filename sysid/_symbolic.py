@@ -1125,13 +1125,13 @@ class SymbolicSummary:
                kind term  value  std_error
     name
     a       physics        1.302      0.004
-    c       physics        0.876      0.074
+    c       physics        0.875      0.074
     d       physics        1.820      0.018
     c_x_0  residual  x*y -0.899      0.006
     >>> print(summary.to_latex())
     \begin{align}
     \frac{d x}{d t} &= \left(1.3016 \pm 0.0044\right) x - \left(0.8990 \pm 0.0057\right) x y \\
-    \frac{d y}{d t} &= -\left(1.820 \pm 0.018\right) y + \left(0.876 \pm 0.074\right) x y
+    \frac{d y}{d t} &= -\left(1.820 \pm 0.018\right) y + \left(0.875 \pm 0.074\right) x y
     \end{align}
 
     The distilled model (no network) refit to another experiment:
