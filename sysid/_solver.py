@@ -56,7 +56,9 @@ class _Interval:
         self.line = line
         # a held (zero-order-hold) input jumps at the sample times, where the stages at
         # the interval's ends sit: they read it from just inside the interval
-        self.held = inputs is not None and getattr(inputs, "kind", "linear") == "zoh"
+        # (not needed where the interval's input is a known line)
+        self.held = line is None and inputs is not None and \
+            getattr(inputs, "kind", "linear") == "zoh"
         if self.held:
             t1 = t0 + delta
             self.inside = (torch.nextafter(t0, t1), torch.nextafter(t1, t0))
