@@ -588,7 +588,15 @@ class FitResult:
         """States (B, T, n) at ``times``, integrating forwards and backwards from x0 at t0."""
         with torch.no_grad():
             return solve_at_times(self._problem.field, x0, t0, times, signal,
-                                  self.options.solver_options()).numpy()
+                                  self.options.solver_options(),
+                                  max_interval=self._sample_interval()).numpy()
+
+    def _sample_interval(self) -> float | None:
+        """The data's typical (median) sample interval: the longest interval a fixed-step
+        solver integrates across in one go on a grid of its own (see ``solve_at_times``)."""
+        gaps = np.diff(np.asarray(self._bundle.times, dtype=float))
+        gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+        return float(np.median(gaps)) if gaps.size else None
 
     def _estimate_x0(self, bundle, signal, n_init) -> torch.Tensor:
         """Initial states fitted to the first ``n_init`` samples, parameters held fixed."""

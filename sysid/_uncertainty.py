@@ -568,4 +568,5 @@ def _states_with_graph(result, x0, t0, times, signal) -> torch.Tensor:
     from ._integrate import solve_at_times
 
     opts = dataclasses.replace(result.options.solver_options(), adjoint=False)
-    return solve_at_times(result._problem.field, x0, t0, times, signal, opts)
+    return solve_at_times(result._problem.field, x0, t0, times, signal, opts,
+                          max_interval=result._sample_interval())

@@ -281,6 +281,36 @@ def test_harmonic_oscillator_forwards_and_backwards_in_time_matches_the_closed_f
         np.testing.assert_allclose(xs[b, :, 1], exact_v, rtol=0, atol=1e-9)
 
 
+def test_rk4_on_a_grid_coarser_than_the_data_keeps_the_datas_step():
+    """rk4 takes ``substeps`` steps per interval of the times asked for; a plotting grid
+    coarser than the data must not lengthen them (at w*h > 2.8 rk4 is unstable: states
+    grow without bound). ``max_interval`` splits the long intervals."""
+    field = oscillator_field()                                   # w = 1.3
+    times = np.linspace(-4.0, 30.0, 12)[::-1]                    # 3.1 apart, unsorted
+    t0 = np.array([0.0, 2.0])
+    x0 = torch.tensor([[1.0, 0.5], [-0.3, 2.0]], dtype=torch.float64)
+    rk4 = SolverOptions(method="rk4", substeps=1)
+    with torch.no_grad():
+        coarse = solve_at_times(field, x0, t0, times, None, rk4).numpy()
+        kept = solve_at_times(field, x0, t0, times, None, rk4, max_interval=0.05).numpy()
+    w = 1.3
+    for b in range(2):
+        s = times - t0[b]
+        exact = x0[b, 0].item() * np.cos(w * s) + x0[b, 1].item() / w * np.sin(w * s)
+        # measured: 6.4e-6 with steps of at most 0.05; steps of 3.1 reach 1e13
+        np.testing.assert_allclose(kept[b, :, 0], exact, rtol=0, atol=1e-4)
+        assert np.abs(coarse[b, :, 0] - exact).max() > 10.0
+    assert kept.shape == (2, len(times), 2)
+
+
+def test_refined_grid_splits_only_the_long_gaps():
+    from sysid._integrate import refined_grid
+    grid = refined_grid([3.0, 0.0, 1.0, 1.0, np.nan, 1.25], 0.4)
+    np.testing.assert_allclose(grid, [0.0, 1 / 3, 2 / 3, 1.0, 1.25, 1.25 + 1.75 / 5,
+                                      1.25 + 3.5 / 5, 1.25 + 5.25 / 5, 1.25 + 7 / 5, 3.0])
+    assert np.all(np.diff(grid) <= 0.4 + 1e-12)
+
+
 def lv_rhs(t, z):
     return [1.3 * z[0] - 0.9 * z[0] * z[1], 0.8 * z[0] * z[1] - 1.8 * z[1]]
 
