@@ -76,3 +76,10 @@ def test_a_notebook_that_raises_fails_and_is_not_kept(new_tutorial_runner, tmp_p
         with pytest.raises(nbclient.exceptions.CellExecutionError, match="tutorial broken"):
             new_tutorial_runner.run(tmp_path / "99_broken.py")
     assert not list(new_tutorial_runner.folder.iterdir())
+
+
+def test_execute_names_the_tutorials_when_asked_for_an_unknown_one(tmp_path):
+    with pytest.raises(SystemExit, match="no tutorial named 99_nothing; the tutorials are: "
+                                         "01_quickstart_lynx_hare"):
+        build_notebooks.main(["--execute", "99_nothing", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())          # nothing run, nothing written
