@@ -259,8 +259,9 @@ def solve_at_times(field, x0: torch.Tensor, t0, times, inputs: InputSignal | Non
     times = np.asarray(times, dtype=float)
     t0 = np.asarray(t0, dtype=float)
     if max_interval is not None and options.method == "rk4" and times.size:
-        grid = refined_grid(np.concatenate([times, t0]), float(max_interval))
-        if grid.size > np.unique(times).size:
+        points = np.concatenate([times, t0])
+        grid = refined_grid(points, float(max_interval))
+        if grid.size > np.unique(points[np.isfinite(points)]).size:     # some gap was split
             full = solve_at_times(field, x0, t0, grid, inputs, options)
             return full[:, torch.as_tensor(np.searchsorted(grid, times))]
     rows, cols, vals = [], [], []

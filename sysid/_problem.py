@@ -30,6 +30,16 @@ def observed_rows(bundle: DataBundle) -> list[np.ndarray]:
     return [np.flatnonzero(any_obs[b]) for b in range(bundle.n_trajectories)]
 
 
+def sample_interval(bundle: DataBundle) -> float | None:
+    """The median interval between a trajectory's consecutive observed samples: the
+    interval the fit integrated across (with ``rk4``, in ``substeps`` steps). Each
+    trajectory counts its own samples: the shared time grid of several irregular
+    trajectories is finer than any of them. None without two samples."""
+    gaps = np.concatenate([np.diff(bundle.times[r]) for r in observed_rows(bundle)])
+    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    return float(np.median(gaps)) if gaps.size else None
+
+
 def _pad_rows(rows) -> np.ndarray:
     K = max(len(r) for r in rows)
     return np.stack([np.concatenate([r, np.full(K - len(r), r[-1])]) for r in rows])

@@ -9,7 +9,8 @@ import xarray as xr
 
 from ._data import prepare, time_to_float
 from ._integrate import InputSignal, SolverFailure, solve_at_times, solve_segments, threads_for
-from ._problem import initial_states, input_signal, segment_grid, segment_tensors
+from ._problem import (initial_states, input_signal, sample_interval, segment_grid,
+                       segment_tensors)
 from .errors import DataError
 
 __all__ = ["FitResult"]
@@ -592,11 +593,9 @@ class FitResult:
                                   max_interval=self._sample_interval()).numpy()
 
     def _sample_interval(self) -> float | None:
-        """The data's typical (median) sample interval: the longest interval a fixed-step
-        solver integrates across in one go on a grid of its own (see ``solve_at_times``)."""
-        gaps = np.diff(np.asarray(self._bundle.times, dtype=float))
-        gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
-        return float(np.median(gaps)) if gaps.size else None
+        """The longest interval a fixed-step solver integrates across in one go on a grid
+        of its own (see ``solve_at_times``): the fit's typical sample interval."""
+        return sample_interval(self._bundle)
 
     def _estimate_x0(self, bundle, signal, n_init) -> torch.Tensor:
         """Initial states fitted to the first ``n_init`` samples, parameters held fixed."""

@@ -23,8 +23,10 @@ cell, so that rebuilding an unchanged source gives an identical file.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -137,9 +139,6 @@ def execute(names, out: Path, fast: bool) -> int:
     """Run the named notebooks (stems or file names; all when empty) in a Jupyter kernel,
     from ``out`` as working folder; write the executed copies there. Returns the number
     that failed."""
-    import os
-    import time
-
     import nbclient
 
     chosen = sources()
@@ -168,7 +167,8 @@ def execute(names, out: Path, fast: bool) -> int:
             status = "ok"
         except Exception as err:         # a failing cell: report it, go on with the next
             failed += 1
-            status = f"FAILED ({type(err).__name__}: {str(err).strip().splitlines()[-1]})"
+            last = (str(err).strip().splitlines() or [""])[-1]
+            status = f"FAILED ({type(err).__name__}: {last})"
         target = out / notebook_path(source).name
         nbformat.write(nb, target)
         print(f"{source.stem}: {status}, {time.perf_counter() - start:.0f} s "
