@@ -105,7 +105,7 @@ class HybridField(nn.Module):
         return self.residual(torch.cat([x, u], dim=-1))
 
     def forward(self, t, x, u) -> torch.Tensor:
-        self.nfe += 1
+        self.__dict__["nfe"] += 1     # (nn.Module.__setattr__ is slow on this hot path)
         f = self.physics(t, x, u)
         if self.residual is not None:
             f = f + self.residual(torch.cat([x, u], dim=-1))
