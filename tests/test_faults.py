@@ -40,6 +40,7 @@ import xarray as xr
 
 import sysid
 import sysid._integrate as integrate_module
+import sysid._lm as lm_module
 import sysid._problem as problem_module
 import sysid._residual as residual_module
 import sysid._train as train_module
@@ -405,14 +406,16 @@ def hybrid_reference():
 
 class Interrupt:
     """Ctrl-C at the ``nth`` call of ``where`` once phase ``phase`` runs: "loss" (a loss
-    evaluation, e.g. inside an L-BFGS line search) or "solve" (the network, inside the
-    solver's step loop)."""
+    evaluation, e.g. inside an L-BFGS line search), "solve" (the network, inside the
+    solver's step loop) or "jacobian" (a Levenberg-Marquardt point: objective and
+    Jacobian)."""
 
     def __init__(self, monkeypatch, phase: str, nth: int, where: str = "loss"):
         self.phase, self.nth, self.calls, self.current, self.fired = phase, nth, 0, "", False
         run_phase = train_module._Trainer._phase
-        target = (problem_module.Problem, "loss") if where == "loss" else (
-            residual_module.ResidualNet, "forward")
+        target = {"loss": (problem_module.Problem, "loss"),
+                  "solve": (residual_module.ResidualNet, "forward"),
+                  "jacobian": (lm_module, "linearise")}[where]
         method = getattr(*target)
         interrupt = self
 
@@ -461,9 +464,10 @@ def test_an_interrupted_hybrid_fit_resumes_to_the_same_result_bit_for_bit(
 def test_resuming_from_a_phase_end_checkpoint_also_gives_the_same_result(
         monkeypatch, tmp_path, physics_reference):
     # checkpoint_every=3600: only the first write and the phases' ends; the interrupt in
-    # the polish throws away the steps since, and the resumed fit takes them again
+    # the polish (Levenberg-Marquardt's second point: its first trial step) throws away
+    # the steps since, and the resumed fit takes them again
     _, resumed = interrupted_then_resumed(monkeypatch, tmp_path, lotka_volterra(), PHYSICS,
-                                          "polish", 2, every=3600)
+                                          "polish", 2, "jacobian", every=3600)
     assert_same_fit(resumed, physics_reference)
 
 
@@ -582,7 +586,7 @@ def checkpoint_bytes(tmp_path_factory):
     """A checkpoint of a fit interrupted in its L-BFGS (Levenberg-Marquardt) phase."""
     path = tmp_path_factory.mktemp("ckpt") / "fit.ckpt"
     mp = pytest.MonkeyPatch()
-    Interrupt(mp, "lbfgs", 3)
+    Interrupt(mp, "lbfgs", 3, "jacobian")
     stopped = sysid.fit(lotka_volterra(), DATA, checkpoint=path, checkpoint_every=0, **PHYSICS)
     mp.undo()
     assert stopped.status.code == "interrupted"
