@@ -328,6 +328,37 @@ def test_the_sample_interval_is_each_trajectorys_own():
     assert shared < 0.5 * sample_interval(bundle)
 
 
+def test_batched_least_squares_finds_scipys_minimum_of_every_row():
+    """The guesses of unmeasured start states, all windows at once: each row's minimum
+    equals SciPy's per-row ``least_squares`` (to its tolerance), a bound holds, and a row
+    whose residuals are not finite is reported for the caller's fallback."""
+    from scipy.optimize import least_squares
+
+    from sysid._problem import _batched_least_squares
+    rng = np.random.default_rng(0)
+    target = rng.uniform(-2.0, 3.0, size=(40, 2))
+    target[0] = [np.nan, 1.0]                                      # cannot be evaluated
+
+    def residuals(v, sub=None):     # nonlinear, one minimum per row (a bound may hold it)
+        t = target if sub is None else target[sub]
+        return np.stack([np.sinh(v[:, 0]) + v[:, 1] - t[:, 0],
+                         v[:, 1] ** 3 + 0.5 * v[:, 1] - t[:, 1],
+                         1e-3 * v[:, 0], 1e-3 * v[:, 1]], axis=1)
+
+    bounds = (np.array([-np.inf, 0.0]), np.array([np.inf, np.inf]))   # v1 >= 0
+    found, ok = _batched_least_squares(residuals, np.full((40, 2), 0.5), bounds)
+    assert not ok[0] and ok[1:].all()
+    assert (found[ok][:, 1] >= 0.0).all()
+    assert (found[ok][:, 1] == 0.0).sum() >= 5          # rows held at the bound, tested too
+    for g in range(1, 40):
+        ref = least_squares(lambda v: residuals(v[None], np.array([g]))[0], [0.5, 0.5],
+                            bounds=bounds, xtol=1e-14, ftol=1e-14, gtol=1e-14)
+        cost = float(np.sum(residuals(found[g:g + 1], np.array([g])) ** 2))
+        # same minimum: the batched solve is at least as low as SciPy's, and close to it
+        assert cost <= 2 * ref.cost * (1 + 1e-9) + 1e-20, g
+        assert np.allclose(found[g], ref.x, atol=1e-6), (g, found[g], ref.x)
+
+
 def lv_rhs(t, z):
     return [1.3 * z[0] - 0.9 * z[0] * z[1], 0.8 * z[0] * z[1] - 1.8 * z[1]]
 
