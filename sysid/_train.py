@@ -39,6 +39,8 @@ def fit(model: HybridODE, data, **options):
     epochs : int, default 60
         Maximum Adam epochs (full-batch) before the quasi-Newton (L-BFGS) phase; a
         short Adam warm-up moves the network off its zero start, L-BFGS does the rest.
+        A model without a network skips them where Levenberg-Marquardt applies (see
+        ``gauss_newton``).
     lr : float, default 0.02
         Adam learning rate (cosine-decayed to lr/20); every learnable quantity is
         scaled to order one, so the default suits data in any units.
@@ -65,8 +67,10 @@ def fit(model: HybridODE, data, **options):
         (``lbfgs_iterations`` on shooting windows or whole trajectories, the tightening
         and the polish) use Levenberg-Marquardt, a trust-region Gauss-Newton method, in
         place of L-BFGS: the iteration budgets then count its Jacobians, and a few suffice
-        where L-BFGS takes hundreds of solves. With ``validation`` the held-out error is
-        scored after every step, as for L-BFGS. False keeps L-BFGS.
+        where L-BFGS takes hundreds of solves, and the Adam epochs are skipped: the fit
+        starts Levenberg-Marquardt from the guessed initial states. With ``validation``
+        the held-out error is scored after every step, as for L-BFGS. False keeps Adam
+        and L-BFGS.
     patience : int, default 30
         Adam stops early after this many epochs without a 0.1 % improvement (of the
         held-out error when ``validation`` is set, else of the training loss).
@@ -245,7 +249,8 @@ class _Trainer:
 
     # -- phases -------------------------------------------------------------------------
     def run(self) -> FitStatus:
-        self.bar = _progress_bar(self.opts, initial=len(self.rows))
+        self.bar = _progress_bar(self.opts, initial=len(self.rows),
+                                 adam=not self._gauss_newton())
         opts = self.opts
         try:
             status = self._phase("adam", self._adam)
@@ -297,6 +302,14 @@ class _Trainer:
         opts, params = self.opts, [p for p in self.problem.parameters() if p.requires_grad]
         if opts.epochs == 0:
             return FitStatus("early_stopped", "epochs=0")
+        if self._gauss_newton():
+            # Adam's warm-up is for a network. Without one, its first-order steps on the
+            # window starts and parameters can only lose to Levenberg-Marquardt's, and can
+            # lose the fit: SIR with S never measured, 29 regions (tutorial 06's full
+            # setting), one fit sent beta to 1e9 and failed; with Levenberg-Marquardt from
+            # the guesses all 29 converged, 1.4 % median error (1.5 % before), 4x faster.
+            return FitStatus("early_stopped", "no network: Levenberg-Marquardt from the "
+                             "start (gauss_newton=True)")
         opt = torch.optim.Adam(params, lr=opts.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.epochs,
                                                            eta_min=opts.lr / 20)
@@ -745,12 +758,12 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
 _RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw")
 
 
-def _progress_bar(opts: FitOptions, initial: int = 0):
+def _progress_bar(opts: FitOptions, initial: int = 0, adam: bool = True):
     show = opts.progress
     if show is None:
         show = not os.environ.get("CI") and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     if not show:
         return None
     from ._progress import progress_bar    # the text bar where Jupyter cannot draw a widget
-    return progress_bar(total=opts.epochs + opts.lbfgs_iterations, initial=initial,
+    return progress_bar(total=opts.epochs * adam + opts.lbfgs_iterations, initial=initial,
                         desc="sysid.fit", leave=False)
