@@ -41,7 +41,7 @@ class FitOptions:
     """
 
     seed: int = 0
-    epochs: int = 60
+    epochs: int | None = None      # None: DEFAULT_EPOCHS with a network (see sysid.fit)
     lr: float = 0.02
     lbfgs_iterations: int = 200
     tolerance: float = 0.1
@@ -77,7 +77,8 @@ class FitOptions:
                                      f"{value!r}.")
                 object.__setattr__(self, name, os.fspath(value))
         checks = {
-            "epochs": self.epochs >= 0, "lbfgs_iterations": self.lbfgs_iterations >= 0,
+            "epochs": self.epochs is None or self.epochs >= 0,
+            "lbfgs_iterations": self.lbfgs_iterations >= 0,
             "lr": self.lr > 0, "patience": self.patience >= 1,
             "residual_penalty": self.residual_penalty == "auto" or (
                 not isinstance(self.residual_penalty, str) and self.residual_penalty >= 0),

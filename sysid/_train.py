@@ -19,6 +19,9 @@ from ._integrate import SolverFailure, backward, threads_for
 from ._model import HybridODE
 from ._options import PENALTY_SLACK, FitOptions, FitStatus
 from ._problem import build_problem
+
+#: Adam epochs of a model with a network when ``epochs`` is not given.
+DEFAULT_EPOCHS = 60
 from .errors import FileFormatError, FitError, ModelError
 
 __all__ = ["fit"]
@@ -36,11 +39,12 @@ def fit(model: HybridODE, data, **options):
         optional ``trajectory``, NaN where a channel was not measured.
     seed : int, default 0
         Seeds the network initialisation; same seed and data give the same result.
-    epochs : int, default 60
+    epochs : int, optional
         Maximum Adam epochs (full-batch) before the quasi-Newton (L-BFGS) phase; a
         short Adam warm-up moves the network off its zero start, L-BFGS does the rest.
-        A model without a network skips them where Levenberg-Marquardt applies (see
-        ``gauss_newton``).
+        Default: 60 for a model with a network; 0 for a model without one where
+        Levenberg-Marquardt applies (see ``gauss_newton``), which then starts from the
+        guessed initial states. Given explicitly, Adam runs for any model.
     lr : float, default 0.02
         Adam learning rate (cosine-decayed to lr/20); every learnable quantity is
         scaled to order one, so the default suits data in any units.
@@ -67,10 +71,9 @@ def fit(model: HybridODE, data, **options):
         (``lbfgs_iterations`` on shooting windows or whole trajectories, the tightening
         and the polish) use Levenberg-Marquardt, a trust-region Gauss-Newton method, in
         place of L-BFGS: the iteration budgets then count its Jacobians, and a few suffice
-        where L-BFGS takes hundreds of solves, and the Adam epochs are skipped: the fit
-        starts Levenberg-Marquardt from the guessed initial states. With ``validation``
-        the held-out error is scored after every step, as for L-BFGS. False keeps Adam
-        and L-BFGS.
+        where L-BFGS takes hundreds of solves, and the Adam epochs default to 0. With
+        ``validation`` the held-out error is scored after every step, as for L-BFGS.
+        False keeps Adam (60 epochs by default) and L-BFGS.
     patience : int, default 30
         Adam stops early after this many epochs without a 0.1 % improvement (of the
         held-out error when ``validation`` is set, else of the training loss).
@@ -249,8 +252,7 @@ class _Trainer:
 
     # -- phases -------------------------------------------------------------------------
     def run(self) -> FitStatus:
-        self.bar = _progress_bar(self.opts, initial=len(self.rows),
-                                 adam=not self._gauss_newton())
+        self.bar = _progress_bar(self.opts, initial=len(self.rows), epochs=self.epochs())
         opts = self.opts
         try:
             status = self._phase("adam", self._adam)
@@ -300,18 +302,12 @@ class _Trainer:
 
     def _adam(self) -> FitStatus:
         opts, params = self.opts, [p for p in self.problem.parameters() if p.requires_grad]
-        if opts.epochs == 0:
-            return FitStatus("early_stopped", "epochs=0")
-        if self._gauss_newton():
-            # Adam's warm-up is for a network. Without one, its first-order steps on the
-            # window starts and parameters can only lose to Levenberg-Marquardt's, and can
-            # lose the fit: SIR with S never measured, 29 regions (tutorial 06's full
-            # setting), one fit sent beta to 1e9 and failed; with Levenberg-Marquardt from
-            # the guesses all 29 converged, 1.4 % median error (1.5 % before), 4x faster.
-            return FitStatus("early_stopped", "no network: Levenberg-Marquardt from the "
-                             "start (gauss_newton=True)")
+        epochs = self.epochs()
+        if epochs == 0:
+            return FitStatus("early_stopped", "epochs=0" if opts.epochs == 0 else
+                             "no network: Levenberg-Marquardt from the start")
         opt = torch.optim.Adam(params, lr=opts.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.epochs,
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs,
                                                            eta_min=opts.lr / 20)
         c = {"step": 0, "since_best": 0, "failures": 0, "reference": float("inf")}
         watch = _ValidationWatch(self, opts.patience)
@@ -325,8 +321,8 @@ class _Trainer:
         return watch.finish(status)
 
     def _adam_steps(self, opt, sched, c, watch) -> FitStatus:
-        opts = self.opts
-        while c["step"] < opts.epochs:
+        opts, epochs = self.opts, self.epochs()
+        while c["step"] < epochs:
             c["step"] += 1
             opt.zero_grad()
             try:
@@ -360,7 +356,7 @@ class _Trainer:
             self._save({"phase": "adam", "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "counters": dict(c),
                         "validation": watch.dump()})
-        return FitStatus("max_iterations", f"{opts.epochs} Adam epochs")
+        return FitStatus("max_iterations", f"{epochs} Adam epochs")
 
     def _new_objective(self) -> None:
         """Re-score the restored best state after the loss function has changed."""
@@ -428,6 +424,19 @@ class _Trainer:
                              f"single-shooting pass used its {self.opts.polish_iterations} "
                              f"iterations (polish_iterations)")
         return status
+
+    def epochs(self) -> int:
+        """The Adam epochs: the ``epochs`` option, or by default ``DEFAULT_EPOCHS`` for a
+        model with a network (or without Levenberg-Marquardt) and 0 for one without.
+
+        Adam's warm-up serves a network. Without one its first-order steps on the window
+        starts and parameters only precede Levenberg-Marquardt's, and can lose the fit:
+        SIR with S never measured, the 29 regions of tutorial 06's full setting, one fit
+        went to beta = 1e9 and failed; from the guesses, Levenberg-Marquardt fitted all
+        29 (median error 1.4 %, 1.5 % after Adam), 4x faster."""
+        if self.opts.epochs is not None:
+            return int(self.opts.epochs)
+        return 0 if self._gauss_newton() else DEFAULT_EPOCHS
 
     def _gauss_newton(self) -> bool:
         """Single-shooting passes use Levenberg-Marquardt (see the gauss_newton option)."""
@@ -758,12 +767,15 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
 _RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw")
 
 
-def _progress_bar(opts: FitOptions, initial: int = 0, adam: bool = True):
+def _progress_bar(opts: FitOptions, initial: int = 0, epochs: int | None = None):
+    """The fit's bar: ``epochs`` Adam epochs (default ``opts.epochs``) and the L-BFGS
+    iterations."""
     show = opts.progress
     if show is None:
         show = not os.environ.get("CI") and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     if not show:
         return None
     from ._progress import progress_bar    # the text bar where Jupyter cannot draw a widget
-    return progress_bar(total=opts.epochs * adam + opts.lbfgs_iterations, initial=initial,
+    epochs = (opts.epochs or 0) if epochs is None else epochs
+    return progress_bar(total=epochs + opts.lbfgs_iterations, initial=initial,
                         desc="sysid.fit", leave=False)

@@ -232,7 +232,7 @@ def test_auto_residual_penalty_declines_a_trim_the_data_would_pay_for():
 
 def test_progress_bar_reports_phases_and_is_off_under_ci(capsys, monkeypatch):
     data = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=3.0, dt=0.2, seed=0)
-    budget = dict(epochs=3, lbfgs_iterations=0, gauss_newton=False)   # Adam, no network
+    budget = dict(epochs=3, lbfgs_iterations=0)
     sysid.fit(lotka_volterra(), data, progress=True, **budget)
     shown = capsys.readouterr().err
     assert "sysid.fit" in shown and "phase=adam" in shown
