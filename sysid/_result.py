@@ -67,8 +67,8 @@ class FitResult:
     True
     >>> result.noise_std["theta"], data["theta"].attrs["true_noise_std"]
     (0.0055, 0.0056)
-    >>> list(result.history["phase"].to_series().unique())
-    ['adam', 'lbfgs', 'tighten', 'polish']
+    >>> list(result.history["phase"].to_series().unique())   # no network: no Adam epochs
+    ['lbfgs', 'tighten', 'polish']
 
     The velocity was never measured; it is imputed at the data's times:
 
