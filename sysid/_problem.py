@@ -454,7 +454,6 @@ def _batched_least_squares(residuals, v, bounds, iterations: int = 100):
     return v, ok
 
 
-
 def build_problem(model, bundle: DataBundle, options, like: Problem | None = None) -> Problem:
     """Set up the field, scalings and initial guesses for ``model`` on ``bundle``.
 

@@ -19,10 +19,10 @@ from ._integrate import SolverFailure, backward, threads_for
 from ._model import HybridODE
 from ._options import PENALTY_SLACK, FitOptions, FitStatus
 from ._problem import build_problem
+from .errors import FileFormatError, FitError, ModelError
 
 #: Adam epochs of a model with a network when ``epochs`` is not given.
 DEFAULT_EPOCHS = 60
-from .errors import FileFormatError, FitError, ModelError
 
 __all__ = ["fit"]
 
