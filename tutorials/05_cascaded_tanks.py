@@ -41,7 +41,7 @@ from sysid.errors import DataError
 
 FAST = os.environ.get("SYSID_TUTORIAL_FAST") == "1"
 SETTINGS = dict(interpolation="zoh", solver="rk4", substeps=1)   # as benchmarks/real.py
-TRAINING = (dict(epochs=60, lbfgs_iterations=100, polish_iterations=20) if FAST
+TRAINING = (dict(epochs=60, lbfgs_iterations=60, polish_iterations=10) if FAST
             else dict(epochs=400, lbfgs_iterations=600, polish_iterations=100))
 BASELINE = dict(polish_iterations=3) if FAST else {}             # the physics-only fit
 
