@@ -3,6 +3,7 @@
     python benchmarks/real.py                    # the record (see the time per section)
     python benchmarks/real.py --quick            # a few minutes: shorter training
     python benchmarks/real.py --only tanks lynx_hare --data ../shared/data
+    python benchmarks/real.py --jobs 1           # one section after another
 
 Each section follows its dataset's official protocol (``sysid.datasets.load(name).attrs``:
 split, metric, initial-state window): the model is fitted on the training record only and
@@ -16,7 +17,8 @@ The data of Cascaded Tanks, EMPS and Silverbox are not shipped (their licences a
 ``--data`` names a folder with ``<name>/<file>`` (the shared benchmark folder has that
 layout), or ``$SYSID_DATA_DIR``, or run ``sysid.datasets.download(name)`` once. A section
 whose data cannot be found is reported as skipped. Timings run on one thread
-(``torch.set_num_threads(1)``); the machines are shared, so read ratios, not seconds.
+(``torch.set_num_threads(1)``); ``--jobs`` sections (default 2) run at once, each in its
+own process, the longest first. The machines are shared, so read ratios, not seconds.
 
 Sections
 --------
@@ -352,6 +354,21 @@ TITLES = {"tanks": "Cascaded Tanks (BENCHMARKS.md section 3)",
 RUN = {"tanks": tanks, "emps": emps, "silverbox": silverbox, "lynx_hare": lynx_hare}
 
 
+# the longest first, so that parallel jobs end together (full-mode wall times of the record)
+LONGEST_FIRST = ("silverbox", "emps", "tanks", "lynx_hare")
+
+
+def run_section(name, mode, data, figures):
+    """One section's text and wall time, on one torch thread (also in a worker process)."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        text = RUN[name](mode, data, figures)
+    except DataError as exc:
+        text = f"Skipped: the data were not found ({exc})"
+    return text, time.perf_counter() - start
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter training (a few minutes)")
@@ -361,26 +378,46 @@ def main(argv=None):
                         help="folder with <name>/<file> of the benchmark data")
     parser.add_argument("--figures", default=str(HERE.parent / "docs" / "_static" / "benchmarks"),
                         help="folder for the PNG figures ('' for none)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="sections run at once, each in its own process on one thread "
+                             "(default: 2, or 1 on a one-core machine)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1; received {args.jobs}")
     torch.set_num_threads(1)
     mode = "quick" if args.quick else "full"
     figures = Path(args.figures) if args.figures else None
     if figures:
         figures.mkdir(parents=True, exist_ok=True)
+    names = list(args.only or SECTIONS)
     print(f"# sysid real-data benchmarks ({mode}), torch {torch.__version__}, "
-          f"sysid {sysid.__version__}, 1 thread\n")
+          f"sysid {sysid.__version__}, 1 thread per section, {args.jobs} at once\n",
+          flush=True)
+    start = time.perf_counter()
     walls = {}
-    for name in args.only or SECTIONS:
-        print(f"## {TITLES[name]}\n", flush=True)
-        start = time.perf_counter()
-        try:
-            text = RUN[name](mode, args.data, figures)
-        except DataError as exc:
-            text = f"Skipped: the data were not found ({exc})"
-        walls[name] = time.perf_counter() - start
-        print(text + f"\n\nSection wall time: {walls[name]:.0f} s.\n", flush=True)
+    if args.jobs == 1 or len(names) == 1:
+        results = (run_section(name, mode, args.data, figures) for name in names)
+        pool = None
+    else:                              # fresh interpreters: no forked torch thread pools
+        import concurrent.futures
+        import multiprocessing
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(args.jobs, len(names)),
+            mp_context=multiprocessing.get_context("spawn"))
+        futures = {name: pool.submit(run_section, name, mode, args.data, figures)
+                   for name in sorted(names, key=LONGEST_FIRST.index)}
+        results = (futures[name].result() for name in names)
+    try:
+        for name, (text, wall) in zip(names, results):     # printed in the asked order
+            walls[name] = wall
+            print(f"## {TITLES[name]}\n\n{text}\n\nSection wall time: {wall:.0f} s.\n",
+                  flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     print("Wall time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
-          + f"; total {sum(walls.values()):.0f} s.")
+          + f"; sum {sum(walls.values()):.0f} s; the suite took "
+          f"{time.perf_counter() - start:.0f} s with {args.jobs} job(s) at once.")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """The real-data benchmark suite's own code (benchmarks/real.py), on the cheap parts.
 
 The full suite takes most of an hour (``python benchmarks/real.py``); here the lynx-hare
-section runs for real (about 20 s) and the helpers are checked on known answers.
+section runs for real (a few seconds, in a worker process) and the helpers are checked on known answers.
 """
 
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -15,14 +16,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import real  # noqa: E402
 
 
-def test_lynx_hare_parameters_inside_the_stan_80_percent_intervals():
-    text = real.lynx_hare("full", None, None)
+def test_suite_runs_sections_in_parallel_and_prints_them_in_the_asked_order(tmp_path, capsys):
+    """Two sections in two worker processes: lynx-hare fitted for real (its parameters
+    inside the Stan 80 % intervals) and tanks skipped for want of data, each printed
+    under its own title in the order asked, whichever finishes first."""
+    real.main(["--only", "lynx_hare", "tanks", "--data", str(tmp_path / "no_such_folder"),
+               "--figures", "", "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert "2 at once" in out and "2 job(s) at once" in out
+    lynx, tanks = out.index(real.TITLES["lynx_hare"]), out.index(real.TITLES["tanks"])
+    assert lynx < tanks
+    assert "Skipped: the data were not found" in out[tanks:]
+    text = out[lynx:tanks]
     rows = [line for line in text.splitlines() if line.startswith("| ") and "inside" not in line]
     assert len(rows) == 4, text
     values = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in rows}
     for name, (_, lo, hi) in real.STAN.items():
         assert lo <= values[name] <= hi, (name, values[name], lo, hi)
     assert "met (4/4)" in text
+
+
+def test_suite_refuses_fewer_than_one_job(capsys):
+    with pytest.raises(SystemExit):
+        real.main(["--only", "lynx_hare", "--jobs", "0"])
+    assert "--jobs must be at least 1; received 0" in capsys.readouterr().err
 
 
 def test_block_mean_keeps_each_blocks_impulse():
