@@ -113,7 +113,7 @@ def tanks_model(residual=True, width=8):
 
 TANKS_SETTINGS = dict(interpolation="zoh", solver="rk4", substeps=1)
 TANKS_TRAINING = {"full": dict(epochs=400, lbfgs_iterations=600, polish_iterations=100),
-                  "quick": dict(epochs=100, lbfgs_iterations=150, polish_iterations=20)}
+                  "quick": dict(epochs=60, lbfgs_iterations=60, polish_iterations=5)}
 
 
 def tanks(mode, data_dir, figures):
@@ -192,7 +192,7 @@ EMPS_DECIMATION = {"full": 10, "quick": 20}
 EMPS_SETTINGS = {"full": dict(interpolation="zoh", solver="rk4", substeps=1, shooting=100,
                               polish_iterations=100),
                  "quick": dict(interpolation="zoh", solver="rk4", substeps=1, shooting=50,
-                               lbfgs_iterations=60, polish_iterations=10)}
+                               lbfgs_iterations=20, polish_iterations=5)}
 
 
 def emps(mode, data_dir, figures):
@@ -255,7 +255,7 @@ def silverbox_model(residual=True, cubic=False):
 
 SILVERBOX_SETTINGS = dict(solver="rk4", substeps=2, shooting=50)
 SILVERBOX_TRAINING = {"full": dict(samples=4000, polish_iterations=10),
-                      "quick": dict(samples=1500, lbfgs_iterations=50, polish_iterations=5)}
+                      "quick": dict(samples=1000, lbfgs_iterations=30, polish_iterations=5)}
 SILVERBOX_MODELS = (
     ("sysid hybrid (linear physics + MLP stiffness residual)", dict(residual=True)),
     ("physics only (linear mass-spring-damper)", dict(residual=False)),
