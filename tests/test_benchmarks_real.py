@@ -1,7 +1,8 @@
 """The real-data benchmark suite's own code (benchmarks/real.py), on the cheap parts.
 
-The full suite takes most of an hour (``python benchmarks/real.py``); here the lynx-hare
-section runs for real (a few seconds, in a worker process) and the helpers are checked on known answers.
+The full suite takes about 35 min on 2 cores (``python benchmarks/real.py``); here the
+lynx-hare section runs for real (a few seconds, in a worker process) and the helpers are
+checked on known answers.
 """
 
 import sys
