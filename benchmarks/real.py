@@ -384,25 +384,25 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1; received {args.jobs}")
-    torch.set_num_threads(1)
     mode = "quick" if args.quick else "full"
     figures = Path(args.figures) if args.figures else None
     if figures:
         figures.mkdir(parents=True, exist_ok=True)
     names = list(args.only or SECTIONS)
+    jobs = min(args.jobs, len(names))
     print(f"# sysid real-data benchmarks ({mode}), torch {torch.__version__}, "
-          f"sysid {sysid.__version__}, 1 thread per section, {args.jobs} at once\n",
+          f"sysid {sysid.__version__}, 1 thread per section, {jobs} at once\n",
           flush=True)
     start = time.perf_counter()
     walls = {}
-    if args.jobs == 1 or len(names) == 1:
+    if jobs == 1:
         results = (run_section(name, mode, args.data, figures) for name in names)
         pool = None
     else:                              # fresh interpreters: no forked torch thread pools
         import concurrent.futures
         import multiprocessing
         pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(args.jobs, len(names)),
+            max_workers=jobs,
             mp_context=multiprocessing.get_context("spawn"))
         futures = {name: pool.submit(run_section, name, mode, args.data, figures)
                    for name in sorted(names, key=LONGEST_FIRST.index)}
@@ -417,7 +417,7 @@ def main(argv=None):
             pool.shutdown(cancel_futures=True)
     print("Wall time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
           + f"; sum {sum(walls.values()):.0f} s; the suite took "
-          f"{time.perf_counter() - start:.0f} s with {args.jobs} job(s) at once.")
+          f"{time.perf_counter() - start:.0f} s with {jobs} job(s) at once.")
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ class _Trainer:
 
     # -- phases -------------------------------------------------------------------------
     def run(self) -> FitStatus:
-        self.bar = _progress_bar(self.opts, initial=len(self.rows), epochs=self.epochs())
+        self.bar = _progress_bar(self.opts, self.epochs(), initial=len(self.rows))
         opts = self.opts
         try:
             status = self._phase("adam", self._adam)
@@ -317,11 +317,11 @@ class _Trainer:
             sched.load_state_dict(saved["scheduler"])
             c.update(saved["counters"])
             watch.load(saved.get("validation"))
-        status = self._adam_steps(opt, sched, c, watch)
+        status = self._adam_steps(opt, sched, c, watch, epochs)
         return watch.finish(status)
 
-    def _adam_steps(self, opt, sched, c, watch) -> FitStatus:
-        opts, epochs = self.opts, self.epochs()
+    def _adam_steps(self, opt, sched, c, watch, epochs: int) -> FitStatus:
+        opts = self.opts
         while c["step"] < epochs:
             c["step"] += 1
             opt.zero_grad()
@@ -767,8 +767,8 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
 _RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw")
 
 
-def _progress_bar(opts: FitOptions, initial: int = 0, epochs: int | None = None):
-    """The fit's bar: ``epochs`` Adam epochs (default ``opts.epochs``) and the L-BFGS
+def _progress_bar(opts: FitOptions, epochs: int, initial: int = 0):
+    """The fit's bar: ``epochs`` Adam epochs (``_Trainer.epochs``) and the L-BFGS
     iterations."""
     show = opts.progress
     if show is None:
@@ -776,6 +776,5 @@ def _progress_bar(opts: FitOptions, initial: int = 0, epochs: int | None = None)
     if not show:
         return None
     from ._progress import progress_bar    # the text bar where Jupyter cannot draw a widget
-    epochs = (opts.epochs or 0) if epochs is None else epochs
     return progress_bar(total=epochs + opts.lbfgs_iterations, initial=initial,
                         desc="sysid.fit", leave=False)

@@ -126,7 +126,7 @@ def test_progress_bar_falls_back_quietly_without_ipywidgets(jupyter_without_ipyw
     opts = types.SimpleNamespace(progress=True, epochs=5, lbfgs_iterations=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bar = _progress_bar(opts)
+        bar = _progress_bar(opts, opts.epochs)
         bar.update(1)
         bar.close()
     assert not [w for w in caught if "IProgress" in str(w.message)], \
