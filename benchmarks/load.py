@@ -22,7 +22,7 @@ Cases
   informative), physics only, single shooting with Levenberg-Marquardt.
 - ``fit_long_default``: the same kind of record, 100 x 1,000, with the default options
   (multiple shooting windows; their Levenberg-Marquardt Jacobian would take 93 GiB,
-  so the fit runs L-BFGS: ``sysid._lm.MAX_JACOBIAN_BYTES``).
+  so the fit runs L-BFGS: ``sysid.training.levenberg_marquardt.MAX_JACOBIAN_BYTES``).
 - ``many_serial``, ``many_dask``: ``fit_many`` over ``--members`` small datasets
   (logistic growth, 30 samples, 2 % noise, as benchmarks/scale.py), serially and on a
   2-worker Dask LocalCluster; every 50th dataset is broken on purpose (a misnamed
@@ -200,13 +200,13 @@ def fit_case(name: str, args) -> dict:
                parameters=result.parameters,
                errors=relative_errors(result.parameters, truth), windows=windows,
                iterations=result.stats.get("lbfgs_iterations", 0))
-    if model.residual is None:            # Levenberg-Marquardt's dense Jacobian (_lm.py)
+    if model.residual is None:            # Levenberg-Marquardt's dense Jacobian (sysid/problem/jacobian.py)
         n, B, P = len(model.states), data.sizes["trajectory"], len(model.parameters)
         rows = result.stats["n_observations"] + (n * (windows - B) if windows else 0)
         cols = P + n * (windows or B)
         out["jacobian"] = [rows, cols]
-        # Levenberg-Marquardt phases whose Jacobian exceeds this run L-BFGS (sysid/_lm.py)
-        from sysid import _lm
+        # Levenberg-Marquardt phases whose Jacobian exceeds this run L-BFGS (sysid/training/levenberg_marquardt.py)
+        from sysid.training import levenberg_marquardt as _lm
         out["limit"] = getattr(_lm, "MAX_JACOBIAN_BYTES", None)
     return out
 
@@ -215,7 +215,7 @@ def many_case(name: str, args) -> dict:
     import numpy as np
 
     import sysid
-    import sysid._scale as scale
+    import sysid.many.collections as scale
     n = args.members
     data, truth, faults = sites(n)
     model = logistic_model()
@@ -450,14 +450,14 @@ def notes(outs: list, args) -> list:
         lines.append(
             "- *Default options* (multiple shooting windows of about 5 samples, "
             "Levenberg-Marquardt): the Jacobian is a dense NumPy array with a column per "
-            "window start, about 10 bytes x points^2 (sysid/_lm.py `linearise`), and an "
+            "window start, about 10 bytes x points^2 (sysid/problem/jacobian.py `linearise`), and an "
             "iteration peaks at about four times that (copies for the column selection and "
             "the continuity rows, the normal equations); each step solves the normal "
             "equations densely, cubic in the windows. That sets *fit_default*'s peak memory "
             "and time. On 100 x 1,000 points (*fit_long_default*) it would need 93 GiB: "
             "`sysid.fit` raised numpy's MemoryError after the Adam warm-up (\"Unable to "
             "allocate 74.5 GiB\", found by this benchmark); since commit bab32c2 a phase "
-            "whose Jacobian would exceed `sysid._lm.MAX_JACOBIAN_BYTES` (1 GiB) runs L-BFGS "
+            "whose Jacobian would exceed `sysid.training.levenberg_marquardt.MAX_JACOBIAN_BYTES` (1 GiB) runs L-BFGS "
             "instead, which this row measures.")
     if "fit_long" in names:
         lines.append(

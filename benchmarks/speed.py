@@ -46,11 +46,11 @@ import sympy as sp
 import torch
 
 import sysid
-from sysid._data import prepare
-from sysid._field import HybridField
-from sysid._options import FitOptions
-from sysid._parameters import transform_for
-from sysid._problem import build_problem
+from sysid.data.bundle import prepare
+from sysid.model.field import HybridField
+from sysid.problem.options import FitOptions
+from sysid.model.parameters import transform_for
+from sysid.problem.problem import build_problem
 
 torch.set_num_threads(1)
 F64 = torch.float64

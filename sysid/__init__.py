@@ -3,17 +3,21 @@
 Write the physics you know in SymPy, let a neural network learn the rest, fit both to
 noisy, partial, irregular measurements in an ``xarray.Dataset``, and get back
 parameters, every state imputed, forecasts and equations.
+
+The package's rooms, bottom to top (each imports only from the ones below it; see
+``docs/architecture.md``): :mod:`sysid.errors` and :mod:`sysid.runtime`;
+:mod:`sysid.model`; :mod:`sysid.data` and :mod:`sysid.solve`; :mod:`sysid.problem`;
+:mod:`sysid.training` and :mod:`sysid.uncertainty`; :mod:`sysid.symbolic`;
+:mod:`sysid.results`; :mod:`sysid.many`; :mod:`sysid.cli`. :mod:`sysid.datasets` stands
+beside them and needs only :mod:`sysid.errors`.
 """
 
 from . import datasets, errors
-from ._functions import SUPPORTED_FUNCTIONS
-from ._io import load
-from ._model import MLP, HybridODE, t
-from ._options import FitOptions, FitStatus
-from ._result import FitResult
-from ._scale import Ensemble, FitCollection, fit_ensemble, fit_many, sweep
-from ._symbolic import SymbolicSummary
-from ._train import fit
+from .many import Ensemble, FitCollection, fit_ensemble, fit_many, sweep
+from .model import MLP, SUPPORTED_FUNCTIONS, HybridODE, t
+from .problem import FitOptions, FitStatus
+from .results import FitResult, fit, load
+from .symbolic import SymbolicSummary
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from . import datasets
 from .errors import SysidError
+from .model import MLP, HybridODE
+from .model.spec import model_from_spec
+from .results import fit
 
 __all__ = ["main", "model_from_toml", "write_outputs"]
 
@@ -70,8 +74,6 @@ def _valued_entries(table, where):
 
 def model_from_toml(spec: dict):
     """Build a HybridODE from the ``[model]`` table of a TOML spec (equations as text)."""
-    from ._io import model_from_spec
-
     m = spec.get("model")
     if not isinstance(m, dict) or "states" not in m:
         raise SysidError("The spec needs a [model] table with states = [...]; see "
@@ -143,26 +145,22 @@ def demo_problem():
     """
     import sympy as sp
 
-    import sysid
-
-    data = sysid.datasets.load("lynx_hare")
+    data = datasets.load("lynx_hare")
     hare, lynx = sp.symbols("hare lynx")
     alpha, gamma = sp.symbols("alpha gamma", positive=True)
-    model = sysid.HybridODE(
+    model = HybridODE(
         states=[hare, lynx], physics={hare: alpha * hare, lynx: -gamma * lynx},
-        parameters={alpha: 0.5, gamma: 0.5}, residual=sysid.MLP(width=16, depth=2))
+        parameters={alpha: 0.5, gamma: 0.5}, residual=MLP(width=16, depth=2))
     return data, model
 
 
 def _demo(args) -> int:
-    import sysid
-
     data, model = demo_problem()
     print("sysid demo: Hudson's Bay lynx-hare pelts 1900-1920 (Carpenter 2018, Howard 2009)")
     print("known physics: hare growth alpha*hare, lynx death -gamma*lynx; "
           "interactions learned by a neural residual; log-normal noise")
     fast = {"epochs": 30, "lbfgs_iterations": 40, "polish_iterations": 5} if args.fast else {}
-    result = sysid.fit(model, data, seed=args.seed, noise="lognormal", progress=None, **fast)
+    result = fit(model, data, seed=args.seed, noise="lognormal", progress=None, **fast)
     out = Path(args.out)
     files = write_outputs(result, out, horizon=10.0)
     _print_summary(result, out, files)
@@ -192,8 +190,6 @@ def _write_symbolic(result, out: Path, **options) -> None:
 def _fit(args) -> int:
     import xarray as xr
 
-    import sysid
-
     spec = tomllib.loads(Path(args.spec).read_text())
     model = model_from_toml(spec)
     path = Path(args.data)
@@ -203,7 +199,7 @@ def _fit(args) -> int:
     else:
         data = xr.open_dataset(path).load()
     options = dict(spec.get("fit", {}))
-    result = sysid.fit(model, data, **options)
+    result = fit(model, data, **options)
     out = Path(args.out)
     files = write_outputs(result, out, horizon=spec.get("output", {}).get("forecast_horizon"))
     _print_summary(result, out, files)

@@ -1,4 +1,4 @@
-"""Tests of the data contract (sysid._data.prepare and sysid.fit's validation).
+"""Tests of the data contract (sysid.data.bundle.prepare and sysid.fit's validation).
 
 Every bad dataset must be refused with a DataError that says what is wrong and how
 to fix it, before any training starts (so these tests are fast).
@@ -12,7 +12,7 @@ import sympy as sp
 import xarray as xr
 
 import sysid
-from sysid._data import DataBundle, prepare
+from sysid.data.bundle import DataBundle, prepare
 from sysid.errors import DataError
 
 # -- models -------------------------------------------------------------------------------

@@ -39,14 +39,14 @@ import torch
 import xarray as xr
 
 import sysid
-import sysid._integrate as integrate_module
-import sysid._lm as lm_module
-import sysid._problem as problem_module
-import sysid._residual as residual_module
-import sysid._train as train_module
-from sysid._data import prepare
-from sysid._options import FitOptions
-from sysid._problem import build_problem
+import sysid.solve.integrate as integrate_module
+import sysid.training.levenberg_marquardt as lm_module
+import sysid.problem.problem as problem_module
+import sysid.model.residual as residual_module
+import sysid.training.trainer as train_module
+from sysid.data.bundle import prepare
+from sysid.problem.options import FitOptions
+from sysid.problem.problem import build_problem
 from sysid.errors import FileFormatError, FitError, SolverError, SysidError
 
 x, y = sp.symbols("x y")

@@ -235,9 +235,9 @@ def test_tanks_with_a_renamed_sensor_and_an_unmeasured_positive_state():
 def test_physics_sees_a_positive_state_floored_above_zero():
     # A solver step (or a residual) that overshoots a positive state below 0 must not turn
     # sqrt(h) into NaN; a state without the assumption is passed through unchanged.
-    from sysid._data import prepare
-    from sysid._options import FitOptions
-    from sysid._problem import build_problem
+    from sysid.data.bundle import prepare
+    from sysid.problem.options import FitOptions
+    from sysid.problem.problem import build_problem
 
     h = sp.Symbol("h", positive=True)
     z = sp.Symbol("z")
@@ -287,9 +287,9 @@ def test_never_measured_state_is_scaled_from_a_preview_with_the_fits_solver():
     # preview of the physics took dopri5 past its 2,000-step limit, which left the
     # never-measured velocity with a unit scale (its spread here is about 31). The preview
     # now falls back to the fit's own solver (RK4 here).
-    from sysid._data import prepare
-    from sysid._options import FitOptions
-    from sysid._problem import build_problem
+    from sysid.data.bundle import prepare
+    from sysid.problem.options import FitOptions
+    from sysid.problem.problem import build_problem
 
     omega = 2 * np.pi * 69.0
     times = np.arange(4000) / 610.0

@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sysid
-from sysid._data import prepare
+from sysid.data.bundle import prepare
 from sysid.errors import DataError, SysidError
 
 x, y, c = sp.symbols("x y c")
@@ -237,7 +237,7 @@ def check_dataset(ds, model_name, refusals):
             else np.arange(ds.sizes["trajectory"])
         np.testing.assert_array_equal(out["trajectory"].values, want)
     if np.issubdtype(ds["time"].dtype, np.datetime64):
-        from sysid._data import _TIME_UNITS
+        from sysid.data.bundle import _TIME_UNITS
         unit = out.attrs["time_unit"]
         assert unit in _TIME_UNITS
         stamps = ds["time"].values

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 import sysid
 from sysid import cli
-from sysid._spec import ALLOWED_FUNCTIONS, parse_expression
+from sysid.model.parser import ALLOWED_FUNCTIONS, parse_expression
 from sysid.errors import ExpressionError, FileFormatError, SysidError
 
 try:

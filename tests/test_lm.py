@@ -9,9 +9,9 @@ import sympy as sp
 import xarray as xr
 
 import sysid
-from sysid._lm import linearise
-from sysid._train import fit_from
-from sysid._uncertainty import residual_jacobian
+from sysid.problem.jacobian import jacobian_bytes, linearise
+from sysid.results import fit_from
+from sysid.uncertainty.laplace import residual_jacobian
 
 
 def _forced_decay(seed=0, n_traj=3):
@@ -194,7 +194,7 @@ def test_jacobian_size_estimate_and_the_fallback_above_the_memory_budget(monkeyp
     # whole trajectories; above MAX_JACOBIAN_BYTES a phase runs L-BFGS and reaches the
     # same optimum (on 100 trajectories x 1,000 samples the windows' dense Jacobian
     # would need 74.5 GiB: numpy raised MemoryError before)
-    import sysid._lm as lm
+    import sysid.training.levenberg_marquardt as lm
 
     model, data = _pendulum()
     built = fit_from(model, data, None, epochs=0, lbfgs_iterations=0, polish_iterations=0,
@@ -203,7 +203,7 @@ def test_jacobian_size_estimate_and_the_fallback_above_the_memory_budget(monkeyp
     for windows in (True, False):
         p.use_windows(windows)
         _, _, J = linearise(p)
-        assert lm.jacobian_bytes(p) == J.nbytes
+        assert jacobian_bytes(p) == J.nbytes
     model, data = _forced_decay()
     calls = []
     real = lm.levenberg_marquardt

@@ -90,7 +90,7 @@ def members(n, every):
 CHILD = '''
 import gc, json, os, resource, sys
 import numpy as np, torch
-import sysid, sysid._scale as scale
+import sysid, sysid.many.collections as scale
 
 sys.path.insert(0, TESTS)
 from test_load import decay_model, members
@@ -353,7 +353,7 @@ def test_the_default_fit_over_100_trajectories_completes_within_its_memory_bound
     and Levenberg-Marquardt, whose dense Jacobian (24,800 x 5,002, 0.9 GiB, copied twice)
     sets the peak: 3.6 GB measured. The bound, 6 GB, catches a further copy; it is not
     a target: the Jacobian grows as the square of the points (100 x 1,000 points would
-    need 74.5 GiB; above sysid._lm.MAX_JACOBIAN_BYTES such phases run L-BFGS)."""
+    need 74.5 GiB; above sysid.training.levenberg_marquardt.MAX_JACOBIAN_BYTES such phases run L-BFGS)."""
     out = run_fit_child(None, {"progress": False})
     print(f"\n[load] default options, 100 x 100: peak RSS {out['peak']:.0f} MB, "
           f"{out['windows']} windows, {out['parameters']}")

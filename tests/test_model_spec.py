@@ -1,4 +1,4 @@
-"""Tests of the model specification (sysid._model) and parameter transforms (sysid._parameters)."""
+"""Tests of the model specification (sysid.model.hybrid) and parameter transforms (sysid.model.parameters)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 import sysid
 from sysid import MLP, HybridODE
-from sysid._parameters import ParameterTransform, transform_for
+from sysid.model.parameters import ParameterTransform, transform_for
 from sysid.errors import ModelError
 
 x, v, u = sp.symbols("x v u")

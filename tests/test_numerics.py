@@ -23,9 +23,9 @@ import torch
 from scipy.integrate import solve_ivp
 
 import sysid
-from sysid._field import HybridField
-from sysid._integrate import InputSignal, SolverOptions, solve_at_times, solve_segments
-from sysid._parameters import transform_for
+from sysid.model.field import HybridField
+from sysid.solve.integrate import InputSignal, SolverOptions, solve_at_times, solve_segments
+from sysid.model.parameters import transform_for
 
 x, y, u = sp.symbols("x y u")
 t_sym = sp.Symbol("t", real=True)
@@ -122,9 +122,9 @@ def test_network_and_observation_map_pass_gradcheck():
     import xarray as xr
     data = xr.Dataset({"level": ("time", np.log(1 + np.exp(-times) ** 2))},
                       coords={"time": times})
-    from sysid._data import prepare
-    from sysid._options import FitOptions
-    from sysid._problem import build_problem
+    from sysid.data.bundle import prepare
+    from sysid.problem.options import FitOptions
+    from sysid.problem.problem import build_problem
     field = build_problem(model, prepare(model, data), FitOptions()).field
     with torch.no_grad():         # a network off its zero start, so every path has a slope
         for p in field.residual.parameters():
@@ -304,7 +304,7 @@ def test_rk4_on_a_grid_coarser_than_the_data_keeps_the_datas_step():
 
 
 def test_refined_grid_splits_only_the_long_gaps():
-    from sysid._integrate import refined_grid
+    from sysid.solve.integrate import refined_grid
     grid = refined_grid([3.0, 0.0, 1.0, 1.0, np.nan, 1.25], 0.4)
     np.testing.assert_allclose(grid, [0.0, 1 / 3, 2 / 3, 1.0, 1.25, 1.25 + 1.75 / 5,
                                       1.25 + 3.5 / 5, 1.25 + 5.25 / 5, 1.25 + 7 / 5, 3.0])
@@ -314,8 +314,8 @@ def test_refined_grid_splits_only_the_long_gaps():
 def test_the_sample_interval_is_each_trajectorys_own():
     """The step the fit integrated across: three irregular trajectories with 30 % of
     their samples missing share a time grid about 3x finer than any one of them."""
-    from sysid._data import prepare
-    from sysid._problem import sample_interval
+    from sysid.data.bundle import prepare
+    from sysid.problem.problem import sample_interval
     data = sysid.datasets.simulate("pendulum", noise=0.05, observed=["theta"],
                                    irregular=True, missing=0.3, n_trajectories=3, dt=0.25,
                                    t_end=20.0, seed=0)
@@ -334,7 +334,7 @@ def test_batched_least_squares_finds_scipys_minimum_of_every_row():
     whose residuals are not finite is reported for the caller's fallback."""
     from scipy.optimize import least_squares
 
-    from sysid._problem import _batched_least_squares
+    from sysid.problem.problem import _batched_least_squares
     rng = np.random.default_rng(0)
     target = rng.uniform(-2.0, 3.0, size=(40, 2))
     target[0] = [np.nan, 1.0]                                      # cannot be evaluated

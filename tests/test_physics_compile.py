@@ -1,4 +1,4 @@
-"""Tests of sysid._physics: SymPy -> batched torch compiler."""
+"""Tests of sysid.model.compiler: SymPy -> batched torch compiler."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import sympy as sp
 import torch
 
-from sysid._physics import SUPPORTED_FUNCTIONS, CompiledExprs, compile_exprs
+from sysid.model.compiler import SUPPORTED_FUNCTIONS, CompiledExprs, compile_exprs
 from sysid.errors import ExpressionError, UnsupportedExpressionError
 
 x, y, z = sp.symbols("x y z")

@@ -1,4 +1,4 @@
-"""Tests of sysid._spec: safe equation text <-> SymPy."""
+"""Tests of sysid.model.parser: safe equation text <-> SymPy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 import pytest
 import sympy as sp
 
-from sysid._physics import SUPPORTED_FUNCTIONS, compile_exprs
-from sysid._spec import ALLOWED_FUNCTIONS, expr_to_text, parse_expression
+from sysid.model.compiler import SUPPORTED_FUNCTIONS, compile_exprs
+from sysid.model.parser import ALLOWED_FUNCTIONS, expr_to_text, parse_expression
 from sysid.errors import ExpressionError
 
 x, y, z, alpha, k = sp.symbols("x y z alpha k")

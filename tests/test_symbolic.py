@@ -17,7 +17,7 @@ import sympy as sp
 import xarray as xr
 
 import sysid
-from sysid import _sindy, _symbolic
+from sysid.symbolic import sparse_regression as _sindy, summary as _symbolic
 from sysid.errors import ModelError
 
 X, Y = sp.symbols("x y", real=True)
@@ -250,7 +250,7 @@ def test_forward_path_finds_the_best_single_term_among_collinear_columns():
 
 
 def test_functions_option_adds_each_function_of_each_variable():
-    from sysid._symbolic import _functions
+    from sysid.symbolic.summary import _functions
     th, om = sp.symbols("theta omega")
     assert _functions(["sin", sp.cos], [th, om]) == [sp.sin(th), sp.sin(om), sp.cos(th),
                                                    sp.cos(om)]
@@ -396,7 +396,7 @@ def test_local_search_starts_from_the_best_candidate_of_each_smaller_size():
 
 
 def test_refits_start_from_the_units_and_states_of_a_given_fit(hybrid, data):
-    from sysid._train import fit_from
+    from sysid.results import fit_from
 
     model = sysid.HybridODE(states=[X, Y], physics={X: A * X - 0.9 * X * Y,
                                                     Y: 0.8 * X * Y - D * Y},

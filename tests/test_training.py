@@ -10,7 +10,7 @@ import sympy as sp
 import torch
 
 import sysid
-import sysid._problem as problem_module
+import sysid.problem.problem as problem_module
 from sysid.errors import FileFormatError, FitError
 
 x, y = sp.symbols("x y")
@@ -164,8 +164,8 @@ def test_validation_needs_shooting_windows():
 
 @pytest.mark.parametrize("dt, expected", [(0.5, 5), (2.0, 3)])
 def test_shooting_windows_follow_the_oscillation_period(dt, expected):
-    from sysid._data import prepare
-    from sysid._problem import samples_per_period, window_length
+    from sysid.data.bundle import prepare
+    from sysid.problem.problem import samples_per_period, window_length
     data = sysid.datasets.simulate("van_der_pol", noise=0.05, observed=["x"], dt=dt,
                                    t_end=200.0, seed=0)
     mu = sp.Symbol("mu", positive=True)
@@ -179,9 +179,9 @@ def test_shooting_windows_follow_the_oscillation_period(dt, expected):
 
 
 def test_adjoint_gradients_match_direct_backpropagation():
-    from sysid._data import prepare
-    from sysid._options import FitOptions
-    from sysid._problem import build_problem
+    from sysid.data.bundle import prepare
+    from sysid.problem.options import FitOptions
+    from sysid.problem.problem import build_problem
     data = sysid.datasets.simulate("pendulum", noise=0.05, dt=0.2, t_end=8.0, seed=0)
     th, om = sp.symbols("theta omega")
     w0, al = sp.symbols("omega0 alpha", positive=True)

@@ -12,7 +12,7 @@ import xarray as xr
 from scipy.stats import t as student_t
 
 import sysid
-from sysid._uncertainty import gauss_newton, laplace
+from sysid.uncertainty.laplace import gauss_newton, laplace
 from sysid.errors import IdentifiabilityWarning, ModelError
 
 

@@ -121,7 +121,7 @@ def jupyter_without_ipywidgets(monkeypatch):
 def test_progress_bar_falls_back_quietly_without_ipywidgets(jupyter_without_ipywidgets, capsys):
     from tqdm.std import tqdm as text_bar
 
-    from sysid._train import _progress_bar
+    from sysid.training.trainer import _progress_bar
 
     opts = types.SimpleNamespace(progress=True, epochs=5, lbfgs_iterations=2)
     with warnings.catch_warnings(record=True) as caught:
@@ -161,7 +161,7 @@ def test_unsupported_function_in_an_observation_is_refused_too():
 
 
 def test_supported_functions_is_public_and_one_list_for_parser_and_compiler():
-    from sysid import _physics, _spec
+    from sysid.model import compiler as _physics, parser as _spec
 
     names = sysid.SUPPORTED_FUNCTIONS
     assert isinstance(names, tuple) and "erf" in names and "cbrt" in names
@@ -179,8 +179,8 @@ def test_supported_functions_is_public_and_one_list_for_parser_and_compiler():
 def test_parser_accepts_cbrt_like_the_compiler():
     import torch
 
-    from sysid._physics import compile_exprs
-    from sysid._spec import expr_to_text, parse_expression
+    from sysid.model.compiler import compile_exprs
+    from sysid.model.parser import expr_to_text, parse_expression
 
     expr = parse_expression("cbrt(x1) + 1", {"x1": x1})
     assert expr == sp.cbrt(x1) + 1

@@ -46,8 +46,10 @@ from dataclasses import dataclass, field as dc_field
 import numpy as np
 import torch
 
-from ._blas import blas_threads
-from .errors import IdentifiabilityWarning, ModelError
+from ..errors import IdentifiabilityWarning, ModelError
+from ..problem.jacobian import linearise
+from ..runtime.blas import blas_threads
+from ..solve.integrate import solve_at_times, solve_segments
 
 __all__ = ["Curvature", "gauss_newton", "laplace", "residual_jacobian", "parameter_table",
            "parameter_correlation", "add_bands", "DEFAULT_PRIOR_PRECISION"]
@@ -174,7 +176,6 @@ def _laplace(result, network: bool) -> Curvature:
     net = field.residual
     penalty = _penalty_weight(result) if net is not None else 0.0
     if net is None:      # few columns: central differences in one batched solve (fast)
-        from ._lm import linearise
         _, r_np, jac = linearise(problem)
         n = int(r_np.size)
     else:
@@ -278,7 +279,6 @@ def _objective_rows(problem, penalty: float):
     """Standardised data residuals (N,) and the residual penalty's rows (scaled so that
     half their sum of squares is the penalty in log-likelihood units; empty without a
     network or a penalty), from one single-shooting simulation."""
-    from ._integrate import solve_segments
 
     seg = problem.single
     xs = solve_segments(problem.field, problem.x0(), seg.tau, seg.inputs, _solver(problem))
@@ -312,7 +312,6 @@ def residual_jacobian(problem) -> tuple[np.ndarray, np.ndarray, int]:
 
 def _standardised_residuals(problem) -> torch.Tensor:
     """Observed residuals of a single-shooting simulation divided by each channel's RMS."""
-    from ._integrate import solve_segments
 
     seg = problem.single
     xs = solve_segments(problem.field, problem.x0(), seg.tau, seg.inputs, _solver(problem))
@@ -565,7 +564,6 @@ def add_bands(result, ds, tf, signal, level, interval: str = "confidence"):
 def _states_with_graph(result, x0, t0, times, signal) -> torch.Tensor:
     """States (B, T, n) at ``times`` as a differentiable tensor: the same integration as
     ``FitResult._integrate`` (forwards and backwards from x0 at t0), keeping the graph."""
-    from ._integrate import solve_at_times
 
     opts = dataclasses.replace(result.options.solver_options(), adjoint=False)
     return solve_at_times(result._problem.field, x0, t0, times, signal, opts,

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from ._solver import solve_intervals
-from .errors import SolverError
+from .runge_kutta import solve_intervals
+from ..errors import SolverError
 
 __all__ = ["SolverOptions", "SolverFailure", "InputSignal", "solve_segments", "solve_at_times",
            "threads_for", "backward", "solver_limits"]

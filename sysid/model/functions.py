@@ -2,8 +2,8 @@
 
 :data:`FUNCTIONS` is the single source of truth.  :class:`sysid.HybridODE` checks its
 equations against it when it is constructed (:func:`check_expression`), the text parser
-(:mod:`sysid._spec`) accepts exactly these names (plus the alias ``abs``), and the torch
-compiler (:mod:`sysid._physics`) has a counterpart for each (the tests check all three).
+(:mod:`sysid.model.parser`) accepts exactly these names (plus the alias ``abs``), and the torch
+compiler (:mod:`sysid.model.compiler`) has a counterpart for each (the tests check all three).
 
 This module does not import torch.
 """
@@ -17,7 +17,7 @@ from sympy.core.function import AppliedUndef
 from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import BooleanAtom
 
-from .errors import ExpressionError, UnsupportedExpressionError
+from ..errors import ExpressionError, UnsupportedExpressionError
 
 __all__ = ["FUNCTIONS", "SUPPORTED_FUNCTIONS", "TEXT_ALIASES", "RELATIONALS", "LOGIC",
            "OPERATORS_TEXT", "check_expression", "unsupported_message"]

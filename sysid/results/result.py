@@ -7,13 +7,19 @@ import sympy as sp
 import torch
 import xarray as xr
 
-from ._data import prepare, time_to_float
-from ._integrate import InputSignal, SolverFailure, solve_at_times, solve_segments, threads_for
-from ._problem import (initial_states, input_signal, sample_interval, segment_grid,
-                       segment_tensors)
-from .errors import DataError
+from ..data.bundle import _TIME_UNITS, prepare, time_to_float
+from ..errors import DataError, FitError
+from ..problem.problem import (initial_states, input_signal, sample_interval, segment_grid,
+                               segment_tensors)
+from ..solve.integrate import InputSignal, SolverFailure, solve_at_times, solve_segments, threads_for
+from ..symbolic.summary import summarize
+from ..training.trainer import train
+from ..uncertainty.laplace import add_bands, parameter_correlation, parameter_table
+from .files import save_result
+from .outputs import initial_states_dataset, states_dataset
+from .plot import plot_result
 
-__all__ = ["FitResult"]
+__all__ = ["FitResult", "fit_from"]
 
 
 class FitResult:
@@ -136,7 +142,6 @@ class FitResult:
         (0.44, 4.63)
         """
         x0 = self._problem.x0().detach().numpy()
-        from ._output import initial_states_dataset
         return initial_states_dataset(self, x0)
 
     @property
@@ -244,7 +249,6 @@ class FitResult:
         >>> all(table.loc[k, "lower"] < v < table.loc[k, "upper"] for k, v in truth.items())
         True
         """
-        from ._uncertainty import parameter_table
         return parameter_table(self, level, network=network)
 
     def parameter_correlation(self, *, network: bool = True) -> xr.DataArray:
@@ -286,7 +290,6 @@ class FitResult:
         >>> float(corr.sel(parameter="c", parameter_="d"))
         0.98
         """
-        from ._uncertainty import parameter_correlation
         return parameter_correlation(self, network=network)
 
     # -- trajectories --------------------------------------------------------------------
@@ -343,7 +346,6 @@ class FitResult:
         x = self._integrate(self._problem.x0().detach(), self._t0(), tf, self._problem.inputs)
         out = self._dataset(x, self._problem.inputs, tf, kind="impute", raw_times=times)
         if level is not None:
-            from ._uncertainty import add_bands
             out = add_bands(self, out, tf, self._problem.inputs, level, interval)
         return out
 
@@ -393,7 +395,6 @@ class FitResult:
         x = self._integrate(self._problem.x0().detach(), self._t0(), tf, signal)
         out = self._dataset(x, signal, tf, kind="forecast", raw_times=times)
         if level is not None:
-            from ._uncertainty import add_bands
             out = add_bands(self, out, tf, signal, level, interval)
         return out
 
@@ -484,7 +485,6 @@ class FitResult:
         ['prey population [1]', 'predator population [1]']
         >>> plt.close(fig)
         """
-        from ._plot import plot_result
         return plot_result(self, forecast=forecast, states=states, figsize=figsize)
 
     def save(self, path) -> None:
@@ -513,7 +513,6 @@ class FitResult:
         >>> np.array_equal(again.forecast(horizon=5.0)["y"], result.forecast(horizon=5.0)["y"])
         True
         """
-        from ._io import save_result
         save_result(self, path)
 
     def symbolic(self, **options):
@@ -522,7 +521,7 @@ class FitResult:
         The network is evaluated along the fitted trajectories, sparse regressions
         propose candidate sets of terms, and each candidate is refit to the data (physics
         plus terms, no network) and scored by EBIC; see the user guide for the method
-        and :func:`sysid._symbolic.summarize` for every option (``degree``,
+        and :func:`sysid.symbolic.summary.summarize` for every option (``degree``,
         ``functions``, ``library``, ``thresholds``, ``n_points``, ``seed``,
         ``max_terms``, ``refine``, ``holdout``, ``ensemble``).
 
@@ -550,8 +549,7 @@ class FitResult:
         >>> summary.model_equations["x"]
         -0.899...*x*y + 1.30...*x
         """
-        from ._symbolic import summarize
-        return summarize(self, **options)
+        return summarize(self, fit_from=fit_from, **options)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v:.4g}" for k, v in self.parameters.items())
@@ -565,7 +563,6 @@ class FitResult:
         return self._bundle.datetime
 
     def _to_datetime(self, tf):
-        from ._data import _TIME_UNITS
         a = self._bundle.time_attrs
         origin = np.datetime64(a["time_origin"], "ns")
         return origin + (np.asarray(tf) * _TIME_UNITS[a["time_unit"]] * 1e9).astype("timedelta64[ns]")
@@ -645,6 +642,22 @@ class FitResult:
         return input_signal(tf, u, self.options.interpolation)
 
     def _dataset(self, x, signal, tf, *, kind, template=None, raw_times=None) -> xr.Dataset:
-        from ._output import states_dataset
         return states_dataset(self, x, signal, tf, kind=kind, template=template,
                               raw_times=raw_times)
+
+
+def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
+    """:func:`sysid.fit` starting from the initial states ``x0`` (trajectories, states), in
+    physical units, instead of estimating them from the first samples (``None``: the
+    same as :func:`sysid.fit`). ``like``: a :class:`FitResult` of a model with the same states
+    on the same data, whose units and fitted states (initial and window starts) the fit
+    starts from (see :func:`build_problem`); ``x0``, if given, replaces its initial
+    states. The symbolic summary continues each candidate's full and held-out refits from
+    its previous refit this way."""
+    trained = train(model, data, x0, like=None if like is None else like._problem, **options)
+    result = FitResult(*trained)
+    if trained.options.throw and not trained.status.success:
+        err = FitError(f"{trained.status} The best result so far is attached as err.result.")
+        err.result = result
+        raise err
+    return result

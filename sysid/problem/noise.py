@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["NoiseModel", "Gaussian", "LogNormal", "noise_model"]
 

@@ -6,8 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from ._integrate import SolverOptions
-from .errors import suggest
+from ..solve.integrate import SolverOptions
+from ..errors import suggest
 
 __all__ = ["FitOptions", "FitStatus"]
 

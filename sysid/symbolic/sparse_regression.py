@@ -4,7 +4,7 @@ Only two optimizers of pysindy 2.x are used: :class:`pysindy.optimizers.STLSQ`
 (sequentially thresholded least squares, in :func:`stlsq` and :func:`threshold_path`) and
 :class:`pysindy.optimizers.FROLS` (forward orthogonal least squares, in
 :func:`forward_path`). The candidate library is built and evaluated by sysid itself (SymPy
-terms compiled with :class:`sysid._physics.CompiledExprs`), so nothing here depends on
+terms compiled with :class:`sysid.model.compiler.CompiledExprs`), so nothing here depends on
 pysindy's feature libraries or its ``SINDy`` estimator; a change of pysindy's API touches
 these two call sites only.
 

@@ -52,7 +52,7 @@ Caveats
 * Complex constants, ``nan`` and ``zoo`` are refused; ``oo`` becomes ``inf``.
 * CSE and compilation run under ``sympy.evaluate(False)``: SymPy's automatic
   simplification of rebuilt nodes can take minutes on large symbolic
-  arguments.  Unevaluated input (e.g. from :mod:`sysid._spec`) is fine.
+  arguments.  Unevaluated input (e.g. from :mod:`sysid.model.parser`) is fine.
 * Outputs of :meth:`CompiledExprs.__call__` never alias the inputs or each
   other (bare variables and repeated outputs are copied), so callers may
   modify them in place.
@@ -70,8 +70,8 @@ import sympy as sp
 from sympy.logic.boolalg import Boolean, BooleanAtom
 import torch
 
-from ._functions import FUNCTIONS, SUPPORTED_FUNCTIONS, check_expression
-from .errors import ExpressionError, UnsupportedExpressionError, suggest
+from .functions import FUNCTIONS, SUPPORTED_FUNCTIONS, check_expression
+from ..errors import ExpressionError, UnsupportedExpressionError, suggest
 
 __all__ = ["CompiledExprs", "compile_exprs", "SUPPORTED_FUNCTIONS"]
 
@@ -80,7 +80,7 @@ def _recip(fn: Callable) -> Callable:
     return lambda a: torch.reciprocal(fn(a))
 
 
-# One-argument functions of sysid._functions.FUNCTIONS (the list of what equations may
+# One-argument functions of sysid.model.functions.FUNCTIONS (the list of what equations may
 # use) and their torch counterparts; the others have a _c_<Name> method or, like sqrt
 # and cbrt, make a power.
 _UNARY_TORCH: dict[str, Callable] = {
@@ -250,7 +250,7 @@ class CompiledExprs:
         if isinstance(e, str):
             raise ExpressionError(
                 f"Expected a SymPy expression, received the string {e!r}. Fix: build it "
-                "with SymPy, or parse text with sysid._spec.parse_expression.")
+                "with SymPy, or parse text with sysid.model.parser.parse_expression.")
         try:
             out = sp.sympify(e, strict=True)
         except (sp.SympifyError, TypeError) as exc:
@@ -264,7 +264,7 @@ class CompiledExprs:
 
     @staticmethod
     def _validate(expr) -> None:
-        check_expression(expr)      # the list in sysid._functions, shared with the model
+        check_expression(expr)      # the list in sysid.model.functions, shared with the model
 
     # ---------------------------------------------------------------- emitters
     def _emit(self, name: str, fn: Callable, args: tuple) -> int:

@@ -37,8 +37,8 @@ from typing import Mapping
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from ._functions import FUNCTIONS, TEXT_ALIASES
-from .errors import ExpressionError, suggest
+from .functions import FUNCTIONS, TEXT_ALIASES
+from ..errors import ExpressionError, suggest
 
 __all__ = ["parse_expression", "expr_to_text", "ALLOWED_FUNCTIONS"]
 
@@ -50,7 +50,7 @@ MAX_MINMAX_ARGS, MAX_MINMAX_TOTAL, MAX_COMPARISONS = 16, 32, 64
 MAX_CONDITION_NODES = 300   # SymPy tries to decide each comparison: keep operands small
 
 # name -> (SymPy callable, min args, max args): the functions the compiler supports
-# (sysid._functions, the one list shared with the model and the compiler) and aliases.
+# (sysid.model.functions, the one list shared with the model and the compiler) and aliases.
 _FUNCTIONS: dict[str, tuple] = {
     name: (FUNCTIONS[target].build, FUNCTIONS[target].min_args, FUNCTIONS[target].max_args)
     for name, target in [(n, n) for n in FUNCTIONS] + list(TEXT_ALIASES.items())}

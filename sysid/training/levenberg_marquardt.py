@@ -23,22 +23,19 @@ point is the minimum of ``f`` itself, not of a weighted least-squares surrogate.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ._blas import blas_threads
-from ._integrate import SolverFailure
+from ..runtime.blas import blas_threads
+from ..problem.jacobian import linearise
+from ..solve.integrate import SolverFailure
 
-__all__ = ["levenberg_marquardt", "linearise", "supports_gauss_newton", "jacobian_bytes",
-           "MAX_JACOBIAN_BYTES"]
+__all__ = ["levenberg_marquardt", "supports_gauss_newton", "MAX_JACOBIAN_BYTES"]
 
 #: Stop when an accepted step improves ``f`` (log-likelihood units) by less than this.
 F_TOLERANCE = 1e-6
-#: Central-difference step of the Jacobian, in raw parameter and scaled state units.
-STEP = 1e-5
 #: Longest step in any raw coordinate (a factor e^3 for a log-scale parameter); longer
 #: Gauss-Newton steps are shortened along their direction.
 MAX_STEP = 3.0
@@ -66,42 +63,11 @@ class LMReport:
 MAX_JACOBIAN_BYTES = 2 ** 30
 
 
-def jacobian_bytes(problem) -> int:
-    """Bytes of the dense Jacobian that :func:`linearise` builds on the current objective:
-    a row per observation (and per continuity gap and state, on shooting windows), a
-    column per raw parameter and per start state."""
-    n = int(problem.loc.numel())
-    seg = problem.windows if problem.active else problem.single
-    rows = int(seg.mask.sum())
-    starts = int(problem.z0.shape[0])
-    if problem.active:
-        rows += int(problem.pairs[0].numel()) * n
-        starts += int(problem.zw.shape[0])
-    return 8 * rows * (int(problem.field.raw.numel()) + starts * n)
-
-
 def supports_gauss_newton(problem) -> bool:
     """True when ``problem`` has no network and a least-squares noise model."""
     return (problem.field.residual is None
             and problem.noise.name in ("gaussian", "lognormal")
             and not any(p.requires_grad for p in problem.noise.parameters()))
-
-
-def _objective_and_weights(problem, flat: torch.Tensor):
-    noise = problem.noise
-    sse = (flat.detach() ** 2).sum(0)
-    f, w = 0.0, torch.zeros(flat.shape[-1], dtype=flat.dtype)
-    for c, (n_c, known) in enumerate(zip(noise.counts, noise.known)):
-        if n_c == 0:
-            continue
-        if known is not None:
-            f += 0.5 * float(sse[c]) / known ** 2 + n_c * float(np.log(known))
-            w[c] = 1.0 / known
-        else:
-            level = float(sse[c]) / n_c + float(noise.floor[c])
-            f += 0.5 * n_c * float(np.log(level))
-            w[c] = float(np.sqrt(1.0 / level))
-    return f, w
 
 
 def _evaluate(problem) -> float:
@@ -206,110 +172,6 @@ def _iterate(problem, iterations: int, lam: float, on_accept, tolerance: float =
             return LMReport(True, it, evaluations, f, f"converged in {it} iterations")
     return LMReport(False, int(iterations), evaluations, f,
                     f"stopped after {int(iterations)} iterations")
-
-
-def linearise(problem, step: float = STEP):
-    """Objective ``f``, weighted residuals ``r`` (N,) and their Jacobian (N, P + M n) in
-    the raw parameters and the (scaled) start states, row-major: the initial states
-    ``z0`` (B, n) and, on shooting windows (``problem.active``), the window starts
-    ``zw`` (W, n) after them (M = B + W). On windows, ``r`` ends with the continuity rows
-    ``(end of window a - start of window b) / (continuity * scale)``.
-
-    Central differences, in one batched solve: the S segments (trajectories or windows,
-    each with its own start) are copied ``2 (P + n) + 1`` times; copies ``2k + 1`` and
-    ``2k + 2`` move raw parameter ``k`` by ``+-step`` (each copy has its own parameter
-    values, :meth:`HybridField.per_row_parameters`), the next ``2 n`` move the ``i``-th
-    component of every segment's start at once (a segment's residuals depend on its own
-    start only). All copies share the adaptive solver's steps, so the differences are
-    those of one smooth discrete solution map (no step-size noise), accurate to about
-    ``step ** 2``. Raw parameters and scaled states are of order one, which sets ``step``.
-    (Forward-mode automatic differentiation gives the same columns to 1e-13 but ran 15x
-    slower here: dual tensors go through Python-level decompositions.)
-    """
-    from ._integrate import solve_segments
-
-    field = problem.field
-    windows = bool(problem.active)
-    seg = problem.windows if windows else problem.single
-    z = torch.cat([problem.z0, problem.zw]) if windows else problem.z0
-    z = z.detach()
-    source = problem.source if windows else torch.arange(z.shape[0])
-    S, M, n = seg.tau.shape[0], z.shape[0], z.shape[1]
-    P = field.raw.numel()
-    K = P + n
-    copies = 2 * K + 1
-    raw = field.raw.detach().expand(copies, S, P).clone()
-    starts = z[source].expand(copies, S, n).clone()
-    for k in range(P):
-        raw[2 * k + 1, :, k] += step
-        raw[2 * k + 2, :, k] -= step
-    for i in range(n):
-        starts[2 * (P + i) + 1, :, i] += step
-        starts[2 * (P + i) + 2, :, i] -= step
-    rows = torch.arange(S).repeat(copies)
-    with torch.no_grad(), field.per_row_parameters(field.transform.forward(
-            raw.reshape(copies * S, P))):
-        xs = solve_segments(field, problem.loc + problem.scale * starts.reshape(copies * S, n),
-                            seg.tau[rows], seg.inputs.select(rows),
-                            dataclasses.replace(problem.solver, adjoint=False))
-        pred = field.observe(seg.tau[rows], xs, seg.u_grid[rows])
-        res = problem.noise.residuals(pred, seg.y[rows], seg.mask[rows])
-    res = res.reshape(copies, S, *res.shape[1:])
-    primal = res[0]
-    tangent = (res[1::2] - res[2::2]) / (2.0 * step)
-    mask = seg.mask
-    primal = torch.where(mask, primal, torch.zeros((), dtype=primal.dtype))
-    flat = primal.reshape(-1, primal.shape[-1])
-    f, w = _objective_and_weights(problem, flat)
-    r = (primal * w)[mask].numpy()
-    tangent = torch.where(mask, tangent * w, torch.zeros((), dtype=tangent.dtype))
-    J = np.zeros((r.size, P + M * n))
-    for k in range(P):
-        J[:, k] = tangent[k][mask].numpy()
-    owner = source.view(S, *([1] * (mask.dim() - 1))).expand(mask.shape)[mask].numpy()
-    rows_r = np.arange(r.size)
-    for i in range(n):        # row j depends on the start of its own segment, owner[j]
-        J[rows_r, P + owner * n + i] = tangent[P + i][mask].numpy()
-    if not windows:
-        return f, r, J
-    # continuity rows: they depend on the end of window a (its parameters and start) and
-    # on the start of window b (directly, slope -1 / continuity)
-    a, b = problem.pairs
-    xs = xs.reshape(copies, S, *xs.shape[1:])
-    ends = xs[:, a, seg.last[a]]                                  # (copies, G, n)
-    unit = problem.gap_unit(problem.loc + problem.scale * z)     # (n,)
-    width = problem.continuity * unit
-    gap = ((ends[0] - problem.loc - problem.scale * z[source[b]]) / width).numpy()
-    d_end = ((ends[1::2] - ends[2::2]) / (2.0 * step) / width).numpy()   # (K, G, n)
-    G = gap.shape[0]
-    Jg = np.zeros((G * n, P + M * n))
-    rows_g = np.arange(G)[:, None] * n + np.arange(n)[None, :]   # (G, n) row of (g, i)
-    for k in range(P):
-        Jg[rows_g.ravel(), k] = d_end[k].ravel()
-    src_a, src_b = source[a].numpy()[:, None], source[b].numpy()[:, None]
-    for i in range(n):
-        Jg[rows_g, P + src_a * n + i] = d_end[P + i]
-        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= (problem.scale[i] / width[i]).item()
-    _unit_columns(problem, z, unit, gap, Jg, rows_g, P)
-    f += 0.5 * float(np.sum(gap ** 2))
-    return f, np.concatenate([r, gap.ravel()]), np.vstack([J, Jg])
-
-
-def _unit_columns(problem, z, unit, gap, Jg, rows_g, P) -> None:
-    """Add to the continuity rows the derivative of their unit: for a state that no
-    observation involves, gaps are measured in the spread of all window starts
-    (:meth:`Problem.gap_unit`), which moves with every start of that state."""
-    M, n = z.shape
-    if M < 2:
-        return
-    xz = (problem.loc + problem.scale * z).numpy()
-    dev = xz - xz.mean(axis=0)
-    unit = unit.numpy()
-    for i in np.flatnonzero(problem.unpinned.numpy()):
-        # d gap / d z[m, i] = -gap / unit * d unit / d z[m, i]
-        d_unit = float(problem.scale[i]) * dev[:, i] / ((M - 1) * unit[i])     # (M,)
-        Jg[rows_g[:, i][:, None], P + np.arange(M)[None, :] * n + i] -= \
-            (gap[:, i] / unit[i])[:, None] * d_unit[None, :]
 
 
 def _assign(params, saved, sizes, step) -> None:

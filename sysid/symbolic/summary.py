@@ -8,7 +8,7 @@
 2. *Candidates.* A library of SymPy terms over the variables the network reads (monomials
    up to ``degree``, functions of each variable, user terms), evaluated with sysid's own compiler and normalised to
    unit RMS so that thresholds mean the same for every term.
-3. *Sparse regression* of the network's output on the library (:mod:`sysid._sindy`):
+3. *Sparse regression* of the network's output on the library (:mod:`sysid.symbolic.sparse_regression`):
    STLSQ over a path of thresholds, plus greedy forward selection (FROLS) of the best 1, 2
    and 3 terms. Thresholding alone misses the true support when library columns are nearly
    collinear along a trajectory (which polynomial columns usually are); forward selection
@@ -24,7 +24,7 @@
    network's outputs always favour the densest model; re-simulating against the data
    does not.
 5. *Uncertainty.* Standard errors of the refit coefficients and physical parameters from
-   the curvature of the likelihood (:mod:`sysid._uncertainty`); inclusion probabilities
+   the curvature of the likelihood (:mod:`sysid.uncertainty.laplace`); inclusion probabilities
    of each term from bagged sparse regressions (pysindy's ensembles) and from the
    candidates' EBIC weights.
 """
@@ -39,11 +39,13 @@ import numpy as np
 import sympy as sp
 import torch
 
-from ._blas import one_blas_thread
-from ._model import HybridODE
-from ._physics import CompiledExprs
-from ._sindy import forward_path, inclusion, least_squares, single_terms, threshold_path
-from .errors import ModelError, SysidError, suggest
+from ..errors import FitError, ModelError, suggest, SysidError
+from ..model.compiler import CompiledExprs
+from ..model.hybrid import HybridODE
+from ..problem.jacobian import linearise
+from ..runtime.blas import one_blas_thread
+from ..uncertainty.laplace import gauss_newton
+from .sparse_regression import (forward_path, inclusion, least_squares, single_terms, threshold_path)
 
 __all__ = ["SymbolicSummary", "summarize"]
 
@@ -108,7 +110,7 @@ _OPTIONS = ("degree", "functions", "library", "thresholds", "n_points", "seed", 
 
 
 @one_blas_thread
-def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, n_points=400,
+def summarize(result, *, fit_from, degree=3, functions=(), library=None, thresholds=None, n_points=400,
               seed=0, max_terms=8, refine=10, holdout=0.2, ensemble=50,
               **unknown) -> "SymbolicSummary":
     """Distil the neural residual of a fitted hybrid model into sparse equations.
@@ -117,6 +119,11 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
     ----------
     result : FitResult
         A fit of a model with a neural residual.
+    fit_from : callable
+        ``fit_from(model, data, x0, like=None, **options) -> FitResult``: how a candidate
+        model is refit to the data (:meth:`sysid.FitResult.symbolic` passes
+        :func:`sysid.results.result.fit_from`); the summary keeps it for
+        :meth:`SymbolicSummary.refit`.
     degree : int, default 3
         Highest total degree of the candidate monomials (the constant is included).
     functions : sequence of str, optional
@@ -207,8 +214,6 @@ def summarize(result, *, degree=3, functions=(), library=None, thresholds=None, 
     --------
     See :meth:`sysid.FitResult.symbolic` and :class:`SymbolicSummary`.
     """
-    from ._train import fit_from
-
     model = result.model
     if model.residual is None:
         raise ModelError(
@@ -682,7 +687,6 @@ class _Search:
         the column of each current term ``{(state, term index): column}``, of each added
         term, and the columns always in the model (physical parameters, initial states).
         """
-        from ._lm import linearise
 
         distilled, refit, supports = self.fits[i]
         values = refit.parameters
@@ -935,7 +939,6 @@ def _holdout_error(refit) -> float:
 
 def _package(result, states, terms, keep, search, samples, options, notes, ensemble):
     import pandas as pd
-    from .errors import FitError
 
     rows, fits = search.rows, search.fits
     bic = np.array([r[SCORE] for r in rows])
@@ -985,11 +988,10 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
         coefficients={c: float(values[c]) for s in states for c, _ in coefs[s]},
         fidelity=fidelity, domain=samples.domain, warnings=notes, path=path, result=refit,
         model=_with_values(distilled, values), library=library, options=options,
-        terms=table, uncertainty=_curvature(refit, notes))
+        terms=table, uncertainty=_curvature(refit, notes), fit_from=search.fit)
 
 
 def _curvature(refit, notes):
-    from ._uncertainty import gauss_newton
 
     try:
         return gauss_newton(refit)
@@ -1053,7 +1055,7 @@ def _sparsest_close(rows, score) -> int:
 class SymbolicSummary:
     r"""Sparse symbolic form of a hybrid model's neural residual, selected in data space.
 
-    Returned by ``result.symbolic(...)`` (see :func:`sysid._symbolic.summarize` for the
+    Returned by ``result.symbolic(...)`` (see :func:`sysid.symbolic.summary.summarize` for the
     options and the method).
 
     Attributes
@@ -1146,7 +1148,7 @@ class SymbolicSummary:
 
     def __init__(self, *, equations, model_equations, coefficients, fidelity, domain,
                  warnings, path, result, model, library, options, terms=None,
-                 uncertainty=None):
+                 uncertainty=None, fit_from=None):
         self.equations = equations
         self.model_equations = model_equations
         self.coefficients = coefficients
@@ -1160,6 +1162,7 @@ class SymbolicSummary:
         self.terms = terms
         self._uncertainty = uncertainty
         self._options = dict(options)
+        self._fit_from = fit_from
 
     @property
     def parameters(self) -> dict[str, float]:
@@ -1231,9 +1234,11 @@ class SymbolicSummary:
         --------
         See the examples of :class:`SymbolicSummary`.
         """
-        from ._train import fit
-
-        return fit(self.model, data, **{**self._options, "throw": True, **options})
+        if self._fit_from is None:
+            raise TypeError("This SymbolicSummary was built without a way to fit "
+                            "(fit_from=None); get summaries from result.symbolic().")
+        return self._fit_from(self.model, data, None,
+                              **{**self._options, "throw": True, **options})
 
     def to_latex(self, uncertainty: bool = True, digits: int = 4) -> str:
         r"""The model equations as a LaTeX ``align`` block.

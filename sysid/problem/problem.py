@@ -14,12 +14,12 @@ import sympy as sp
 import torch
 from torch import nn
 
-from ._data import DataBundle
-from ._field import HybridField
-from ._integrate import InputSignal, SolverFailure, SolverOptions, solve_segments
-from ._noise import noise_model
-from ._parameters import transform_for
-from ._residual import ResidualNet
+from ..data.bundle import DataBundle
+from ..model.field import HybridField
+from ..solve.integrate import InputSignal, SolverFailure, SolverOptions, solve_segments
+from .noise import noise_model
+from ..model.parameters import transform_for
+from ..model.residual import ResidualNet
 
 __all__ = ["Problem", "build_problem", "segment_grid", "segment_tensors"]
 

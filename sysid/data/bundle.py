@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .errors import DataError, suggest
+from ..errors import DataError, suggest
 
 __all__ = ["DataBundle", "prepare", "time_to_float"]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .outputs import measured_by
+
 __all__ = ["plot_result", "label"]
 
 
@@ -21,7 +23,6 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
     """One panel per state (and per observed channel that is not a state)."""
     import matplotlib.pyplot as plt
 
-    from ._output import measured_by
 
     data, bundle = result.data, result._bundle
     times = bundle.times

@@ -8,7 +8,7 @@ other in this process. Both run the same function on the same inputs, so they gi
 same numbers.
 
 What travels is plain data. To a worker: the model as the text spec that
-:meth:`FitResult.save` writes (:func:`sysid._io.model_to_spec`; the worker rebuilds the
+:meth:`FitResult.save` writes (:func:`sysid.results.files.model_to_spec`; the worker rebuilds the
 model with the whitelist parser; no SymPy object or compiled torch code is pickled), the
 member's ``xarray.Dataset`` and its options. Back: what a saved file holds apart from
 the model and the data, which the client already has: the trained tensors, options,
@@ -35,7 +35,15 @@ from contextlib import contextmanager
 import numpy as np
 import xarray as xr
 
-from .errors import DataError, FitError, ModelError, suggest
+from ..data.bundle import prepare
+from ..errors import DataError, FitError, ModelError, suggest
+from ..model.hybrid import HybridODE
+from ..model.spec import model_from_spec, model_to_spec
+from ..problem.options import FitOptions, FitStatus
+from ..problem.problem import build_problem
+from ..results.result import FitResult
+from ..runtime.progress import progress_bar
+from ..results.fitting import fit
 
 __all__ = ["fit_many", "sweep", "fit_ensemble", "FitCollection", "Ensemble"]
 
@@ -54,8 +62,6 @@ def _run_member(spec: dict, data: xr.Dataset, options: dict, serialise: bool = T
     """
     import torch
 
-    from ._io import model_from_spec
-    from ._train import fit
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -112,11 +118,6 @@ def _payload(result) -> dict:
 def _rebuild(spec: dict, data: xr.Dataset, payload: dict):
     """A member's :class:`FitResult` from its payload, the way :func:`sysid.load` builds
     a saved result (same model spec, same data, same tensors: same predictions)."""
-    from ._data import prepare
-    from ._io import model_from_spec
-    from ._options import FitOptions, FitStatus
-    from ._problem import build_problem
-    from ._result import FitResult
 
     model = model_from_spec(spec)
     options = FitOptions.from_kwargs(**payload["options"])
@@ -169,7 +170,6 @@ def _show_progress(progress) -> bool:
 
 def _execute(tasks: list[tuple], *, client, scheduler: str, progress, workers, desc: str) -> dict:
     """Run ``tasks`` = [(label, spec, data, options)]; return {label: outcome}."""
-    from ._progress import progress_bar
 
     if scheduler not in ("dask", "serial"):
         raise ValueError(f"scheduler must be 'dask' or 'serial'; received {scheduler!r}.")
@@ -232,7 +232,6 @@ def _inputs(tasks) -> dict:
 
 def _check_options(options: dict) -> dict:
     """Validate fit options here, before any worker starts; progress bars stay off."""
-    from ._options import FitOptions
 
     for key in _REFUSED:
         if options.get(key) is not None:
@@ -245,8 +244,6 @@ def _check_options(options: dict) -> dict:
 
 
 def _model_spec(model) -> dict:
-    from ._io import model_to_spec
-    from ._model import HybridODE
 
     if not isinstance(model, HybridODE):
         raise ModelError(f"expected a sysid.HybridODE as model; received {type(model).__name__}.")

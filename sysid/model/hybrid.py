@@ -1,8 +1,8 @@
 """The model specification: known physics in SymPy plus an optional neural residual.
 
 :class:`HybridODE` only describes the model (symbols, equations, initial guesses);
-it holds no tensors. :mod:`sysid._field` turns it into a torch vector field for a
-given dataset, and :mod:`sysid._io` stores it as text.
+it holds no tensors. :mod:`sysid.model.field` turns it into a torch vector field for a
+given dataset, and :mod:`sysid.results.files` stores it as text.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Sequence
 
 import sympy as sp
 
-from ._functions import check_expression
-from .errors import ModelError, suggest
+from .functions import check_expression
+from ..errors import ModelError, suggest
 
 __all__ = ["HybridODE", "MLP", "t"]
 

@@ -1,4 +1,4 @@
-"""``sysid.fit``: validate, set up, train (Adam, then an L-BFGS polish), package the result."""
+"""Training: validate, set up, then Adam, L-BFGS or Levenberg-Marquardt phases, checkpoints."""
 
 from __future__ import annotations
 
@@ -10,164 +10,48 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ._data import prepare
-from ._integrate import SolverFailure, backward, threads_for
-from ._model import HybridODE
-from ._options import PENALTY_SLACK, FitOptions, FitStatus
-from ._problem import build_problem
-from .errors import FileFormatError, FitError, ModelError
+from ..data.bundle import prepare
+from ..errors import FileFormatError, FitError, ModelError
+from ..model.hybrid import HybridODE
+from ..model.spec import model_to_spec
+from ..problem.jacobian import jacobian_bytes
+from ..problem.options import PENALTY_SLACK, FitOptions, FitStatus
+from ..problem.problem import build_problem
+from ..runtime.progress import progress_bar
+from ..solve.integrate import backward, SolverFailure, threads_for
+from . import levenberg_marquardt as lm
 
 #: Adam epochs of a model with a network when ``epochs`` is not given.
 DEFAULT_EPOCHS = 60
 
-__all__ = ["fit"]
+__all__ = ["train", "Trained", "DEFAULT_EPOCHS"]
 
 
-def fit(model: HybridODE, data, **options):
-    """Fit a hybrid model to data.
+class Trained(NamedTuple):
+    """What training gives back: the parts a :class:`sysid.FitResult` is made of."""
 
-    Parameters
-    ----------
-    model : HybridODE
-        Known physics plus optional neural residual.
-    data : xarray.Dataset
-        Measurements (see the data contract in the user guide): dimension ``time``,
-        optional ``trajectory``, NaN where a channel was not measured.
-    seed : int, default 0
-        Seeds the network initialisation; same seed and data give the same result.
-    epochs : int, optional
-        Maximum Adam epochs (full-batch) before the quasi-Newton (L-BFGS) phase; a
-        short Adam warm-up moves the network off its zero start, L-BFGS does the rest.
-        Default: 60 for a model with a network; 0 for a model without one where
-        Levenberg-Marquardt applies (see ``gauss_newton``), which then starts from the
-        guessed initial states. Given explicitly, Adam runs for any model.
-    lr : float, default 0.02
-        Adam learning rate (cosine-decayed to lr/20); every learnable quantity is
-        scaled to order one, so the default suits data in any units.
-    lbfgs_iterations : int, default 200
-        Maximum L-BFGS iterations after Adam (0 skips them).
-    tolerance : float, default 0.1
-        The final single-shooting pass has converged when 10 L-BFGS iterations (or one
-        Levenberg-Marquardt step) improve the objective by less than this, in units of log-likelihood of the whole data set
-        (differences well below 1 are statistically negligible).
-    shooting : "auto", "single" or int
-        Multiple shooting: windows of this many samples, each with its own learnable
-        start state tied to the previous window's end by a continuity penalty. "auto"
-        uses windows of 5 samples for trajectories longer than 10 samples.
-    continuity : float, default 0.01
-        Tolerated gap between shooting windows, as a fraction of each state's spread;
-        after L-BFGS converges on the windows it is tightened 10x and solved again.
-    polish_iterations : int, default 10
-        L-BFGS iterations of the final single-shooting pass from the fitted initial
-        states (after multiple shooting); it stops early once 10 iterations gain less
-        than ``tolerance`` (Levenberg-Marquardt, for a model without a network: once one
-        step gains less).
-    gauss_newton : bool, default True
-        For a model without a network (Gaussian or log-normal noise), the L-BFGS phases
-        (``lbfgs_iterations`` on shooting windows or whole trajectories, the tightening
-        and the polish) use Levenberg-Marquardt, a trust-region Gauss-Newton method, in
-        place of L-BFGS: the iteration budgets then count its Jacobians, and a few suffice
-        where L-BFGS takes hundreds of solves, and the Adam epochs default to 0. With
-        ``validation`` the held-out error is scored after every step, as for L-BFGS.
-        False keeps Adam (60 epochs by default) and L-BFGS.
-    patience : int, default 30
-        Adam stops early after this many epochs without a 0.1 % improvement (of the
-        held-out error when ``validation`` is set, else of the training loss).
-    validation : float, default 0
-        Fraction of shooting windows held out of training (never a trajectory's first or
-        last, never two in a row) to score the model on data it does not see: each
-        phase stops when the held-out error stops improving and keeps the state where it
-        was lowest. Its history is ``result.history["validation"]``: the mean squared
-        error of the held-out samples over a fixed noise scale per channel (the known
-        ``noise_std``, else an estimate from the data's second differences), each
-        held-out window predicted from the end of the window before it.
-    residual_penalty : "auto" or float
-        Weight of the minimal-norm penalty on the residual (the mean square of the
-        network's output in units of each state's typical rate): the network explains
-        only what the physics cannot, which keeps the physical parameters identifiable.
-        "auto": 0.01 while the network learns, then (for models with physical
-        parameters) a further L-BFGS phase at 1, kept only if the data pay at most 2
-        units of log-likelihood for it (a discrepancy rule: the smallest residual that
-        explains the data as well). Measured: Lotka-Volterra with all four parameters
-        free plus a residual, 5 % noise: worst parameter error 11.6 % -> 2.3 % (seed 0);
-        angle-only pendulum, 5 trajectories: omega0 error 7.2 % -> 5.8 %; on lynx-hare
-        (21 samples) the stronger weight would cost the fit and is declined. A number
-        fixes the weight throughout. The data term's own weight adapts: the profiled
-        Gaussian likelihood ``(N/2) log(mean squared error)`` has the gradient of the
-        squared error times ``1/(mean squared error)``, a multiplier that grows as the
-        fit improves (the role of APHYNITY's increasing lambda).
-    weight_decay : float, default 1e-5
-        L2 penalty on the network weights.
-    noise : {"gaussian", "lognormal", "student_t"}
-        Measurement noise model: Gaussian per channel; log-normal for positive quantities
-        such as counts; Student-t (4 degrees of freedom) when the data have outliers.
-        Levels come from ``attrs['noise_std']`` or are estimated with the model.
-    solver : {"dopri5", "rk4", "bosh3", "dopri8"}
-        Integrator; adaptive dopri5 with ``rtol``/``atol`` by default, ``rk4`` uses
-        ``substeps`` fixed steps per sample interval.
-    rtol, atol : float
-        Tolerances of adaptive solvers (1e-6, 1e-8).
-    max_steps : int
-        Step limit per solve; reaching it ends training with status ``solver_failed``
-        (where retrying at a lower rate does not help; the best parameters are kept).
-    adjoint : bool
-        Adjoint gradients (memory independent of the series length).
-    interpolation : {"linear", "zoh"}
-        How inputs are interpolated between samples.
-    time_unit : {"s", "min", "h", "D"}, optional
-        Unit for datetime64 time coordinates (default: chosen from the sampling step).
-    progress : bool, optional
-        Progress bar (default: on in terminals and notebooks, off when ``CI`` is set).
-    checkpoint : str or path, optional
-        File that training state is written to (at most every ``checkpoint_every``
-        seconds, and at the end of each phase), atomically: an interrupted or crashed
-        fit can continue from it. A failed write (e.g. a full disk) warns and training
-        goes on; the previous checkpoint stays intact.
-    checkpoint_every : float, default 30
-        Seconds between checkpoint writes (0: after every step).
-    resume : str or path, optional
-        Continue from a checkpoint written by an earlier call with the same model, data
-        and options; the result equals that of an uninterrupted fit, bit for bit. A
-        checkpoint carries a SHA-256 checksum: a damaged or truncated one is refused with
-        :class:`sysid.errors.FileFormatError` (and left as it is).
-    throw : bool, default True
-        Raise :class:`sysid.errors.FitError` when training fails (the error carries the
-        best result as ``err.result``); with False, inspect ``result.status`` instead.
-
-    Returns
-    -------
-    FitResult
-
-    Examples
-    --------
-    >>> import sympy as sp, sysid
-    >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
-    >>> x, y = sp.symbols("x y")
-    >>> a, b, c, d = sp.symbols("a b c d", positive=True)
-    >>> model = sysid.HybridODE(states=[x, y],
-    ...     physics={x: a * x - b * x * y, y: c * x * y - d * y},
-    ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
-    >>> result = sysid.fit(model, data, progress=False)
-    >>> round(result.parameters["a"], 1)
-    1.3
-    """
-    return fit_from(model, data, None, **options)
+    model: HybridODE
+    data: object
+    bundle: object
+    problem: object
+    options: FitOptions
+    status: FitStatus
+    history: object
+    stats: dict
 
 
-def fit_from(model: HybridODE, data, x0, *, like=None, **options):
-    """:func:`fit` starting from the initial states ``x0`` (trajectories, states), in
-    physical units, instead of estimating them from the first samples (``None``: the
-    same as :func:`fit`). ``like``: a :class:`FitResult` of a model with the same states
-    on the same data, whose units and fitted states (initial and window starts) the fit
-    starts from (see :func:`build_problem`); ``x0``, if given, replaces its initial
-    states. The symbolic summary continues each candidate's full and held-out refits from
-    its previous refit this way."""
-    from ._result import FitResult
-
+def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
+    """Validate, set up and train ``model`` on ``data`` (see :func:`sysid.fit` for the
+    options). ``x0``: initial states (trajectories, states) in physical units, or None to
+    estimate them from the first samples; ``like``: the :class:`~sysid.problem.Problem` of
+    an earlier fit of a model with the same states on the same data, whose units and
+    fitted states the fit starts from (see :func:`build_problem`). Raises nothing for a
+    failed fit: its status says what happened."""
     if not isinstance(model, HybridODE):
         raise ModelError(f"fit expects a sysid.HybridODE as model; received "
                          f"{type(model).__name__}.")
@@ -177,8 +61,7 @@ def fit_from(model: HybridODE, data, x0, *, like=None, **options):
     bundle = prepare(model, data, time_unit=opts.time_unit,
                      n_fitted=len(model.parameters) + n_traj * len(model.states))
     torch.manual_seed(opts.seed)
-    problem = build_problem(model, bundle, opts,
-                            like=like._problem if like is not None else None)
+    problem = build_problem(model, bundle, opts, like=like)
     if x0 is not None:
         with torch.no_grad():
             x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(problem.z0.shape)
@@ -191,13 +74,8 @@ def fit_from(model: HybridODE, data, x0, *, like=None, **options):
         status = trainer.run()
     stats = trainer.stats(time.perf_counter() - start + trainer.elapsed)
     if trainer.checkpoint_warning:
-        warnings.warn(trainer.checkpoint_warning, RuntimeWarning, stacklevel=2)
-    result = FitResult(model, data, bundle, problem, opts, status, trainer.history(), stats)
-    if opts.throw and not status.success:
-        err = FitError(f"{status} The best result so far is attached as err.result.")
-        err.result = result
-        raise err
-    return result
+        warnings.warn(trainer.checkpoint_warning, RuntimeWarning, stacklevel=3)
+    return Trained(model, data, bundle, problem, opts, status, trainer.history(), stats)
 
 
 class _Trainer:
@@ -440,24 +318,22 @@ class _Trainer:
 
     def _gauss_newton(self) -> bool:
         """Single-shooting passes use Levenberg-Marquardt (see the gauss_newton option)."""
-        from ._lm import supports_gauss_newton
-        return self.opts.gauss_newton and supports_gauss_newton(self.problem)
+        return self.opts.gauss_newton and lm.supports_gauss_newton(self.problem)
 
     def _levenberg_marquardt(self, budget: int, phase: str) -> FitStatus:
         """Levenberg-Marquardt on the phase's objective; each accepted step is recorded (its
         ``lr`` column holds the damping). It writes no checkpoint inside the phase (see
         ``accepted``): a resumed fit restarts it, unless its L-BFGS fallback was running."""
-        from ._lm import MAX_JACOBIAN_BYTES, jacobian_bytes, levenberg_marquardt
 
         if self.pending is not None and self.pending.get("phase") == phase:
             return self._lbfgs(budget, phase=phase)     # the fallback's own checkpoint
         size = jacobian_bytes(self.problem)
-        if size > MAX_JACOBIAN_BYTES:       # too large a problem for a dense Jacobian
+        if size > lm.MAX_JACOBIAN_BYTES:       # too large a problem for a dense Jacobian
             status = self._lbfgs(budget, phase=phase)
             return FitStatus(status.code, f"{status.detail} (L-BFGS: Levenberg-Marquardt's "
                              f"dense Jacobian would take {size / 2 ** 30:.1f} GiB on this "
-                             f"{phase} phase, above sysid._lm.MAX_JACOBIAN_BYTES = "
-                             f"{MAX_JACOBIAN_BYTES / 2 ** 30:.0f} GiB)")
+                             f"{phase} phase, above sysid.training.levenberg_marquardt."
+                             f"MAX_JACOBIAN_BYTES = {lm.MAX_JACOBIAN_BYTES / 2 ** 30:.0f} GiB)")
         self._restore()
         total = self.problem.noise.total
         counters = {"iters": 0}
@@ -482,7 +358,7 @@ class _Trainer:
             return watch.update(parts, value)
 
         # the polish stops, like L-BFGS's, once a step gains less than the tolerance
-        report = levenberg_marquardt(self.problem, budget, on_accept=accepted,
+        report = lm.levenberg_marquardt(self.problem, budget, on_accept=accepted,
                                      tolerance=self.opts.tolerance if phase == "polish" else 0.0)
         self.lbfgs_iters = counters["iters"]
         if not np.isfinite(report.objective):
@@ -753,7 +629,6 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
     """A digest of what determines a fit's steps: model, data and options."""
     import json
 
-    from ._io import model_to_spec
 
     h = hashlib.sha256()
     h.update(json.dumps(model_to_spec(model), sort_keys=True).encode())
@@ -775,6 +650,5 @@ def _progress_bar(opts: FitOptions, epochs: int, initial: int = 0):
         show = not os.environ.get("CI") and (sys.stderr.isatty() or "ipykernel" in sys.modules)
     if not show:
         return None
-    from ._progress import progress_bar    # the text bar where Jupyter cannot draw a widget
     return progress_bar(total=epochs + opts.lbfgs_iterations, initial=initial,
                         desc="sysid.fit", leave=False)

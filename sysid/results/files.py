@@ -1,7 +1,7 @@
 """Saving and loading results without executing code from the file.
 
 A saved result is one ``torch.save`` file holding only plain data: the model spec with
-equations as text (parsed back by the whitelist parser of :mod:`sysid._spec`), the
+equations as text (parsed back by the whitelist parser of :mod:`sysid.model.parser`), the
 trained tensors, the training data and history as netCDF bytes, and the options.
 It is read with ``torch.load(..., weights_only=True)``, which refuses pickled objects.
 """
@@ -14,98 +14,20 @@ import os
 from pathlib import Path
 
 import numpy as np
-import sympy as sp
 import torch
 import xarray as xr
 
-from ._model import MLP, HybridODE
-from ._spec import expr_to_text, parse_expression
-from .errors import FileFormatError, SysidError
+from ..data.bundle import prepare
+from ..model.spec import model_from_spec, model_to_spec
+from ..problem.options import FitOptions, FitStatus
+from ..problem.problem import build_problem
+from ..errors import FileFormatError, SysidError
 
-__all__ = ["load", "save_result", "model_to_spec", "model_from_spec"]
+__all__ = ["read_result", "save_result"]
 
 FORMAT = "sysid.FitResult"
 VERSION = 1
 _MAX_EXPANSION = 16     # declared netCDF values may be at most this many times its bytes
-_ASSUMPTIONS = ("positive", "negative", "nonnegative", "nonpositive", "real", "integer",
-                "finite", "nonzero", "zero", "extended_real")
-
-
-def _symbol_spec(sym: sp.Symbol, value=None) -> dict:
-    out = {"name": sym.name,
-           "assumptions": {k: bool(v) for k, v in sym._assumptions_orig.items()
-                           if k in _ASSUMPTIONS and v is not None}}
-    if value is not None:
-        out["value"] = float(value)
-    return out
-
-
-def model_to_spec(model: HybridODE) -> dict:
-    """The model as plain data: names, assumptions, equations as text."""
-    exprs = list(model.physics.values()) + list(model.observations.values())
-    time_syms = {s for e in exprs for s in e.free_symbols if s.name == "t"}
-    return {
-        "states": [_symbol_spec(s) for s in model.states],
-        "inputs": [_symbol_spec(s) for s in model.inputs],
-        "parameters": [_symbol_spec(s, v) for s, v in model.parameters.items()],
-        "fixed": [_symbol_spec(s, v) for s, v in model.fixed.items()],
-        "time": [_symbol_spec(s) for s in time_syms],
-        "physics": {s.name: expr_to_text(e) for s, e in model.physics.items()},
-        "observations": {k: expr_to_text(e) for k, e in model.observations.items()},
-        "residual": None if model.residual is None else model.residual.to_dict(),
-    }
-
-
-def _symbol(entry, where) -> sp.Symbol:
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
-            or not entry["name"].isidentifier():
-        raise FileFormatError(f"Invalid symbol entry in {where}: {entry!r}.")
-    assumptions = entry.get("assumptions", {})
-    if not isinstance(assumptions, dict) or any(
-            k not in _ASSUMPTIONS or not isinstance(v, bool) for k, v in assumptions.items()):
-        raise FileFormatError(f"Invalid assumptions for {entry['name']!r} in {where}: "
-                              f"{assumptions!r}; allowed keys {_ASSUMPTIONS} with bool values.")
-    try:
-        return sp.Symbol(entry["name"], **assumptions)
-    except ValueError as err:       # sympy's InconsistentAssumptions, e.g. real=False with
-        raise FileFormatError(      # positive=True
-            f"Contradictory assumptions for {entry['name']!r} in {where}: {assumptions!r} "
-            f"(SymPy: {type(err).__name__}). Drop the ones that conflict, e.g. keep only "
-            f"positive=true.") from None
-
-
-def _value(entry, where) -> float:
-    v = entry.get("value")
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        raise FileFormatError(f"Invalid value for {entry.get('name')!r} in {where}: {v!r}.")
-    return float(v)
-
-
-def model_from_spec(spec: dict) -> HybridODE:
-    """Rebuild a :class:`HybridODE` from :func:`model_to_spec` data (no code is run)."""
-    if not isinstance(spec, dict):
-        raise FileFormatError(f"The model spec must be a mapping; received {type(spec).__name__}.")
-    try:
-        states = [_symbol(e, "states") for e in spec["states"]]
-        inputs = [_symbol(e, "inputs") for e in spec.get("inputs", [])]
-        params = {_symbol(e, "parameters"): _value(e, "parameters") for e in spec.get("parameters", [])}
-        fixed = {_symbol(e, "fixed"): _value(e, "fixed") for e in spec.get("fixed", [])}
-        time = [_symbol(e, "time") for e in spec.get("time", [])]
-        table = {s.name: s for s in [*states, *inputs, *params, *fixed, *time]}
-        table.setdefault("t", sp.Symbol("t", real=True))
-        physics = {table[k]: parse_expression(v, table) for k, v in spec.get("physics", {}).items()}
-        obs = {k: parse_expression(v, table) for k, v in spec.get("observations", {}).items()}
-        res = spec.get("residual")
-        residual = None if res is None else MLP(**{k: res[k] for k in (
-            "width", "depth", "states", "inputs", "activation")})
-    except SysidError:
-        raise
-    except (KeyError, TypeError, AttributeError) as err:
-        raise FileFormatError(f"The model spec is incomplete or malformed ({err!r}).") from None
-    return HybridODE(states=states, physics=physics, parameters=params, residual=residual,
-                     inputs=inputs, observations=obs, fixed=fixed)
-
-
 def _netcdf_bytes(ds: xr.Dataset) -> torch.Tensor:
     def clean(attrs):
         out = {}
@@ -223,60 +145,11 @@ def save_result(result, path) -> None:
     os.replace(tmp, path)          # never leave a half-written file under the real name
 
 
-def load(path):
-    """Load a result written by :meth:`FitResult.save`.
-
-    The file is read with ``torch.load(weights_only=True)`` and its equations with a
-    whitelist parser: nothing in it can execute code. Predictions of the loaded result
-    are bit-identical to the saved one's.
-
-    Parameters
-    ----------
-    path : str or path-like
-        A file written by :meth:`FitResult.save`.
-
-    Returns
-    -------
-    FitResult
-        With the saved model, data, options, status, statistics and history.
-
-    Raises
-    ------
-    sysid.errors.FileFormatError
-        The file is not a sysid result, holds objects other than plain data and tensors,
-        was written by another format version, or was tampered with.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np, sympy as sp, sysid
-    >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
-    >>> x, y = sp.symbols("x y")
-    >>> a, b, c, d = sp.symbols("a b c d", positive=True)
-    >>> model = sysid.HybridODE(
-    ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
-    ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
-    >>> result = sysid.fit(model, data, progress=False)
-    >>> path = os.path.join(tempfile.mkdtemp(), "lotka_volterra.sysid")
-    >>> result.save(path)
-    >>> again = sysid.load(path)
-    >>> again
-    FitResult(a=1.302, b=0.899, c=0.8752, d=1.82; status=converged)
-    >>> np.array_equal(again.impute()["x"], result.impute()["x"])
-    True
-
-    A file that is not a saved result is refused:
-
-    >>> with open(path, "wb") as f:
-    ...     _ = f.write(b"not a result")
-    >>> sysid.load(path)
-    Traceback (most recent call last):
-        ...
-    sysid.errors.FileFormatError: ... is not a sysid result file, ...
-    """
-    from ._data import prepare
-    from ._options import FitOptions, FitStatus
-    from ._problem import build_problem
-    from ._result import FitResult
+def read_result(path) -> tuple:
+    """The parts of a result written by :func:`save_result` (model, data, bundle, problem,
+    options, status, history, stats), checked; :func:`sysid.load` makes them a
+    :class:`~sysid.FitResult`. Raises :class:`~sysid.errors.FileFormatError` for a file
+    that is not one."""
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -332,4 +205,4 @@ def load(path):
                               f"{objective!r}.")
     problem.use_objective({"windows": windows, "continuity": continuity})
     stats = payload.get("stats") if isinstance(payload.get("stats"), dict) else {}
-    return FitResult(model, data, bundle, problem, options, status, history, stats)
+    return model, data, bundle, problem, options, status, history, stats

@@ -8,10 +8,10 @@ import sympy as sp
 import torch
 from torch import nn
 
-from ._model import HybridODE, t as TIME
-from ._parameters import ParameterTransform
-from ._physics import CompiledExprs
-from ._residual import ResidualNet
+from .hybrid import HybridODE, t as TIME
+from .parameters import ParameterTransform
+from .compiler import CompiledExprs
+from .residual import ResidualNet
 
 __all__ = ["HybridField"]
 

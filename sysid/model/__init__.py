@@ -1,0 +1,18 @@
+"""The model a scientist writes, and its torch form.
+
+Owns the model specification (:class:`HybridODE`, :class:`MLP`, the time symbol ``t``;
+:mod:`~sysid.model.hybrid`), the functions an equation may use
+(:mod:`~sysid.model.functions`), the safe text <-> SymPy parser
+(:mod:`~sysid.model.parser`), a model as plain data (:mod:`~sysid.model.spec`), the
+SymPy -> torch compiler (:mod:`~sysid.model.compiler`), the parameter transforms that
+honour SymPy assumptions (:mod:`~sysid.model.parameters`), the residual network
+(:mod:`~sysid.model.residual`) and the hybrid vector field as a torch module
+(:mod:`~sysid.model.field`).
+
+May import: :mod:`sysid.errors`, :mod:`sysid.runtime`.
+"""
+
+from .functions import SUPPORTED_FUNCTIONS
+from .hybrid import MLP, HybridODE, t
+
+__all__ = ["HybridODE", "MLP", "t", "SUPPORTED_FUNCTIONS"]

@@ -1,0 +1,97 @@
+"""A model as plain data and back: names, SymPy assumptions, equations as text.
+
+:func:`model_to_spec` writes a :class:`~sysid.HybridODE` as a dict of strings, numbers and
+lists (what saved results, checkpoints' fingerprints and Dask workers carry);
+:func:`model_from_spec` rebuilds it with the whitelist parser of
+:mod:`sysid.model.parser`, so reading a spec never executes code from it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import sympy as sp
+
+from ..errors import FileFormatError, SysidError
+from .hybrid import MLP, HybridODE
+from .parser import expr_to_text, parse_expression
+
+__all__ = ["model_to_spec", "model_from_spec"]
+
+_ASSUMPTIONS = ("positive", "negative", "nonnegative", "nonpositive", "real", "integer",
+                "finite", "nonzero", "zero", "extended_real")
+
+
+def _symbol_spec(sym: sp.Symbol, value=None) -> dict:
+    out = {"name": sym.name,
+           "assumptions": {k: bool(v) for k, v in sym._assumptions_orig.items()
+                           if k in _ASSUMPTIONS and v is not None}}
+    if value is not None:
+        out["value"] = float(value)
+    return out
+
+
+def model_to_spec(model: HybridODE) -> dict:
+    """The model as plain data: names, assumptions, equations as text."""
+    exprs = list(model.physics.values()) + list(model.observations.values())
+    time_syms = {s for e in exprs for s in e.free_symbols if s.name == "t"}
+    return {
+        "states": [_symbol_spec(s) for s in model.states],
+        "inputs": [_symbol_spec(s) for s in model.inputs],
+        "parameters": [_symbol_spec(s, v) for s, v in model.parameters.items()],
+        "fixed": [_symbol_spec(s, v) for s, v in model.fixed.items()],
+        "time": [_symbol_spec(s) for s in time_syms],
+        "physics": {s.name: expr_to_text(e) for s, e in model.physics.items()},
+        "observations": {k: expr_to_text(e) for k, e in model.observations.items()},
+        "residual": None if model.residual is None else model.residual.to_dict(),
+    }
+
+
+def _symbol(entry, where) -> sp.Symbol:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
+            or not entry["name"].isidentifier():
+        raise FileFormatError(f"Invalid symbol entry in {where}: {entry!r}.")
+    assumptions = entry.get("assumptions", {})
+    if not isinstance(assumptions, dict) or any(
+            k not in _ASSUMPTIONS or not isinstance(v, bool) for k, v in assumptions.items()):
+        raise FileFormatError(f"Invalid assumptions for {entry['name']!r} in {where}: "
+                              f"{assumptions!r}; allowed keys {_ASSUMPTIONS} with bool values.")
+    try:
+        return sp.Symbol(entry["name"], **assumptions)
+    except ValueError as err:       # sympy's InconsistentAssumptions, e.g. real=False with
+        raise FileFormatError(      # positive=True
+            f"Contradictory assumptions for {entry['name']!r} in {where}: {assumptions!r} "
+            f"(SymPy: {type(err).__name__}). Drop the ones that conflict, e.g. keep only "
+            f"positive=true.") from None
+
+
+def _value(entry, where) -> float:
+    v = entry.get("value")
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise FileFormatError(f"Invalid value for {entry.get('name')!r} in {where}: {v!r}.")
+    return float(v)
+
+
+def model_from_spec(spec: dict) -> HybridODE:
+    """Rebuild a :class:`HybridODE` from :func:`model_to_spec` data (no code is run)."""
+    if not isinstance(spec, dict):
+        raise FileFormatError(f"The model spec must be a mapping; received {type(spec).__name__}.")
+    try:
+        states = [_symbol(e, "states") for e in spec["states"]]
+        inputs = [_symbol(e, "inputs") for e in spec.get("inputs", [])]
+        params = {_symbol(e, "parameters"): _value(e, "parameters") for e in spec.get("parameters", [])}
+        fixed = {_symbol(e, "fixed"): _value(e, "fixed") for e in spec.get("fixed", [])}
+        time = [_symbol(e, "time") for e in spec.get("time", [])]
+        table = {s.name: s for s in [*states, *inputs, *params, *fixed, *time]}
+        table.setdefault("t", sp.Symbol("t", real=True))
+        physics = {table[k]: parse_expression(v, table) for k, v in spec.get("physics", {}).items()}
+        obs = {k: parse_expression(v, table) for k, v in spec.get("observations", {}).items()}
+        res = spec.get("residual")
+        residual = None if res is None else MLP(**{k: res[k] for k in (
+            "width", "depth", "states", "inputs", "activation")})
+    except SysidError:
+        raise
+    except (KeyError, TypeError, AttributeError) as err:
+        raise FileFormatError(f"The model spec is incomplete or malformed ({err!r}).") from None
+    return HybridODE(states=states, physics=physics, parameters=params, residual=residual,
+                     inputs=inputs, observations=obs, fixed=fixed)

@@ -1,0 +1,15 @@
+"""The fitting problem: model + data -> a differentiable objective.
+
+Owns the options and status of a fit (:mod:`~sysid.problem.options`), the measurement
+noise models (:mod:`~sysid.problem.noise`), the :class:`Problem` itself (shooting
+windows, guessed start states, units, the loss; :mod:`~sysid.problem.problem`) and the
+weighted residuals with their Jacobian (:mod:`~sysid.problem.jacobian`).
+
+May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model`,
+:mod:`sysid.data`, :mod:`sysid.solve`.
+"""
+
+from .options import FitOptions, FitStatus
+from .problem import Problem, build_problem
+
+__all__ = ["FitOptions", "FitStatus", "Problem", "build_problem"]

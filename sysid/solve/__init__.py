@@ -1,0 +1,14 @@
+"""Integration: many segments on their own irregular time grids, with known inputs.
+
+Owns the Runge-Kutta solvers (:mod:`~sysid.solve.runge_kutta`: adaptive dopri5, bosh3,
+dopri8 and fixed-step rk4, interval by interval on each segment's sample grid) and the
+batched integration around them (:mod:`~sysid.solve.integrate`: solver options and
+failures, interpolated input signals, solutions at arbitrary times, adjoint gradients).
+
+May import: :mod:`sysid.errors`, :mod:`sysid.runtime`.
+"""
+
+from .integrate import InputSignal, SolverFailure, SolverOptions, solve_at_times, solve_segments
+
+__all__ = ["InputSignal", "SolverFailure", "SolverOptions", "solve_at_times",
+           "solve_segments"]
