@@ -291,7 +291,7 @@ def lv_support_limit(times, Y):
 
 
 def _selected(scores):
-    """The summary's rule (sysid.symbolic.summary._sparsest_close) on ``{(x terms, y terms): EBIC}``:
+    """The summary's rule (sysid.symbolic.scoring._sparsest_close) on ``{(x terms, y terms): EBIC}``:
     within 2 units of the lowest, the fewest terms, then the fewest operations (a monomial
     of degree g has max(g - 1, 0) multiplications and powers; each term counts one more),
     then the lower score."""

@@ -215,7 +215,7 @@ def many_case(name: str, args) -> dict:
     import numpy as np
 
     import sysid
-    import sysid.many.collections as scale
+    import sysid.many.execution as scale
     n = args.members
     data, truth, faults = sites(n)
     model = logistic_model()

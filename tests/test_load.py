@@ -90,7 +90,7 @@ def members(n, every):
 CHILD = '''
 import gc, json, os, resource, sys
 import numpy as np, torch
-import sysid, sysid.many.collections as scale
+import sysid, sysid.many.execution as scale
 
 sys.path.insert(0, TESTS)
 from test_load import decay_model, members

@@ -17,7 +17,8 @@ import sympy as sp
 import xarray as xr
 
 import sysid
-from sysid.symbolic import sparse_regression as _sindy, summary as _symbolic
+from sysid.symbolic import scoring as _scoring, search as _search
+from sysid.symbolic import sparse_regression as _sindy
 from sysid.errors import ModelError
 
 X, Y = sp.symbols("x y", real=True)
@@ -250,7 +251,7 @@ def test_forward_path_finds_the_best_single_term_among_collinear_columns():
 
 
 def test_functions_option_adds_each_function_of_each_variable():
-    from sysid.symbolic.summary import _functions
+    from sysid.symbolic.library import _functions
     th, om = sp.symbols("theta omega")
     assert _functions(["sin", sp.cos], [th, om]) == [sp.sin(th), sp.sin(om), sp.cos(th),
                                                    sp.cos(om)]
@@ -350,7 +351,7 @@ def test_a_search_from_a_sparser_candidate_escapes_a_dense_basin():
     assert chosen["method"] == "search"               # proposed by no regression
 
 
-class _Landscape(_symbolic._Search):
+class _Landscape(_search._Search):
     """A search over supports of one state with made-up scores: the greedy search moves
     through :meth:`moves` and refits through :meth:`evaluate`; both are replaced."""
 
@@ -363,7 +364,7 @@ class _Landscape(_symbolic._Search):
     def add(self, support, method):
         self.index[(tuple(support),)] = len(self.rows)
         self.rows.append({"method": method, "n_terms": len(support),
-                          _symbolic.SCORE: self.scores[support]})
+                          _scoring.SCORE: self.scores[support]})
         self.fits.append((None, None, {"s": support}))
 
     def key(self, supports):
@@ -390,7 +391,7 @@ def test_local_search_starts_from_the_best_candidate_of_each_smaller_size():
     assert search.starts() == [2, 3, 1]       # the best, then the best 2- and 1-term ones
     search.refine(10)
     best = search.rows[search.best()]
-    assert (best[_symbolic.SCORE], best["method"]) == (-341.0, "search")
+    assert (best[_scoring.SCORE], best["method"]) == (-341.0, "search")
     # each support is refit once; a move to a known, better support costs no refit
     assert sorted(search.refits) == sorted([("a", "b", "c"), ("a", "b"), ("e", "g"), ("g",)])
 

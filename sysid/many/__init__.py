@@ -7,6 +7,8 @@ ensembles of seeds or data subsets with their spread.
 May import: every room below it, up to :mod:`sysid.results`.
 """
 
-from .collections import Ensemble, FitCollection, fit_ensemble, fit_many, sweep
+from .collection import FitCollection
+from .ensemble import Ensemble, fit_ensemble
+from .fits import fit_many, sweep
 
 __all__ = ["Ensemble", "FitCollection", "fit_ensemble", "fit_many", "sweep"]

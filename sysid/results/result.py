@@ -12,7 +12,7 @@ from ..errors import DataError, FitError
 from ..problem.problem import (initial_states, input_signal, sample_interval, segment_grid,
                                segment_tensors)
 from ..solve.integrate import InputSignal, SolverFailure, solve_at_times, solve_segments, threads_for
-from ..symbolic.summary import summarize
+from ..symbolic.distill import summarize
 from ..training.trainer import train
 from ..uncertainty.laplace import add_bands, parameter_correlation, parameter_table
 from .files import save_result
@@ -521,7 +521,7 @@ class FitResult:
         The network is evaluated along the fitted trajectories, sparse regressions
         propose candidate sets of terms, and each candidate is refit to the data (physics
         plus terms, no network) and scored by EBIC; see the user guide for the method
-        and :func:`sysid.symbolic.summary.summarize` for every option (``degree``,
+        and :func:`sysid.symbolic.distill.summarize` for every option (``degree``,
         ``functions``, ``library``, ``thresholds``, ``n_points``, ``seed``,
         ``max_terms``, ``refine``, ``holdout``, ``ensemble``).
 

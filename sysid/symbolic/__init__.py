@@ -10,6 +10,7 @@ May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model`,
 :mod:`sysid.problem`, :mod:`sysid.uncertainty`.
 """
 
-from .summary import SymbolicSummary, summarize
+from .distill import summarize
+from .summary import SymbolicSummary
 
 __all__ = ["SymbolicSummary", "summarize"]

@@ -1,0 +1,328 @@
+"""The package's import graph, read from the source, checked and drawn.
+
+``python docs/architecture.py`` prints the rooms of :mod:`sysid` (one per subpackage), the
+imports between them, any import circle and any module or function over its size limit, and
+draws ``docs/_static/architecture.png``. ``tests/test_architecture.py`` runs the same checks
+in the test suite.
+
+Every ``import`` statement counts, at module level or inside a function: an import deferred
+into a function to dodge a circle is still a circle. Nothing is imported or executed; the
+files are parsed with :mod:`ast`.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The rooms of sysid, bottom to top. A module may import its own room and the rooms of
+# lower rank; rooms of the same rank are siblings and do not import each other.
+LAYERS = {
+    "errors": 0, "runtime": 0,
+    "model": 1,
+    "data": 2, "solve": 2,
+    "problem": 3,
+    "training": 4, "uncertainty": 4,
+    "symbolic": 5,
+    "results": 6,
+    "many": 7,
+    "cli": 8, "__main__": 9,
+    "sysid": 10,                       # the package's own __init__: the public facade
+}
+# sysid.datasets stands beside the layers: it simulates and loads data sets and needs
+# only sysid.errors.
+BESIDE = {"datasets": {"errors", "datasets"}}
+
+# What each room owns, for the picture and for docs/architecture.md.
+OWNS = {
+    "errors": "error types",
+    "runtime": "BLAS threads, progress bars",
+    "model": "HybridODE, MLP, SymPy -> torch,\nsafe equation parser",
+    "data": "Dataset -> tensors + masks",
+    "solve": "Runge-Kutta, adaptive\nintegration, adjoint",
+    "problem": "loss, windows, scaling,\nnoise models, options",
+    "training": "Adam, L-BFGS, Levenberg-\nMarquardt, checkpoints",
+    "uncertainty": "Laplace covariance,\nintervals",
+    "symbolic": "candidate libraries,\nsearch, selection, summary",
+    "results": "FitResult, outputs -> Dataset,\nplots, save / load",
+    "many": "fit_many, sweep,\nensembles (Dask)",
+    "cli": "sysid demo / fit / ...",
+    "datasets": "bundled and simulated\ndata sets",
+}
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+
+
+def modules(package: str = "sysid", root: Path = ROOT) -> dict[str, Path]:
+    """The modules of a package (or of a folder of scripts), by dotted name."""
+    base = root / package
+    found = {}
+    for path in sorted(base.rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def _absolute(node: ast.ImportFrom, name: str, is_package: bool) -> str:
+    if node.level == 0:
+        return node.module or ""
+    parts = name.split(".")
+    keep = len(parts) - node.level + (1 if is_package else 0)
+    base = ".".join(parts[:keep])
+    return f"{base}.{node.module}" if node.module else base
+
+
+def imports(name: str, path: Path, known: dict[str, Path],
+            root: Path = ROOT) -> dict[str, int]:
+    """The modules of ``known`` that module ``name`` imports, with the first line of each."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    top = name.split(".")[0]
+    # a folder of scripts (no __init__.py, e.g. benchmarks/) imports its siblings by their
+    # bare names: ``import baselines`` is benchmarks.baselines
+    scripts = not (root / top / "__init__.py").exists()
+    found: dict[str, int] = {}
+
+    def add(target: str, line: int):
+        if scripts and f"{top}.{target.split('.')[0]}" in known:
+            target = f"{top}.{target}"
+        while target and target not in known:       # sysid.model.hybrid.HybridODE -> module
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.setdefault(target, line)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node, name, is_package)
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                add(full if full in known else base, node.lineno)
+    return found
+
+
+def graph(package: str = "sysid", root: Path = ROOT) -> dict[str, dict[str, int]]:
+    """Module -> {imported module: line}, for every module of the package."""
+    known = modules(package, root)
+    return {name: imports(name, path, known, root) for name, path in known.items()}
+
+
+def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The import circles: strongly connected components with more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str):                                # Tarjan's algorithm, iteratively
+        work = [(v, iter(sorted(edges.get(v, ()))))]
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        component.append(w)
+                        if w == node:
+                            break
+                    if len(component) > 1 or node in edges.get(node, ()):
+                        found.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(edges.get(child, ())))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def room(module: str) -> str:
+    """The room of a sysid module: its subpackage (``sysid`` for the package itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def layer_violations(edges: dict[str, dict[str, int]]) -> list[str]:
+    """Imports that go up the layers or sideways between sibling rooms."""
+    bad = []
+    for source, targets in sorted(edges.items()):
+        a = room(source)
+        for target, line in sorted(targets.items()):
+            b = room(target)
+            if a == b:
+                continue
+            if a in BESIDE:
+                ok = b in BESIDE[a]
+            elif b in BESIDE:
+                ok = True
+            elif a not in LAYERS or b not in LAYERS:
+                bad.append(f"{source}:{line} imports {target}: room {a!r} or {b!r} is not "
+                           "in the layer table (docs/architecture.py LAYERS)")
+                continue
+            else:
+                ok = LAYERS[b] < LAYERS[a]
+            if not ok:
+                bad.append(f"{source}:{line} imports {target}: {a} may not import {b}")
+    return bad
+
+
+def room_edges(edges: dict[str, dict[str, int]]) -> dict[str, set[str]]:
+    """Room -> rooms it imports (without itself)."""
+    out: dict[str, set[str]] = {}
+    for source, targets in edges.items():
+        a = room(source)
+        out.setdefault(a, set())
+        out[a].update(room(t) for t in targets if room(t) != a)
+    return out
+
+
+def _code_lines(node: ast.AST) -> int:
+    lines = node.end_lineno - node.lineno + 1
+    body = getattr(node, "body", [])
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        lines -= body[0].end_lineno - body[0].lineno + 1
+    return lines
+
+
+def oversize(paths: dict[str, Path]) -> list[str]:
+    """Modules over MAX_MODULE_LINES lines and functions over MAX_FUNCTION_LINES lines of
+    code (the docstring not counted)."""
+    bad = []
+    for name, path in sorted(paths.items()):
+        text = path.read_text()
+        n = len(text.splitlines())
+        if n > MAX_MODULE_LINES:
+            bad.append(f"{path.relative_to(ROOT)}: {n} lines (limit {MAX_MODULE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                k = _code_lines(node)
+                if k > MAX_FUNCTION_LINES:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {k} "
+                               f"lines of code (limit {MAX_FUNCTION_LINES})")
+    return bad
+
+
+def draw(edges: dict[str, dict[str, int]], path: Path):
+    """Draw the rooms as boxes in their layers, bottom to top, with the imports between
+    them (only the imports that no shorter path already implies, to keep it readable)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rooms = room_edges(edges)
+    rooms.pop("__main__", None)
+    for targets in rooms.values():
+        targets.discard("__main__")
+    ranks: dict[int, list[str]] = {}
+    for r in sorted(rooms, key=lambda r: (LAYERS.get(r, -1), r)):
+        ranks.setdefault(LAYERS.get(r, 1.5) if r not in BESIDE else 1.5, []).append(r)
+    pos = {}
+    for rank, names in ranks.items():
+        for i, r in enumerate(names):
+            x = (i - (len(names) - 1) / 2) * 3.4 + (3.6 if r in BESIDE else 0)
+            pos[r] = (x, rank * 1.45)
+
+    def reach(a, b, skip):
+        seen, todo = set(), [a]
+        while todo:
+            v = todo.pop()
+            for w in rooms.get(v, ()):
+                if (v, w) == skip or w in seen:
+                    continue
+                if w == b:
+                    return True
+                seen.add(w)
+                todo.append(w)
+        return False
+
+    fig, ax = plt.subplots(figsize=(9.5, 11))
+    for a, targets in rooms.items():
+        for b in targets:
+            if a == "sysid" or reach(a, b, (a, b)):
+                continue                               # implied by a longer path
+            (x0, y0), (x1, y1) = pos[a], pos[b]
+            ax.annotate("", xy=(x1, y1 + 0.33), xytext=(x0, y0 - 0.33),
+                        arrowprops=dict(arrowstyle="-|>", color="0.45", lw=1.0,
+                                        shrinkA=0, shrinkB=0))
+    for r, (x, y) in pos.items():
+        label = "sysid  (public names)" if r == "sysid" else f"sysid.{r}"
+        ax.text(x, y + 0.1, label, ha="center", va="center", fontsize=10.5,
+                fontweight="bold", family="monospace",
+                bbox=dict(boxstyle="round,pad=0.45", fc="#e8f0fb" if r not in BESIDE
+                          else "#f3f3f3", ec="#3a6ea5", lw=1.2))
+        if r in OWNS:
+            ax.text(x, y - 0.2, OWNS[r], ha="center", va="top", fontsize=8, color="0.25")
+    ax.set_xlim(-6.2, 6.2)
+    ax.set_ylim(-0.9, max(p[1] for p in pos.values()) + 0.7)
+    ax.axis("off")
+    ax.set_title("sysid: rooms and the imports between them (arrows point to what is "
+                 "imported;\nimports go down only; drawn from the code by "
+                 "docs/architecture.py)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report() -> tuple[str, bool]:
+    """The checks' report as text, and whether all of them pass."""
+    lines, ok = [], True
+    for package in ("sysid", "benchmarks"):
+        edges = graph(package)
+        n = sum(len(v) for v in edges.values())
+        found = cycles(edges)
+        lines.append(f"{package}: {len(edges)} modules, {n} imports between them, "
+                     f"{len(found)} import circle(s)")
+        for c in found:
+            lines.append("  circle: " + " <-> ".join(c))
+        ok &= not found
+    edges = graph("sysid")
+    bad = layer_violations(edges)
+    lines.append(f"sysid layers: {len(bad)} import(s) against the layer table")
+    lines.extend("  " + b for b in bad)
+    big = oversize({**modules("sysid"), **modules("benchmarks")})
+    lines.append(f"size: {len(big)} module(s) or function(s) over the limits "
+                 f"({MAX_MODULE_LINES} lines a module, {MAX_FUNCTION_LINES} a function)")
+    lines.extend("  " + b for b in big)
+    ok &= not bad and not big
+    return "\n".join(lines), ok
+
+
+def main() -> int:
+    text, ok = report()
+    print(text)
+    for r, targets in sorted(room_edges(graph("sysid")).items(),
+                             key=lambda kv: LAYERS.get(kv[0], 1.5)):
+        print(f"  {r:12s} -> {', '.join(sorted(targets)) or '-'}")
+    out = ROOT / "docs" / "_static" / "architecture.png"
+    draw(graph("sysid"), out)
+    print(f"drew {out.relative_to(ROOT)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
