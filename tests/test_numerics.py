@@ -315,7 +315,7 @@ def test_the_sample_interval_is_each_trajectorys_own():
     """The step the fit integrated across: three irregular trajectories with 30 % of
     their samples missing share a time grid about 3x finer than any one of them."""
     from sysid.data.bundle import prepare
-    from sysid.problem.problem import sample_interval
+    from sysid.problem.segments import sample_interval
     data = sysid.datasets.simulate("pendulum", noise=0.05, observed=["theta"],
                                    irregular=True, missing=0.3, n_trajectories=3, dt=0.25,
                                    t_end=20.0, seed=0)
@@ -334,7 +334,7 @@ def test_batched_least_squares_finds_scipys_minimum_of_every_row():
     whose residuals are not finite is reported for the caller's fallback."""
     from scipy.optimize import least_squares
 
-    from sysid.problem.problem import _batched_least_squares
+    from sysid.problem.starts import _batched_least_squares
     rng = np.random.default_rng(0)
     target = rng.uniform(-2.0, 3.0, size=(40, 2))
     target[0] = [np.nan, 1.0]                                      # cannot be evaluated

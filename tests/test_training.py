@@ -165,7 +165,7 @@ def test_validation_needs_shooting_windows():
 @pytest.mark.parametrize("dt, expected", [(0.5, 5), (2.0, 3)])
 def test_shooting_windows_follow_the_oscillation_period(dt, expected):
     from sysid.data.bundle import prepare
-    from sysid.problem.problem import samples_per_period, window_length
+    from sysid.problem.segments import samples_per_period, window_length
     data = sysid.datasets.simulate("van_der_pol", noise=0.05, observed=["x"], dt=dt,
                                    t_end=200.0, seed=0)
     mu = sp.Symbol("mu", positive=True)

@@ -7,22 +7,22 @@ import sympy as sp
 import torch
 import xarray as xr
 
-from ..data.bundle import _TIME_UNITS, prepare, time_to_float
-from ..errors import DataError, FitError
-from ..problem.problem import (initial_states, input_signal, sample_interval, segment_grid,
-                               segment_tensors)
-from ..solve.integrate import InputSignal, SolverFailure, solve_at_times, solve_segments, threads_for
+from ..data.bundle import _TIME_UNITS
+from ..errors import FitError
+from ..problem.segments import sample_interval
+from ..solve.integrate import SolverFailure, threads_for
 from ..symbolic.distill import summarize
 from ..training.trainer import train
-from ..uncertainty.laplace import add_bands, parameter_correlation, parameter_table
+from ..uncertainty.laplace import parameter_correlation, parameter_table
 from .files import save_result
-from .outputs import initial_states_dataset, states_dataset
+from .outputs import initial_states_dataset
 from .plot import plot_result
+from .trajectories import Trajectories
 
 __all__ = ["FitResult", "fit_from"]
 
 
-class FitResult:
+class FitResult(Trajectories):
     """The outcome of :func:`sysid.fit`: parameters, states, forecasts, equations.
 
     Returned by :func:`sysid.fit` (and :func:`sysid.load`); not built by hand. Every
@@ -292,164 +292,6 @@ class FitResult:
         """
         return parameter_correlation(self, network=network)
 
-    # -- trajectories --------------------------------------------------------------------
-    def impute(self, times=None, *, level=None, interval="confidence") -> xr.Dataset:
-        """Every state and every channel at ``times`` (default: the data's times).
-
-        Returns an ``xarray.Dataset`` with the data's dims, coords and attrs; states that
-        were never measured are included.
-
-        Parameters
-        ----------
-        times : array_like, optional
-            Float (or datetime64, like the data) times; default the data's times.
-        level : float, optional
-            With e.g. ``level=0.9``, the dataset also holds ``<var>_lower`` and
-            ``<var>_upper`` for every state and channel: a 90 % band from the delta method
-            (the trajectory's Jacobian in the parameters, initial states and network
-            weights, times their Laplace covariance; see :meth:`parameter_table`).
-            ``None`` (default): no bands, the output is as without uncertainty.
-        interval : {"confidence", "prediction"}
-            ``"confidence"``: uncertainty of the model's trajectory. ``"prediction"``:
-            measured channels also include the fitted measurement noise (where a new
-            measurement would fall). States that are not measured get the same band
-            either way.
-
-        Examples
-        --------
-        A pendulum measured by its angle only; its angular velocity is imputed:
-
-        >>> import numpy as np, sympy as sp, sysid
-        >>> data, truth = sysid.datasets.simulate("pendulum", observed=["theta"],
-        ...                                       noise=0.02, truth=True)
-        >>> theta, omega = sp.symbols("theta omega")
-        >>> omega0, alpha = sp.symbols("omega0 alpha", positive=True)
-        >>> model = sysid.HybridODE(
-        ...     states=[theta, omega],
-        ...     physics={theta: omega, omega: -omega0**2 * sp.sin(theta) - alpha * omega},
-        ...     parameters={omega0: 1.5, alpha: 0.1})
-        >>> result = sysid.fit(model, data, progress=False)
-        >>> band = result.impute(level=0.9)
-        >>> sorted(band.data_vars)
-        ['omega', 'omega_lower', 'omega_upper', 'theta', 'theta_lower', 'theta_upper']
-        >>> rmse = float(np.sqrt(((band["omega"] - truth["omega"]) ** 2).mean()))
-        >>> print(f"RMS error of the never-measured velocity: {rmse:.3f} rad/s")
-        RMS error of the never-measured velocity: 0.002 rad/s
-
-        At any other times, e.g. a fine grid for a plot:
-
-        >>> fine = result.impute(np.linspace(0.0, 20.0, 401))
-        >>> fine.sizes["time"], fine["theta"].attrs["units"]
-        (401, 'rad')
-        """
-        tf = self._float_times(times)
-        x = self._integrate(self._problem.x0().detach(), self._t0(), tf, self._problem.inputs)
-        out = self._dataset(x, self._problem.inputs, tf, kind="impute", raw_times=times)
-        if level is not None:
-            out = add_bands(self, out, tf, self._problem.inputs, level, interval)
-        return out
-
-    def forecast(self, times=None, *, horizon=None, n=200, inputs=None, level=None,
-                 interval="confidence") -> xr.Dataset:
-        """Continue each trajectory past its data.
-
-        Give absolute ``times``, or ``horizon`` (time past the last sample) and ``n``
-        points. Input-driven models need the future ``inputs`` as an ``xarray.Dataset``.
-        ``level`` and ``interval`` add uncertainty bands ``<var>_lower``/``<var>_upper``
-        as in :meth:`impute`.
-
-        Examples
-        --------
-        Fit Lotka-Volterra on ``0 <= t <= 3``, forecast to ``t = 4``, compare with the truth:
-
-        >>> import numpy as np, sympy as sp, sysid
-        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
-        >>> x, y = sp.symbols("x y")
-        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
-        >>> model = sysid.HybridODE(
-        ...     states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
-        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
-        >>> result = sysid.fit(model, data, progress=False)
-        >>> future = result.forecast(horizon=1.0, n=2, level=0.9)
-        >>> future["time"].values
-        array([3.5, 4. ])
-        >>> future["x"].values.round(2)
-        array([2.99, 5.45])
-        >>> truth = sysid.datasets.simulate("lotka_volterra", noise=0.0, t_end=4.0, dt=0.5)
-        >>> truth["x"].sel(time=future["time"]).values.round(2)
-        array([2.99, 5.49])
-        >>> bool((future["x_lower"] < future["x"]).all() and (future["x"] < future["x_upper"]).all())
-        True
-        """
-        end = self._bundle.times[-1]
-        if times is None:
-            if horizon is None:
-                raise DataError("forecast needs times=[...] or horizon=...; received neither.")
-            times = np.linspace(end, end + float(horizon), int(n) + 1)[1:]
-            if self._is_datetime():
-                times = self._to_datetime(times)
-        signal = self._problem.inputs
-        if self.model.inputs:
-            signal = self._future_inputs(inputs, times)
-        tf = self._float_times(times)
-        x = self._integrate(self._problem.x0().detach(), self._t0(), tf, signal)
-        out = self._dataset(x, signal, tf, kind="forecast", raw_times=times)
-        if level is not None:
-            out = add_bands(self, out, tf, signal, level, interval)
-        return out
-
-    def simulate(self, data: xr.Dataset, *, n_init: int = 10) -> xr.Dataset:
-        """Run the fitted model on new data (new inputs, new experiment).
-
-        The initial state of each trajectory is estimated from its first ``n_init``
-        observed samples (the model's parameters stay fixed); then the model runs free
-        over the whole record, driven by the data's inputs.
-
-        Parameters
-        ----------
-        data : xarray.Dataset
-            A new record, under the data contract of :func:`sysid.fit`; the model's
-            inputs must be known over it.
-        n_init : int, default 10
-            Number of first samples used to estimate each trajectory's initial state.
-
-        Returns
-        -------
-        xarray.Dataset
-            Every state and channel (and input) at the data's times, with its dims and
-            attrs.
-
-        Examples
-        --------
-        Fit a pendulum on one experiment (angle measured), then predict a new one that
-        starts at rest in the downward position with a push (angle and velocity unknown
-        to the model: they are estimated from the first 10 angles):
-
-        >>> import numpy as np, sympy as sp, sysid
-        >>> data = sysid.datasets.simulate("pendulum", observed=["theta"], noise=0.02)
-        >>> theta, omega = sp.symbols("theta omega")
-        >>> omega0, alpha = sp.symbols("omega0 alpha", positive=True)
-        >>> model = sysid.HybridODE(
-        ...     states=[theta, omega],
-        ...     physics={theta: omega, omega: -omega0**2 * sp.sin(theta) - alpha * omega},
-        ...     parameters={omega0: 1.5, alpha: 0.1})
-        >>> result = sysid.fit(model, data, progress=False)
-        >>> new, truth = sysid.datasets.simulate("pendulum", observed=["theta"], x0=[0.0, 1.0],
-        ...                                      noise=0.02, seed=5, truth=True)
-        >>> run = result.simulate(new)
-        >>> float(run["omega"][0])                     # truth: 1.0
-        1.00
-        >>> error = float(np.abs(run["omega"] - truth["omega"]).max())
-        >>> print(f"largest velocity error over the new record: {error:.3f} rad/s")
-        largest velocity error over the new record: 0.005 rad/s
-        """
-        bundle = prepare(self.model, data, time_unit=self._bundle.time_attrs.get("time_unit"))
-        signal = input_signal(bundle.times, bundle.u, self.options.interpolation)
-        x0 = self._estimate_x0(bundle, signal, n_init)
-        x = self._integrate(x0, bundle.times[bundle.t_first], bundle.times, signal)
-        return self._dataset(x, signal, bundle.times, kind="simulate", template=data,
-                             raw_times=data["time"].values)
-
     # -- plotting and files --------------------------------------------------------------
     def plot(self, *, forecast=None, states=None, figsize=None):
         """Data, fit and imputed states (and a forecast ``horizon``) per state and channel.
@@ -567,83 +409,11 @@ class FitResult:
         origin = np.datetime64(a["time_origin"], "ns")
         return origin + (np.asarray(tf) * _TIME_UNITS[a["time_unit"]] * 1e9).astype("timedelta64[ns]")
 
-    def _float_times(self, times) -> np.ndarray:
-        if times is None:
-            return self._bundle.times
-        arr = np.atleast_1d(np.asarray(times))
-        if np.issubdtype(arr.dtype, np.datetime64) != self._is_datetime():
-            raise DataError(f"times must be {'datetime64' if self._is_datetime() else 'float'} "
-                            f"like the data's time coordinate; received dtype {arr.dtype}.")
-        a = self._bundle.time_attrs if self._is_datetime() else {}
-        tf, _ = time_to_float(xr.DataArray(arr, dims="time"), a.get("time_unit"),
-                              a.get("time_origin"))
-        if not np.all(np.isfinite(tf)) or np.any(np.diff(tf) <= 0):
-            raise DataError("times must be finite, sorted and unique; received "
-                            f"{arr[:5]!r}{'...' if arr.size > 5 else ''}.")
-        return tf
-
-    def _integrate(self, x0, t0, times, signal: InputSignal) -> np.ndarray:
-        """States (B, T, n) at ``times``, integrating forwards and backwards from x0 at t0."""
-        with torch.no_grad():
-            return solve_at_times(self._problem.field, x0, t0, times, signal,
-                                  self.options.solver_options(),
-                                  max_interval=self._sample_interval()).numpy()
-
     def _sample_interval(self) -> float | None:
         """The longest interval a fixed-step solver integrates across in one go on a grid
         of its own (see ``solve_at_times``): the fit's typical sample interval."""
         return sample_interval(self._bundle)
 
-    def _estimate_x0(self, bundle, signal, n_init) -> torch.Tensor:
-        """Initial states fitted to the first ``n_init`` samples, parameters held fixed."""
-        problem, field = self._problem, self._problem.field
-        x0, _ = initial_states(self.model, field, bundle)
-        idx = segment_grid(bundle)[:, :max(int(n_init), 1)]
-        if idx.shape[1] < 2:
-            return torch.as_tensor(x0)
-        tau, y, mask, u_grid = segment_tensors(bundle, idx)
-        levels = [self.noise_std.get(c, float("nan")) for c in bundle.channels]
-        sigma = torch.tensor([v if np.isfinite(v) and v > 0 else 1.0 for v in levels])
-        z = ((torch.as_tensor(x0) - problem.loc) / problem.scale).requires_grad_(True)
-        opt = torch.optim.LBFGS([z], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
-        frozen = [p for p in field.parameters() if p.requires_grad]
-
-        def closure():
-            opt.zero_grad()
-            xs = solve_segments(field, problem.loc + problem.scale * z, tau, signal,
-                                self.options.solver_options())
-            pred = field.observe(tau, xs, u_grid)
-            r = torch.where(mask, problem.noise.residuals(pred, y, mask), torch.zeros(()))
-            loss = ((r / sigma) ** 2).sum()
-            loss.backward()
-            return loss
-
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            opt.step(closure)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-        return (problem.loc + problem.scale * z).detach()
-
-    def _future_inputs(self, inputs, times) -> InputSignal:
-        if inputs is None:
-            raise DataError(
-                f"This model is driven by inputs {self.model.input_names}; a forecast needs "
-                f"their future values. Pass inputs=xr.Dataset({{name: ('time', values)}}, "
-                f"coords={{'time': times}}) covering the forecast times.")
-        bundle_in = xr.merge([self.data[self.model.input_names], inputs[self.model.input_names]],
-                             compat="override", join="outer")
-        tf = self._float_times(bundle_in["time"].values)
-        u = np.stack([np.broadcast_to(bundle_in[n].transpose(..., "time").values,
-                                      (self._bundle.n_trajectories, len(tf)))
-                      for n in self.model.input_names], axis=-1)
-        return input_signal(tf, u, self.options.interpolation)
-
-    def _dataset(self, x, signal, tf, *, kind, template=None, raw_times=None) -> xr.Dataset:
-        return states_dataset(self, x, signal, tf, kind=kind, template=template,
-                              raw_times=raw_times)
 
 
 def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
