@@ -43,6 +43,7 @@ import sysid.solve.integrate as integrate_module
 import sysid.training.levenberg_marquardt as lm_module
 import sysid.problem.problem as problem_module
 import sysid.model.residual as residual_module
+import sysid.training.checkpoints as checkpoint_module
 import sysid.training.trainer as train_module
 from sysid.data.bundle import prepare
 from sysid.problem.options import FitOptions
@@ -447,7 +448,7 @@ def interrupted_then_resumed(monkeypatch, tmp_path, model, options, phase, nth, 
     assert f"resume={str(path)!r}" in stopped.status.message
     assert all(np.isfinite(v) for v in stopped.parameters.values())
     assert not path.with_name(path.name + ".tmp").exists()
-    train_module.read_checkpoint(path)                  # whole and readable
+    checkpoint_module.read_checkpoint(path)                  # whole and readable
     return stopped, sysid.fit(model, DATA, resume=path, **options)
 
 
@@ -539,7 +540,7 @@ def test_a_crash_after_any_checkpoint_of_the_least_squares_phases_resumes_exactl
               **PHYSICS)
     monkeypatch.undo()
     late = [raw for raw in disk.files       # written once Adam had finished
-            if "adam" in train_module.read_checkpoint(io.BytesIO(raw))["done"]]
+            if "adam" in checkpoint_module.read_checkpoint(io.BytesIO(raw))["done"]]
     assert resumes_from_each(late, tmp_path, physics_reference, lotka_volterra, PHYSICS) >= 4
 
 
@@ -672,7 +673,7 @@ def test_a_checkpoint_whose_entries_do_not_fit_is_a_file_format_error(tmp_path,
     inner = torch.load(io.BytesIO(outer["body"].numpy().tobytes()), weights_only=True)
     inner["problem"]["z0"] = torch.zeros(7, 3, dtype=torch.float64)
     path = tmp_path / "edited.ckpt"
-    torch.save(train_module._sealed(inner), path)
+    torch.save(checkpoint_module._sealed(inner), path)
     with pytest.raises(FileFormatError, match=r"entries do not fit this fit \(RuntimeError: "
                                               r".*size mismatch for z0"):
         sysid.fit(lotka_volterra(), DATA, resume=path, **PHYSICS)
