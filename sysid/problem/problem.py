@@ -18,8 +18,8 @@ from ..solve.integrate import SolverFailure, SolverOptions, solve_segments
 from .noise import noise_model
 from ..model.parameters import transform_for
 from ..model.residual import ResidualNet
-from .segments import (Segments, holdout_windows, later_starts, segment_grid, segment_tensors,
-                       shooting_windows, window_length)
+from .segments import (Segments, holdout_windows, later_starts, segment_grid, shooting_windows,
+                       window_length)
 from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial_states,
                      input_signal)
 

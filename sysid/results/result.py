@@ -13,7 +13,7 @@ from ..problem.segments import sample_interval
 from ..solve.integrate import SolverFailure, threads_for
 from ..symbolic.distill import summarize
 from ..training.trainer import train
-from ..uncertainty.laplace import parameter_correlation, parameter_table
+from ..uncertainty.tables import parameter_correlation, parameter_table
 from .files import save_result
 from .outputs import initial_states_dataset
 from .plot import plot_result

@@ -15,7 +15,7 @@ from ..errors import DataError
 from ..problem.segments import segment_grid, segment_tensors
 from ..problem.starts import initial_states, input_signal
 from ..solve.integrate import InputSignal, solve_at_times, solve_segments
-from ..uncertainty.laplace import add_bands
+from ..uncertainty.bands import add_bands
 from .outputs import states_dataset
 
 __all__ = ["Trajectories"]

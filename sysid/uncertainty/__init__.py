@@ -10,7 +10,9 @@ May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model`,
 :mod:`sysid.solve`, :mod:`sysid.problem`.
 """
 
-from .laplace import add_bands, gauss_newton, laplace, parameter_correlation, parameter_table
+from .bands import add_bands
+from .laplace import gauss_newton, laplace
+from .tables import parameter_correlation, parameter_table
 
 __all__ = ["add_bands", "gauss_newton", "laplace", "parameter_correlation",
            "parameter_table"]

@@ -1,4 +1,4 @@
-"""Parameter uncertainty and bands on trajectories: the Laplace approximation.
+"""The Laplace approximation of a fit's uncertainty: the curvature at the optimum.
 
 The curvature of the fit's objective at its optimum is approximated by Gauss-Newton. The
 objective, in units of log-likelihood of the whole data set, is
@@ -39,20 +39,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
 import torch
 
-from ..errors import IdentifiabilityWarning, ModelError
 from ..problem.jacobian import linearise
 from ..runtime.blas import blas_threads
-from ..solve.integrate import solve_at_times, solve_segments
+from ..solve.integrate import solve_segments
 
-__all__ = ["Curvature", "gauss_newton", "laplace", "residual_jacobian", "parameter_table",
-           "parameter_correlation", "add_bands", "DEFAULT_PRIOR_PRECISION"]
+__all__ = ["Curvature", "gauss_newton", "laplace", "residual_jacobian", "DEFAULT_PRIOR_PRECISION"]
 
 #: Rows of the Jacobian computed per batched backward pass.
 _CHUNK = 256
@@ -65,12 +62,6 @@ DEFAULT_PRIOR_PRECISION = 1e-2
 #: Eigenvalues of the (diagonally scaled) precision below this fraction of the largest are
 #: flat directions: they are raised to it, so their variance is huge but finite.
 _FLAT = 1e-13
-
-#: Identifiability thresholds: relative standard error, absolute correlation, and the
-#: smallest eigenvalue of the physical parameters' correlation matrix.
-REL_ERROR_LIMIT = 1.0
-CORRELATION_LIMIT = 0.99
-EIGEN_LIMIT = 1e-3
 
 
 @dataclass
@@ -372,199 +363,3 @@ def _transform_slope(transform, raw: torch.Tensor) -> np.ndarray:
     x = raw.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(transform.forward(x).sum(), x)
     return grad.numpy()
-
-
-# -- the parameter table ----------------------------------------------------------------------
-def _check_level(level) -> float:
-    try:
-        value = float(level)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 < value < 1.0:
-        raise ModelError(f"level must be a probability between 0 and 1 (e.g. 0.9 for a "
-                         f"90 % interval); received {level!r}.")
-    return value
-
-
-def _quantile(level: float, dof: float) -> float:
-    """The two-sided ``level`` quantile of Student's t with ``dof`` degrees of freedom."""
-    from scipy.stats import t as student_t
-
-    q = 0.5 + 0.5 * level
-    return float(student_t.ppf(q, dof)) if np.isfinite(dof) else float(
-        student_t.ppf(q, 1e12))
-
-
-def identifiability(curv: Curvature) -> list[str]:
-    """Per parameter, why the data do not identify it ("" where they do)."""
-    P = len(curv.names)
-    notes = [[] for _ in range(P)]
-    if P == 0:
-        return []
-    se = curv.std_errors
-    rel = se / np.maximum(np.abs(curv.values), 1e-300)
-    for i in range(P):
-        if not np.isfinite(rel[i]) or rel[i] > REL_ERROR_LIMIT:
-            notes[i].append(f"standard error {_pct(rel[i])}")
-    corr = curv.correlation
-    for i in range(P):
-        for j in range(P):
-            if i != j and abs(corr[i, j]) > CORRELATION_LIMIT:
-                notes[i].append(f"correlation {corr[i, j]:+.3f} with {curv.names[j]}")
-    if P > 2:
-        lam, vec = np.linalg.eigh(np.nan_to_num(corr))
-        for k in np.flatnonzero(lam < EIGEN_LIMIT):
-            involved = np.flatnonzero(np.abs(vec[:, k]) > 0.3)
-            if len(involved) > 2:
-                group = ", ".join(curv.names[i] for i in involved)
-                for i in involved:
-                    notes[i].append(f"a near-flat direction shared by {group}")
-    return ["; ".join(n) for n in notes]
-
-
-def _pct(x: float) -> str:
-    if not np.isfinite(x):
-        return "infinite"
-    return f"{100 * x:.3g} % of its value" if x < 1e4 else f"{x:.1e} times its value"
-
-
-def parameter_table(result, level: float = 0.9, *, network: bool = True, warn: bool = True):
-    """The table behind :meth:`FitResult.parameter_table` (see there)."""
-    import pandas as pd
-
-    level = _check_level(level)
-    curv = laplace(result, network=network)
-    z = _quantile(level, curv.dof)
-    se = curv.std_errors
-    raw_se = curv.raw_std_errors
-    lower, upper = np.empty(len(se)), np.empty(len(se))
-    with np.errstate(over="ignore"):
-        for i, kind in enumerate(curv.kinds):
-            if kind == "linear":
-                lower[i], upper[i] = curv.values[i] - z * se[i], curv.values[i] + z * se[i]
-            else:           # log scale, mapped back: stays on its side of 0
-                sign = -1.0 if kind == "negative" else 1.0
-                a = sign * np.exp(curv.raw_values[i] - z * raw_se[i])
-                b = sign * np.exp(curv.raw_values[i] + z * raw_se[i])
-                lower[i], upper[i] = min(a, b), max(a, b)
-    notes = identifiability(curv)
-    table = pd.DataFrame({
-        "value": curv.values, "std_error": se, "lower": lower, "upper": upper,
-        "rel_error": se / np.maximum(np.abs(curv.values), 1e-300),
-        "identifiable": [not n for n in notes],
-        "scale": ["log" if k != "linear" else "linear" for k in curv.kinds],
-        "note": notes,
-    }, index=pd.Index(curv.names, name="parameter"))
-    table.attrs.update(level=level, network=curv.network, dof=curv.dof,
-                       n_observations=curv.n_observations)
-    bad = [n for n, note in zip(curv.names, notes) if note]
-    if warn and bad:
-        warnings.warn(_warning_text(bad, notes, curv), IdentifiabilityWarning, stacklevel=3)
-    return table
-
-
-def _warning_text(bad, notes, curv) -> str:
-    one = len(bad) == 1
-    what = ("parameter", "its standard error and interval are") if one else \
-        ("parameters", "their standard errors and intervals are")
-    lines = [f"The data do not identify {what[0]} {', '.join(bad)} of this model: {what[1]} "
-             f"not meaningful."]
-    for name, note in zip(curv.names, notes):
-        if note:
-            lines.append(f"  {name}: {note}.")
-    lines.append("A correlation near +-1 means only a combination of the parameters is "
-                 "determined (e.g. their product); a huge relative error means the data "
-                 "barely depend on the parameter, or it is consistent with 0. To fix: give "
-                 "one of them a known value (HybridODE(..., fixed={symbol: value})), add "
-                 "data that separate them (measure another state, other initial conditions "
-                 "or inputs, a longer record), or reparametrise (estimate the combination "
-                 "as one parameter).")
-    if curv.network:
-        lines.append("With a neural residual, the network may be able to take over the "
-                     "parameter's term: constrain what the residual reads or writes "
-                     "(sysid.MLP(states=..., inputs=...)) or raise residual_penalty.")
-    return "\n".join(lines)
-
-
-def parameter_correlation(result, *, network: bool = True):
-    """The table behind :meth:`FitResult.parameter_correlation` (see there)."""
-    import xarray as xr
-
-    curv = laplace(result, network=network)
-    return xr.DataArray(curv.correlation, dims=("parameter", "parameter_"),
-                        coords={"parameter": list(curv.names),
-                                "parameter_": list(curv.names)},
-                        name="correlation",
-                        attrs={"long_name": "correlation of the fitted parameters "
-                                            "(Laplace approximation, raw scale)"})
-
-
-# -- bands on trajectories -----------------------------------------------------------------
-_INTERVALS = ("confidence", "prediction")
-
-
-def add_bands(result, ds, tf, signal, level, interval: str = "confidence"):
-    """Add ``<var>_lower`` and ``<var>_upper`` to ``ds`` (a states dataset of ``result`` at
-    float times ``tf`` driven by ``signal``) for every state and channel, by the delta
-    method: the Jacobian of the trajectory in every fitted quantity times their Laplace
-    covariance. ``interval="prediction"`` adds the measurement noise to the channels."""
-    level = _check_level(level)
-    if interval not in _INTERVALS:
-        raise ModelError(f"interval must be one of {list(_INTERVALS)}; received "
-                         f"{interval!r}.")
-    curv = laplace(result, network=True)
-    z = _quantile(level, curv.dof)
-    problem = result._problem
-    model, bundle = result.model, result._bundle
-    states = model.state_names
-    extra = [c for c, name in enumerate(bundle.channels) if name not in states]
-    names = states + [bundle.channels[c] for c in extra]
-    tf = np.asarray(tf, dtype=float)
-    B, T = bundle.n_trajectories, len(tf)
-    with _plain_tensors(problem, True) as (tensors, _), torch.enable_grad():
-        xs = _states_with_graph(result, problem.x0(), result._t0(), tf, signal)
-        out = [xs]
-        if extra:
-            t = torch.as_tensor(np.broadcast_to(tf, (B, T)).copy(), dtype=torch.float64)
-            u = signal(t) if signal is not None else t.new_zeros(t.shape + (0,))
-            out.append(problem.field.observe(t, xs, u)[..., extra])
-        y = torch.cat(out, dim=-1)                       # (B, T, V)
-        mean = y.detach().numpy()
-        var = np.concatenate([np.einsum("ij,jk,ik->i", blk, curv.raw_covariance, blk)
-                              for blk in _jacobian_blocks(y.reshape(-1), tensors)] or
-                             [np.zeros(0)])
-    var = np.clip(var, 0.0, None).reshape(mean.shape)
-    noise = dict(result.noise_std)
-    lognormal = getattr(problem.noise, "name", "") == "lognormal"
-    squeeze = (lambda a: a) if "trajectory" in ds.dims else (lambda a: a[0])
-    for v, name in enumerate(names):
-        center = ds[name].values if name in ds else squeeze(mean[..., v])
-        center = np.asarray(center, dtype=float)
-        sd = np.sqrt(squeeze(var[..., v]))
-        add_noise = interval == "prediction" and name in noise and np.isfinite(noise[name])
-        if add_noise and lognormal:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                spread = np.sqrt((sd / np.abs(center)) ** 2 + noise[name] ** 2)
-            lo, hi = center * np.exp(-z * spread), center * np.exp(z * spread)
-        else:
-            if add_noise:
-                sd = np.sqrt(sd ** 2 + noise[name] ** 2)
-            lo, hi = center - z * sd, center + z * sd
-        kind = "prediction" if add_noise else "confidence"
-        label = ds[name].attrs.get("long_name", name)
-        for suffix, vals, word in (("lower", lo, "lower"), ("upper", hi, "upper")):
-            attrs = {k: val for k, val in ds[name].attrs.items() if k == "units"}
-            attrs["long_name"] = f"{label}, {word} {100 * level:g} % {kind} bound"
-            ds[f"{name}_{suffix}"] = (ds[name].dims, vals, attrs)
-    ds.attrs["sysid_level"] = level
-    ds.attrs["sysid_interval"] = interval
-    return ds
-
-
-def _states_with_graph(result, x0, t0, times, signal) -> torch.Tensor:
-    """States (B, T, n) at ``times`` as a differentiable tensor: the same integration as
-    ``FitResult._integrate`` (forwards and backwards from x0 at t0), keeping the graph."""
-
-    opts = dataclasses.replace(result.options.solver_options(), adjoint=False)
-    return solve_at_times(result._problem.field, x0, t0, times, signal, opts,
-                          max_interval=result._sample_interval())
