@@ -35,7 +35,6 @@ import gc
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,8 @@ from sysid.problem.options import FitOptions
 from sysid.model.parameters import transform_for
 from sysid.problem.problem import build_problem
 
+from machine import markdown, memory_mb, reset_peak  # noqa: E402 (a sibling script)
+
 torch.set_num_threads(1)
 F64 = torch.float64
 
@@ -59,43 +60,6 @@ __all__ = ["physics_ratio", "trajectory_scaling", "adjoint_memory", "markdown"]
 
 
 # ----------------------------------------------------------------------------- helpers
-def markdown(rows: list[dict]) -> str:
-    """A markdown table of ``rows`` (columns in order of first appearance)."""
-    if not rows:
-        return "(no rows)"
-    cols: list[str] = []
-    for row in rows:
-        cols += [k for k in row if k not in cols]
-
-    def fmt(v) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, bool):
-            return "yes" if v else "no"
-        if isinstance(v, (int, np.integer)):
-            return str(int(v))
-        if isinstance(v, (float, np.floating)):
-            v = float(v)
-            if not math.isfinite(v):
-                return str(v)
-            if v == 0:
-                return "0"
-            a = abs(v)
-            if a >= 1000:
-                return f"{v:.0f}"
-            if a >= 100:
-                return f"{v:.1f}"
-            if a >= 0.01:
-                return f"{v:.3g}" if a < 10 else f"{v:.2f}"
-            return f"{v:.2e}"
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt(row.get(c)) for c in cols) + " |")
-    return "\n".join(lines)
-
-
 # CPU time of this process, not wall time: the work is single-threaded, and on a shared
 # machine wall time also counts the time other processes hold the core (measured on this
 # project's 2-core machines under load: wall-clock minima of identical code varied by
@@ -137,35 +101,6 @@ def _compare(fns: dict, repeat: int, min_time: float) -> dict:
     return {name: (min(s), statistics.median(s)) for name, s in samples.items()}
 
 
-def _memory_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS) of this process in MiB.
-
-    The peak is Linux's VmHWM, the high-water mark of this process image.
-    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used: Linux carries it across ``execve``,
-    so a child started by a large parent reports the parent's peak (seen here: every
-    child read 519 MB, the benchmark parent's peak)."""
-    try:
-        with open("/proc/self/status") as fh:
-            fields = dict(line.split(":", 1) for line in fh if ":" in line)
-        return (float(fields["VmRSS"].split()[0]) / 1024.0,
-                float(fields["VmHWM"].split()[0]) / 1024.0)
-    except (OSError, KeyError, ValueError):     # not Linux: ru_maxrss is the best there is
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak /= 1024.0 ** 2 if sys.platform == "darwin" else 1024.0
-        return peak, peak
-
-
-def _reset_peak() -> bool:
-    """Reset the peak RSS to the current RSS (Linux >= 4.0); False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-# ------------------------------------------------------- 1. compiled vs hand-written
 def _systems():
     """(name, HybridODE, hand-written rhs(t, x, u, p) with p the parameter tensors)."""
     x, y = sp.symbols("x y")
@@ -367,8 +302,8 @@ def _adjoint_child(n_samples: int, adjoint: bool, dt: float) -> dict:
     assert data.sizes["time"] == n_samples
     problem, opts = _setup(_pendulum_model(), data, shooting="single", adjoint=adjoint)
     gc.collect()
-    reset = _reset_peak()           # the step's peak, not the set-up's (when possible)
-    current, peak = _memory_mb()
+    reset = reset_peak()           # the step's peak, not the set-up's (when possible)
+    current, peak = memory_mb()
     baseline = current if reset else peak
     nfe0 = problem.field.nfe
     start, wall = _clock(), time.perf_counter()
@@ -382,7 +317,7 @@ def _adjoint_child(n_samples: int, adjoint: bool, dt: float) -> dict:
     except Exception as err:                # report, do not hide
         error = f"{type(err).__name__}: {err}"
     took, wall = _clock() - start, time.perf_counter() - wall
-    peak = _memory_mb()[1]
+    peak = memory_mb()[1]
     grad = [] if error else torch.cat([p.grad.reshape(-1) for p in problem.parameters()
                                        if p.grad is not None]).tolist()
     return {"baseline_mb": baseline, "peak_mb": peak, "step_s": took, "wall_s": wall,

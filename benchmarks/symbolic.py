@@ -268,23 +268,10 @@ def lv_table(rows, sigma, need_exact, published_ude, published_oracle):
     return "\n".join(out)
 
 
-def partial_data(seed, sigma=0.01, every=5):
-    """31 samples on [0, 3]; x everywhere, y at every ``every``-th sample (NaN elsewhere);
-    noise sigma * (time mean of the complete noise-free state), as ``baselines.lv_data``."""
-    times = np.linspace(0.0, 3.0, 31)
-    X = baselines.lv_truth(times)
-    rng = np.random.default_rng(seed)
-    Y = X + sigma * X.mean(axis=0) * rng.standard_normal(X.shape)
-    keep = np.zeros(len(times), dtype=bool)
-    keep[::every] = True
-    Y[~keep, 1] = np.nan
-    return times, Y
-
-
 def partial(seeds):
     rows = []
     for seed in seeds:
-        times, Y = partial_data(seed)
+        times, Y = baselines.partial_data(seed)
         ours = _errors(lv_symbolic(times, Y, seed))
         orc = _errors(baselines.oracle_least_squares(times, Y))
         limit = baselines.cached_support_limit(times, Y, f"partial/seed={seed}")

@@ -28,6 +28,6 @@ from ._bundled import available, load
 from ._real import download
 from ._simulate import simulate
 from ._system import Staircase, System
-from ._systems import system
+from ._catalogue import system
 
 __all__ = ["available", "download", "load", "simulate", "system", "System", "Staircase"]

@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..errors import DataError, suggest
 from . import _real
+from ._systems import SYSTEMS
 
 __all__ = ["BUNDLED", "load", "available", "data_locations"]
 
@@ -287,8 +288,6 @@ def load(name: str, *, split: str | None = None, path: str | os.PathLike | None 
     """
     spec = BUNDLED.get(name) if isinstance(name, str) else None
     if spec is None:
-        from ._systems import SYSTEMS
-
         if isinstance(name, str) and name in SYSTEMS:
             raise DataError(f"load(): {name!r} is a synthetic system, not a bundled file. "
                             f"Use sysid.datasets.simulate({name!r}) instead.")
@@ -327,8 +326,6 @@ def available(kind: str | None = None) -> list[str]:
     >>> "lotka_volterra" in available()
     True
     """
-    from ._systems import SYSTEMS
-
     if kind not in (None, "load", "simulate"):
         raise DataError(f"available(): kind must be None, 'load' or 'simulate'; received "
                         f"{kind!r}.{suggest(str(kind), ['load', 'simulate'])}")

@@ -12,7 +12,7 @@ from scipy.integrate import solve_ivp
 from ..errors import DataError
 from ._options import Options, check_options
 from ._system import Staircase, System, format_values
-from ._systems import get_system
+from ._catalogue import get_system
 
 __all__ = ["simulate"]
 

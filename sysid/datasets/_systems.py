@@ -7,10 +7,9 @@ import math
 import numpy as np
 import sympy as sp
 
-from ..errors import DataError, suggest
 from ._system import Staircase, System, uniform_box
 
-__all__ = ["SYSTEMS", "system", "get_system"]
+__all__ = ["SYSTEMS"]
 
 
 def _symbols(names: str) -> dict[str, sp.Symbol]:
@@ -219,49 +218,3 @@ SYSTEMS: dict[str, System] = {
         _lotka_volterra(), _pendulum(), _duffing(), _van_der_pol(),
         _fitzhugh_nagumo(), _lorenz(), _sir(), _two_tank())
 }
-
-
-def get_system(name: object, *, caller: str = "system") -> System:
-    """Return the registry entry (shared, do not modify) or raise DataError."""
-    if isinstance(name, str) and name in SYSTEMS:
-        return SYSTEMS[name]
-    from ._bundled import BUNDLED  # local import: avoid a cycle
-
-    if isinstance(name, str) and name in BUNDLED:
-        raise DataError(
-            f"{caller}(): {name!r} is a bundled measured dataset, not a synthetic system. "
-            f"Use sysid.datasets.load({name!r}) instead.")
-    hint = suggest(str(name), SYSTEMS) if isinstance(name, str) else ""
-    raise DataError(
-        f"{caller}(): unknown system {name!r}.{hint} Available systems: "
-        f"{', '.join(SYSTEMS)}.")
-
-
-def system(name: str) -> System:
-    """Return the definition of a synthetic system (a copy you may modify).
-
-    Parameters
-    ----------
-    name : str
-        One of the names in ``sysid.datasets.available("simulate")``.
-
-    Returns
-    -------
-    System
-        SymPy symbols and right-hand sides, true parameters, defaults, units.
-
-    Raises
-    ------
-    DataError
-        If ``name`` is not a known system.
-
-    Examples
-    --------
-    >>> from sysid.datasets import system
-    >>> p = system("pendulum")
-    >>> p.states
-    ('theta', 'omega')
-    >>> p.equations
-    'dtheta/dt = omega; domega/dt = -alpha*omega - omega0**2*sin(theta)'
-    """
-    return get_system(name, caller="system").copy()
