@@ -104,7 +104,7 @@ def imports(name: str, path: Path, known: dict[str, Path],
         elif isinstance(node, ast.ImportFrom):
             base = _absolute(node, name, is_package)
             for alias in node.names:
-                full = f"{base}.{alias.name}"
+                full = f"{base}.{alias.name}" if base else alias.name
                 add(full if full in known else base, node.lineno)
     return found
 
@@ -215,13 +215,14 @@ def oversize(paths: dict[str, Path]) -> list[str]:
     for name, path in sorted(paths.items()):
         text = path.read_text()
         n = len(text.splitlines())
+        where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
         if n > MAX_MODULE_LINES:
-            bad.append(f"{path.relative_to(ROOT)}: {n} lines (limit {MAX_MODULE_LINES})")
+            bad.append(f"{where}: {n} lines (limit {MAX_MODULE_LINES})")
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 k = _code_lines(node)
                 if k > MAX_FUNCTION_LINES:
-                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {k} "
+                    bad.append(f"{where}:{node.lineno} {node.name}: {k} "
                                f"lines of code (limit {MAX_FUNCTION_LINES})")
     return bad
 
