@@ -227,65 +227,131 @@ def oversize(paths: dict[str, Path]) -> list[str]:
     return bad
 
 
+# The data path of a fit: what each step makes, and between two steps the function that
+# makes the next (module, name). draw() checks that each function is defined in that module,
+# so the picture cannot name a step that has moved.
+DATA_PATH = [
+    "xarray.Dataset\n(measurements, NaN = missing)",
+    ("sysid.data.bundle", "prepare"),
+    "DataBundle: tensors + masks,\ntimes, inputs",
+    ("sysid.problem.problem", "build_problem"),
+    "Problem: field, initial states,\nwindows, noise model, loss",
+    ("sysid.training.trainer", "train"),
+    "Trained: fitted tensors,\nstatus, history",
+    ("sysid.results.result", "fit_from"),
+    "FitResult",
+    ("sysid.results.outputs", "states_dataset"),
+    "xarray.Dataset: impute,\nforecast, simulate",
+]
+
+
+def defines(module: str, name: str, root: Path = ROOT) -> bool:
+    """Whether ``module`` (a dotted name under ``root``) defines ``name`` at top level."""
+    path = modules(module.split(".")[0], root)[module]
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+    return False
+
+
+def _room_positions(rooms) -> dict[str, tuple[float, float]]:
+    ranks = sorted({LAYERS[r] for r in rooms if r in LAYERS})
+    rows: dict[int, list[str]] = {}
+    for r in sorted(rooms, key=lambda r: (LAYERS.get(r, 1), r)):
+        row = ranks.index(LAYERS[r]) if r in LAYERS else 1
+        rows.setdefault(row, []).append(r)
+    pos = {}
+    for row, names in rows.items():
+        inside = [r for r in names if r not in BESIDE]
+        for i, r in enumerate(inside):
+            pos[r] = ((i - (len(inside) - 1) / 2) * 3.3, row * 1.25)
+        for r in names:
+            if r in BESIDE:
+                pos[r] = (4.3, row * 1.25)
+    return pos
+
+
+def _implied(rooms, a, b) -> bool:
+    """Whether room ``a`` reaches ``b`` through other rooms (the arrow adds nothing)."""
+    seen, todo = set(), [w for w in rooms.get(a, ()) if w != b]
+    while todo:
+        v = todo.pop()
+        if v == b:
+            return True
+        if v not in seen:
+            seen.add(v)
+            todo.extend(rooms.get(v, ()))
+    return False
+
+
+def _draw_rooms(ax, edges):
+    rooms = room_edges(edges)
+    for gone in ("__main__", "sysid"):
+        rooms.pop(gone, None)
+    for targets in rooms.values():
+        targets.difference_update({"__main__", "sysid"})
+    pos = _room_positions(rooms)
+    for a, targets in rooms.items():
+        for b in targets:
+            if _implied(rooms, a, b):
+                continue
+            (x0, y0), (x1, y1) = pos[a], pos[b]
+            ax.annotate("", xy=(x1, y1 + 0.22), xytext=(x0, y0 - 0.52),
+                        arrowprops=dict(arrowstyle="-|>", color="0.5", lw=0.9,
+                                        shrinkA=0, shrinkB=0))
+    for r, (x, y) in pos.items():
+        ax.text(x, y, f"sysid.{r}", ha="center", va="center", fontsize=10,
+                fontweight="bold", family="monospace",
+                bbox=dict(boxstyle="round,pad=0.4", ec="#3a6ea5", lw=1.1,
+                          fc="#f1f1f1" if r in BESIDE else "#e6effa"))
+        ax.text(x, y - 0.2, OWNS.get(r, ""), ha="center", va="top", fontsize=7.5,
+                color="0.25", linespacing=1.1)
+    top = max(y for _, y in pos.values())
+    ax.set_xlim(-5.6, 5.6)
+    ax.set_ylim(-0.75, top + 0.45)
+    ax.axis("off")
+    ax.set_title("Rooms and imports (an arrow points to what a room imports; arrows that\n"
+                 "a longer path implies are left out). Imports only go down.", fontsize=9.5)
+
+
+def _draw_data_path(ax, root: Path = ROOT):
+    boxes = DATA_PATH[::2]
+    y = {k: (len(boxes) - 1 - k) * 1.6 for k in range(len(boxes))}
+    for k, what in enumerate(boxes):
+        ax.text(0, y[k], what, ha="center", va="center", fontsize=9, linespacing=1.15,
+                bbox=dict(boxstyle="round,pad=0.45", fc="#fff7e0", ec="#b8860b", lw=1.1))
+    for k, (module, name) in enumerate(DATA_PATH[1::2]):
+        if not defines(module, name, root):
+            raise RuntimeError(f"docs/architecture.py DATA_PATH: {module} defines no {name}")
+        top, bottom = y[k] - 0.42, y[k + 1] + 0.42
+        ax.annotate("", xy=(0, bottom), xytext=(0, top),
+                    arrowprops=dict(arrowstyle="-|>", color="#b8860b", lw=1.3))
+        room, _, rest = module.partition(".")[2].partition(".")
+        ax.text(0.07, (top + bottom) / 2, f"sysid.{room}\n  {rest}.{name}", ha="left",
+                va="center", fontsize=7.5, family="monospace", color="#6b4e00")
+    ax.set_xlim(-1.7, 1.7)
+    ax.set_ylim(-0.7, y[0] + 0.6)
+    ax.axis("off")
+    ax.set_title("The data path of sysid.fit (beside each arrow:\nthe room and function "
+                 "that make the next step)", fontsize=9.5)
+
+
 def draw(edges: dict[str, dict[str, int]], path: Path):
-    """Draw the rooms as boxes in their layers, bottom to top, with the imports between
-    them (only the imports that no shorter path already implies, to keep it readable)."""
+    """Draw the rooms in their layers with the imports between them, beside the data path
+    of a fit; both are read from the source."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rooms = room_edges(edges)
-    rooms.pop("__main__", None)
-    for targets in rooms.values():
-        targets.discard("__main__")
-    ranks: dict[int, list[str]] = {}
-    for r in sorted(rooms, key=lambda r: (LAYERS.get(r, -1), r)):
-        ranks.setdefault(LAYERS.get(r, 1.5) if r not in BESIDE else 1.5, []).append(r)
-    pos = {}
-    for rank, names in ranks.items():
-        for i, r in enumerate(names):
-            x = (i - (len(names) - 1) / 2) * 3.4 + (3.6 if r in BESIDE else 0)
-            pos[r] = (x, rank * 1.45)
-
-    def reach(a, b, skip):
-        seen, todo = set(), [a]
-        while todo:
-            v = todo.pop()
-            for w in rooms.get(v, ()):
-                if (v, w) == skip or w in seen:
-                    continue
-                if w == b:
-                    return True
-                seen.add(w)
-                todo.append(w)
-        return False
-
-    fig, ax = plt.subplots(figsize=(9.5, 11))
-    for a, targets in rooms.items():
-        for b in targets:
-            if a == "sysid" or reach(a, b, (a, b)):
-                continue                               # implied by a longer path
-            (x0, y0), (x1, y1) = pos[a], pos[b]
-            ax.annotate("", xy=(x1, y1 + 0.33), xytext=(x0, y0 - 0.33),
-                        arrowprops=dict(arrowstyle="-|>", color="0.45", lw=1.0,
-                                        shrinkA=0, shrinkB=0))
-    for r, (x, y) in pos.items():
-        label = "sysid  (public names)" if r == "sysid" else f"sysid.{r}"
-        ax.text(x, y + 0.1, label, ha="center", va="center", fontsize=10.5,
-                fontweight="bold", family="monospace",
-                bbox=dict(boxstyle="round,pad=0.45", fc="#e8f0fb" if r not in BESIDE
-                          else "#f3f3f3", ec="#3a6ea5", lw=1.2))
-        if r in OWNS:
-            ax.text(x, y - 0.2, OWNS[r], ha="center", va="top", fontsize=8, color="0.25")
-    ax.set_xlim(-6.2, 6.2)
-    ax.set_ylim(-0.9, max(p[1] for p in pos.values()) + 0.7)
-    ax.axis("off")
-    ax.set_title("sysid: rooms and the imports between them (arrows point to what is "
-                 "imported;\nimports go down only; drawn from the code by "
-                 "docs/architecture.py)", fontsize=10)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 9.5),
+                                      gridspec_kw={"width_ratios": [2.5, 1]})
+    _draw_rooms(left, edges)
+    _draw_data_path(right)
+    fig.suptitle("sysid's architecture, drawn from the code by docs/architecture.py",
+                 fontsize=11.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 

@@ -182,6 +182,20 @@ UNEXECUTED = [name for name in TUTORIALS
 nb_execution_excludepatterns = [f"tutorials/{name}"
                                 for name in sorted(set(UNEXECUTED) | set(PRE_EXECUTED))]
 
+# -- Architecture picture ----------------------------------------------------------------
+def _draw_architecture() -> None:
+    """Redraw _static/architecture.png from the current source (docs/architecture.py reads
+    the imports with ast; nothing is executed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("architecture", HERE / "architecture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.draw(module.graph("sysid"), HERE / "_static" / "architecture.png")
+
+
+_draw_architecture()
+
 # -- API reference ------------------------------------------------------------------------
 # autosummary writes one page per public name into api/generated/ (git-ignored); start
 # from an empty folder so that a renamed or removed name leaves no stale page behind.

@@ -57,7 +57,6 @@ def _run_member(spec: dict, data: xr.Dataset, options: dict, serialise: bool = T
     """
     import torch
 
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -126,7 +126,6 @@ class Problem(nn.Module):
             raise SolverFailure("the loss is not finite (NaN or inf)")
         return total, parts
 
-
     def gap_unit(self, starts: torch.Tensor) -> torch.Tensor:
         """The unit in which continuity gaps are measured, per state: the state's scale,
         or, for a state that neither an observation nor the residual network reads, the

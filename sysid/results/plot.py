@@ -23,7 +23,6 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
     """One panel per state (and per observed channel that is not a state)."""
     import matplotlib.pyplot as plt
 
-
     data, bundle = result.data, result._bundle
     times = bundle.times
     dense = np.linspace(times[0], times[-1], max(200, 4 * len(times)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -66,9 +67,6 @@ def read_checkpoint(path) -> dict:
 
 def fingerprint(model, bundle, opts: FitOptions) -> str:
     """A digest of what determines a fit's steps: model, data and options."""
-    import json
-
-
     h = hashlib.sha256()
     h.update(json.dumps(model_to_spec(model), sort_keys=True).encode())
     settings = {k: v for k, v in opts.to_dict().items() if k not in _RESUMABLE}
