@@ -32,6 +32,9 @@ LAYERS = {
     "cli": 8, "__main__": 9,
     "sysid": 10,                       # the package's own __init__: the public facade
 }
+# Imports the layers would allow but the design keeps out: symbolic distillation refits its
+# candidates through the ``fit_from`` it is given, so it never depends on how training works.
+APART = {"symbolic": {"training"}}
 # sysid.datasets stands beside the layers: it simulates and loads data sets and needs
 # only sysid.errors.
 BESIDE = {"datasets": {"errors", "datasets"}}
@@ -183,7 +186,7 @@ def layer_violations(edges: dict[str, dict[str, int]]) -> list[str]:
                            "in the layer table (docs/architecture.py LAYERS)")
                 continue
             else:
-                ok = LAYERS[b] < LAYERS[a]
+                ok = LAYERS[b] < LAYERS[a] and b not in APART.get(a, ())
             if not ok:
                 bad.append(f"{source}:{line} imports {target}: {a} may not import {b}")
     return bad

@@ -90,9 +90,11 @@ def test_the_checker_flags_an_import_up_the_layers_and_an_oversize_function(tmp_
     edges = {"sysid.model.hybrid": {"sysid.results.result": 12},
              "sysid.results.result": {"sysid.model.hybrid": 3},
              "sysid.data.bundle": {"sysid.solve.integrate": 5},       # siblings
-             "sysid.datasets._simulate": {"sysid.model.hybrid": 7}}   # beside the layers
+             "sysid.datasets._simulate": {"sysid.model.hybrid": 7},   # beside the layers
+             "sysid.symbolic.search": {"sysid.training.trainer": 9}}  # kept apart
     bad = arch.layer_violations(edges)
-    assert len(bad) == 3
+    assert len(bad) == 4
+    assert any("symbolic may not import training" in b for b in bad)
     assert "sysid.model.hybrid:12 imports sysid.results.result: model may not import " \
            "results" in bad
     assert any("data may not import solve" in b for b in bad)

@@ -4,7 +4,9 @@ Owns the model specification (:class:`HybridODE`, :class:`MLP`, the time symbol 
 :mod:`~sysid.model.hybrid`), the functions an equation may use
 (:mod:`~sysid.model.functions`), the safe text <-> SymPy parser
 (:mod:`~sysid.model.parser`), a model as plain data (:mod:`~sysid.model.spec`), the
-SymPy -> torch compiler (:mod:`~sysid.model.compiler`), the parameter transforms that
+SymPy -> torch compiler (:mod:`~sysid.model.compiler`, with its passes in
+:mod:`~sysid.model.translate` and :mod:`~sysid.model.optimise` and the torch operation
+tables in :mod:`~sysid.model.ops`), the parameter transforms that
 honour SymPy assumptions (:mod:`~sysid.model.parameters`), the residual network
 (:mod:`~sysid.model.residual`) and the hybrid vector field as a torch module
 (:mod:`~sysid.model.field`).

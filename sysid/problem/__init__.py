@@ -1,9 +1,11 @@
 """The fitting problem: model + data -> a differentiable objective.
 
 Owns the options and status of a fit (:mod:`~sysid.problem.options`), the measurement
-noise models (:mod:`~sysid.problem.noise`), the :class:`Problem` itself (shooting
-windows, guessed start states, units, the loss; :mod:`~sysid.problem.problem`) and the
-weighted residuals with their Jacobian (:mod:`~sysid.problem.jacobian`).
+noise models (:mod:`~sysid.problem.noise`), the :class:`Problem` itself (units and the
+loss; :mod:`~sysid.problem.problem`), its time grids and shooting windows
+(:mod:`~sysid.problem.segments`), its initial guesses from the data
+(:mod:`~sysid.problem.starts`) and the weighted residuals with their Jacobian
+(:mod:`~sysid.problem.jacobian`).
 
 May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model`,
 :mod:`sysid.data`, :mod:`sysid.solve`.

@@ -5,7 +5,8 @@ dopri8 and fixed-step rk4, interval by interval on each segment's sample grid) a
 batched integration around them (:mod:`~sysid.solve.integrate`: solver options and
 failures, interpolated input signals, solutions at arbitrary times, adjoint gradients).
 
-May import: :mod:`sysid.errors`, :mod:`sysid.runtime`.
+May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model` (it needs only
+the first today).
 """
 
 from .integrate import InputSignal, SolverFailure, SolverOptions, solve_at_times, solve_segments

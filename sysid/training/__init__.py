@@ -2,8 +2,9 @@
 
 Owns :func:`~sysid.training.trainer.train` (validate, build the problem, run the phases,
 give back the parts of a result as :class:`~sysid.training.trainer.Trained`), the
-Levenberg-Marquardt solver (:mod:`~sysid.training.levenberg_marquardt`) and the
-checkpoint files that let an interrupted fit resume.
+phases themselves (:mod:`~sysid.training.phases`), the Levenberg-Marquardt solver
+(:mod:`~sysid.training.levenberg_marquardt`) and the checkpoint files that let an
+interrupted fit resume (:mod:`~sysid.training.checkpoints`).
 
 May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model`,
 :mod:`sysid.data`, :mod:`sysid.solve`, :mod:`sysid.problem`. It never builds a
