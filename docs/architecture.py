@@ -294,8 +294,8 @@ def _draw_rooms(ax, edges):
     for targets in rooms.values():
         targets.difference_update({"__main__", "sysid"})
     pos = _room_positions(rooms)
-    for a, targets in rooms.items():
-        for b in targets:
+    for a, targets in sorted(rooms.items()):
+        for b in sorted(targets):                      # sorted: the same bytes every build
             if _implied(rooms, a, b):
                 continue
             (x0, y0), (x1, y1) = pos[a], pos[b]
