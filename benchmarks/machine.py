@@ -43,6 +43,8 @@ def markdown(rows: list[dict]) -> str:
             if v == 0:
                 return "0"
             a = abs(v)
+            if a >= 1e6:
+                return f"{v:.3g}"
             if a >= 1000:
                 return f"{v:.0f}"
             if a >= 100:

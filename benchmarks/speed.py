@@ -3,6 +3,7 @@
     python benchmarks/speed.py            # full run
     python benchmarks/speed.py --quick    # CI-sized run
     python benchmarks/speed.py --only physics,scaling,adjoint
+    python benchmarks/speed.py --only field,peer      # sysid vs diffrax (needs ".[bench]")
 
 Everything runs in float64 on one thread (``torch.set_num_threads(1)``); times are CPU
 time of the process (``time.process_time``), which stays stable on a busy shared machine
@@ -24,6 +25,11 @@ where wall time does not (wall time is printed alongside where it matters).
    (``gauss_newton=True``, the default) against L-BFGS (``gauss_newton=False``), single
    shooting from the same start: CPU time, the ratio, and the difference of the final
    objectives (log-likelihood units over the whole data set; negative = LM lower).
+
+5. ``field`` and ``peer`` (``peer.py``): one vector-field evaluation + VJP in sysid and in
+   jitted JAX, and the UDE Lotka-Volterra fit by sysid, by the diffrax + equinox + optax
+   recipe (``diffrax_peer.py``; JAX is the optional ``bench`` extra) and by the plain
+   torchdiffeq recipe, per seed and median.
 
 Each measurement function returns a list of dict rows; :func:`markdown` formats them.
 """
@@ -51,7 +57,8 @@ from sysid.problem.options import FitOptions
 from sysid.model.parameters import transform_for
 from sysid.problem.problem import build_problem
 
-from machine import markdown, memory_mb, reset_peak  # noqa: E402 (a sibling script)
+from machine import markdown, memory_mb, reset_peak  # noqa: E402 (sibling scripts)
+import peer  # noqa: E402
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -428,9 +435,9 @@ def least_squares(quick: bool = False) -> list[dict]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
-    parser.add_argument("--only", default="physics,scaling,adjoint,least_squares",
-                        help="comma-separated subset of physics, scaling, adjoint, "
-                             "least_squares")
+    parser.add_argument("--only", default="field,peer,physics,scaling,adjoint,least_squares",
+                        help="comma-separated subset of field, peer, physics, scaling, "
+                             "adjoint, least_squares")
     parser.add_argument("--adjoint-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.adjoint_child:
@@ -438,6 +445,12 @@ def main(argv=None) -> None:
         print(json.dumps(_adjoint_child(int(n), bool(int(adj)), float(dt))))
         return
     sections = {
+        "field": ("One vector-field evaluation + vector-Jacobian product, UDE Lotka-Volterra "
+                  "field with sysid.MLP()'s default network (2 x 32 tanh): sysid eager "
+                  "PyTorch vs jitted JAX (best of 5 repeats)", peer.field_evaluation),
+        "peer": ("UDE Lotka-Volterra (BENCHMARKS.md section 1, 5 % noise): sysid vs the "
+                 "diffrax + equinox + optax recipe vs the plain torchdiffeq recipe, wall time "
+                 "including compilation", peer.peer_fits),
         "physics": ("Compiled physics vs hand-written torch (min time per call; ratio = "
                     "compiled / hand-written, target <= ~1)", physics_ratio),
         "scaling": ("Cost vs number of Lotka-Volterra trajectories (100 samples each, "
@@ -452,7 +465,8 @@ def main(argv=None) -> None:
     }
     total = time.perf_counter()
     print(f"# sysid speed ({'quick' if args.quick else 'full'}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread, float64\n")
+          f"{torch.get_num_threads()} thread, float64, device cpu, "
+          f"{os.cpu_count()} cores\n")
     for key in [k.strip() for k in args.only.split(",") if k.strip()]:
         title, fn = sections[key]
         start = time.perf_counter()
