@@ -30,6 +30,8 @@ where wall time does not (wall time is printed alongside where it matters).
    jitted JAX, and the UDE Lotka-Volterra fit by sysid, by the diffrax + equinox + optax
    recipe (``diffrax_peer.py``; JAX is the optional ``bench`` extra) and by the plain
    torchdiffeq recipe, per seed and median.
+6. ``evaluations`` (``evaluations.py``): where the README demo's fit spends its field
+   evaluations and time, phase by phase.
 
 Each measurement function returns a list of dict rows; :func:`markdown` formats them.
 """
@@ -58,6 +60,7 @@ from sysid.model.parameters import transform_for
 from sysid.problem.problem import build_problem
 
 from machine import markdown, memory_mb, reset_peak  # noqa: E402 (sibling scripts)
+import evaluations  # noqa: E402
 import peer  # noqa: E402
 
 torch.set_num_threads(1)
@@ -435,9 +438,9 @@ def least_squares(quick: bool = False) -> list[dict]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run")
-    parser.add_argument("--only", default="field,peer,physics,scaling,adjoint,least_squares",
-                        help="comma-separated subset of field, peer, physics, scaling, "
-                             "adjoint, least_squares")
+    parser.add_argument("--only", default="field,peer,evaluations,physics,scaling,adjoint,"
+                        "least_squares", help="comma-separated subset of field, peer, "
+                        "evaluations, physics, scaling, adjoint, least_squares")
     parser.add_argument("--adjoint-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.adjoint_child:
@@ -451,6 +454,9 @@ def main(argv=None) -> None:
         "peer": ("UDE Lotka-Volterra (BENCHMARKS.md section 1, 5 % noise): sysid vs the "
                  "diffrax + equinox + optax recipe vs the plain torchdiffeq recipe, wall time "
                  "including compilation", peer.peer_fits),
+        "evaluations": ("Where the README demo's fit spends its field evaluations and "
+                        "time, per training phase (lynx-hare, MLP residual, log-normal noise)",
+                        evaluations.demo_phases),
         "physics": ("Compiled physics vs hand-written torch (min time per call; ratio = "
                     "compiled / hand-written, target <= ~1)", physics_ratio),
         "scaling": ("Cost vs number of Lotka-Volterra trajectories (100 samples each, "
