@@ -236,7 +236,7 @@ def oversize(paths: dict[str, Path]) -> list[str]:
 DATA_PATH = [
     "xarray.Dataset\n(measurements, NaN = missing)",
     ("sysid.data.bundle", "prepare"),
-    "DataBundle: tensors + masks,\ntimes, inputs",
+    "DataBundle: arrays + masks,\ntimes, inputs",
     ("sysid.problem.problem", "build_problem"),
     "Problem: field, initial states,\nwindows, noise model, loss",
     ("sysid.training.trainer", "train"),
