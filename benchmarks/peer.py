@@ -42,7 +42,7 @@ def peer_fits(quick: bool) -> list[dict]:
     """One row per method and seed, then the medians and the time ratios."""
     seeds = [0] if quick else [0, 1, 2]
     why = diffrax_peer.available()
-    rows, times = [], {"sysid": [], "diffrax": [], "torchdiffeq": []}
+    rows, times = [], {"sysid": [], "sysid compiled": [], "diffrax": [], "torchdiffeq": []}
     for seed in seeds:
         t, Y, X = baselines.lv_data(seed)
         ours = lv_sysid(t, Y, seed)
@@ -50,6 +50,11 @@ def peer_fits(quick: bool) -> list[dict]:
                      **_scores(ours["pred"], X), "extrap. rel. L2 [0, 50]": ours["extrap_rel_l2"],
                      "work": f"{ours['nfe']} field evaluations", "status": ours["status"]})
         times["sysid"].append(ours["wall_s"])
+        fast = lv_sysid(t, Y, seed, compiled=True)
+        rows.append({"method": "sysid compiled=True", "seed": seed, "wall s": fast["wall_s"],
+                     **_scores(fast["pred"], X), "extrap. rel. L2 [0, 50]": fast["extrap_rel_l2"],
+                     "work": f"{fast['nfe']} field evaluations", "status": fast["status"]})
+        times["sysid compiled"].append(fast["wall_s"])
         if why is None:
             peer = diffrax_peer.fit_lv(t, Y, baselines.LV_U0, seed)
             rows.append({"method": "diffrax + equinox + optax", "seed": seed,
@@ -69,9 +74,10 @@ def peer_fits(quick: bool) -> list[dict]:
             rows.append({"method": f"median: {name}", "seed": "all",
                          "wall s": float(np.median(values))})
     if times["diffrax"]:
-        ratio = np.median(times["diffrax"]) / np.median(times["sysid"])
-        rows.append({"method": "diffrax / sysid (median times)", "seed": "all",
-                     "wall s": float(ratio)})
+        for name in ("sysid", "sysid compiled"):
+            ratio = np.median(times["diffrax"]) / np.median(times[name])
+            rows.append({"method": f"diffrax / {name} (median times)", "seed": "all",
+                         "wall s": float(ratio)})
     else:
         rows.append({"method": "diffrax peer skipped", "status": why})
     ratio = np.median(times["torchdiffeq"]) / np.median(times["sysid"])

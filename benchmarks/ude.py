@@ -17,14 +17,14 @@ import sysid
 __all__ = ["lv_sysid"]
 
 
-def lv_sysid(times, Y, seed):
+def lv_sysid(times, Y, seed, **options):
     """sysid's default fit of the UDE problem: known a x and -d y, a residual for the rest."""
     x, y = sp.symbols("x y")
     model = sysid.HybridODE(states=[x, y], physics={x: 1.3 * x, y: -1.8 * y},
                             residual=sysid.MLP())
     data = xr.Dataset({"x": ("time", Y[:, 0]), "y": ("time", Y[:, 1])}, coords={"time": times})
     start = time.perf_counter()
-    result = sysid.fit(model, data, seed=seed, progress=False, throw=False)
+    result = sysid.fit(model, data, seed=seed, progress=False, throw=False, **options)
     wall = time.perf_counter() - start
     fit = result.impute(times)
     pred = np.stack([fit["x"].values, fit["y"].values], axis=-1)

@@ -60,6 +60,7 @@ class FitOptions:
     max_steps: int = 5_000
     substeps: int = 4
     adjoint: bool = False
+    compiled: bool = False
     interpolation: str = "linear"
     time_unit: str | None = None
     progress: bool | None = None
@@ -122,7 +123,7 @@ class FitOptions:
     def solver_options(self) -> SolverOptions:
         return SolverOptions(method=self.solver, rtol=self.rtol, atol=self.atol,
                              max_steps=self.max_steps, substeps=self.substeps,
-                             adjoint=self.adjoint)
+                             adjoint=self.adjoint, compiled=self.compiled)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -3,10 +3,11 @@
 Owns the Runge-Kutta solvers (:mod:`~sysid.solve.runge_kutta`: adaptive dopri5, bosh3,
 dopri8 and fixed-step rk4, interval by interval on each segment's sample grid) and the
 batched integration around them (:mod:`~sysid.solve.integrate`: solver options and
-failures, interpolated input signals, solutions at arbitrary times, adjoint gradients).
+failures, interpolated input signals, solutions at arbitrary times, adjoint gradients),
+and the native hot path (:mod:`~sysid.solve.native`, :mod:`~sysid.solve.native_source`):
+dopri5 with its discrete adjoint in C generated from the model, where it applies.
 
-May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model` (it needs only
-the first today).
+May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model`.
 """
 
 from .integrate import InputSignal, SolverFailure, SolverOptions, solve_at_times, solve_segments

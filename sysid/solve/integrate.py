@@ -57,6 +57,7 @@ class SolverOptions:
     max_steps: int = 5_000
     substeps: int = 4          # rk4: steps per sample interval
     adjoint: bool = False
+    compiled: bool = False     # dopri5 in generated C where it applies (sysid.solve.native)
 
 
 class SolverFailure(SolverError):
@@ -223,7 +224,7 @@ def _solve(field, x0, tau, inputs, options):
             return solve_intervals(field, x0, tau, inputs, method=options.method,
                                    rtol=options.rtol, atol=options.atol,
                                    max_steps=options.max_steps, substeps=options.substeps,
-                                   failure=SolverFailure)
+                                   failure=SolverFailure, compiled=options.compiled)
         with solver_limits():
             if options.method == "rk4":
                 xs = integrate(clock, x0, s, method="rk4", options={

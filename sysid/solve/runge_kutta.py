@@ -20,6 +20,8 @@ import math
 import numpy as np
 import torch
 
+from . import native
+
 __all__ = ["solve_intervals"]
 
 # Dormand & Prince (1980) coefficients.
@@ -84,8 +86,17 @@ class _Interval:
 
 
 def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=1e-8,
-                    max_steps=20_000, substeps=4, failure=RuntimeError):
-    """States (B, K, n) at the sample times ``tau`` (B, K), starting from ``x0`` at tau[:, 0]."""
+                    max_steps=20_000, substeps=4, failure=RuntimeError, compiled=False):
+    """States (B, K, n) at the sample times ``tau`` (B, K), starting from ``x0`` at tau[:, 0].
+
+    ``compiled``: run dopri5 in C (:mod:`sysid.solve.native`) where it applies; the same
+    steps and values, to rounding."""
+    if compiled and method == "dopri5" and (inputs is None or inputs.m == 0) \
+            and x0.device.type == "cpu" and getattr(field, "_rows", None) is None:
+        kernel = native.kernel_for(field)
+        if kernel is not None:
+            return native.solve_native(field, kernel, x0, tau, rtol=rtol, atol=atol,
+                                       max_steps=max_steps, failure=failure)
     B, K = tau.shape
     delta = tau[:, 1:] - tau[:, :-1]
     moving = np.asarray((delta != 0).any(dim=0).cpu())

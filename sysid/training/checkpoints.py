@@ -76,7 +76,9 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
     return h.hexdigest()
 
 
-_RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw")
+# options that do not change a fit's steps: a resumed fit may change them (compiled: the
+# same steps in C or in PyTorch, equal to rounding)
+_RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw", "compiled")
 
 
 class Checkpointing:

@@ -1,0 +1,193 @@
+"""The native hot path: a model's field and the Dormand-Prince solver compiled to C.
+
+:func:`kernel_for` generates the C source of a :class:`~sysid.model.field.HybridField`
+(:mod:`sysid.solve.native_source`), compiles it once with the system's C compiler into a
+cache folder (keyed by a hash of the source; ``$SYSID_CACHE`` or ``~/.cache/sysid``) and
+loads it with :mod:`ctypes`. :func:`solve_native` integrates like
+:func:`sysid.solve.runge_kutta.solve_intervals` (``dopri5``: the same stages, step-size
+control and first-same-as-last reuse), and its gradient is the discrete adjoint of those
+steps, as autograd computes it through the eager solver: the step sizes are constants.
+
+Where the native path does not apply (no C compiler, a model with inputs, an unsupported
+function, per-row parameters, CUDA tensors), :func:`kernel_for` returns None and the
+caller runs the eager solver.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .native_source import SOLVER, Unsupported, field_source
+
+__all__ = ["compiler", "kernel_for", "solve_native", "Unsupported"]
+
+_D = ctypes.POINTER(ctypes.c_double)
+_I = ctypes.POINTER(ctypes.c_int)
+_L = ctypes.POINTER(ctypes.c_long)
+_LOADED: dict = {}
+
+
+class _Model(ctypes.Structure):
+    _fields_ = [("p", _D), ("w", _D), ("shift", _D), ("scale", _D), ("out_scale", _D)]
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("SYSID_CACHE") or Path.home() / ".cache" / "sysid"
+    return Path(root) / "native"
+
+
+def compiler() -> str | None:
+    """The C compiler the native path uses (``$CC``, else ``cc`` or ``gcc``), or None."""
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
+def _compile(source: str):
+    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
+    if digest in _LOADED:
+        return _LOADED[digest]
+    folder = _cache_dir()
+    library = folder / f"field_{digest}.so"
+    if not library.exists():
+        cc = compiler()
+        if cc is None:
+            raise Unsupported("no C compiler (cc or gcc) on PATH")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            src = Path(tmp) / "field.c"
+            src.write_text(source)
+            out = Path(tmp) / "field.so"
+            run = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out),
+                                  str(src), "-lm"], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise Unsupported(f"the C compiler failed: {run.stderr.strip()[:500]}")
+            os.replace(out, library)          # atomic: another process may race us
+    lib = ctypes.CDLL(str(library))
+    lib.dopri5_forward.restype = ctypes.c_long
+    lib.dopri5_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int, _D, _D,
+                                   ctypes.c_double, ctypes.c_double, ctypes.c_long, _D, _D,
+                                   _D, _I, ctypes.c_long, _L]
+    lib.dopri5_backward.restype = None
+    lib.dopri5_backward.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int, _D,
+                                    _D, _D, _D, _I, ctypes.c_long, _D, _D, _D, _L]
+    _LOADED[digest] = lib
+    return lib
+
+
+def kernel_for(field):
+    """The compiled kernel of ``field`` (cached on it), or None where the native path does
+    not apply."""
+    cached = field.__dict__.get("_native_kernel", False)
+    if cached is not False:
+        return cached
+    try:
+        kernel = _Kernel(field, _compile(field_source(field) + SOLVER))
+    except Unsupported as why:
+        kernel = None
+        field.__dict__["_native_unsupported"] = str(why)
+    field.__dict__["_native_kernel"] = kernel
+    return kernel
+
+
+def _ptr(a: np.ndarray):
+    return a.ctypes.data_as(_D)
+
+
+class _Kernel:
+    def __init__(self, field, lib):
+        self.lib = lib
+        net = field.residual
+        self.linears = [] if net is None else [m for m in net.net if isinstance(m, torch.nn.Linear)]
+        self.n = len(field.model.states)
+
+    def weights(self, field) -> torch.Tensor:
+        parts = [q.reshape(-1) for m in self.linears for q in (m.weight, m.bias)]
+        return torch.cat(parts) if parts else torch.zeros(1, dtype=torch.float64)
+
+    def model(self, field, p: np.ndarray, w: np.ndarray, keep: list):
+        net = field.residual
+        if net is None:
+            arrays = [np.zeros(1), np.zeros(1), np.zeros(1)]
+        else:
+            arrays = [np.ascontiguousarray(b.detach().cpu().numpy(), dtype=np.float64)
+                      for b in (net.shift, net.scale, net.out_scale)]
+        keep.extend([p, w, *arrays])
+        return _Model(_ptr(p), _ptr(w), *(_ptr(a) for a in arrays))
+
+
+class _NativeSolve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x0, p, w, tau, field, kernel, rtol, atol, max_steps, failure):
+        B, K = tau.shape
+        n = x0.shape[1]
+        tau_np = np.ascontiguousarray(tau.detach().cpu().numpy(), dtype=np.float64)
+        x0_np = np.ascontiguousarray(x0.detach().cpu().numpy(), dtype=np.float64)
+        p_np = np.ascontiguousarray(p.detach().cpu().numpy(), dtype=np.float64).reshape(-1)
+        if p_np.size == 0:
+            p_np = np.zeros(1)
+        w_np = np.ascontiguousarray(w.detach().cpu().numpy(), dtype=np.float64)
+        keep: list = []
+        model = kernel.model(field, p_np, w_np, keep)
+        xs = np.zeros((B, K, n))
+        capacity = 64 + 4 * K
+        nfe = ctypes.c_long(0)
+        while True:
+            tape_x = np.zeros((capacity, 7, B, n))
+            tape_s = np.zeros((capacity, 2))
+            tape_i = np.zeros((capacity, 2), dtype=np.intc)
+            steps = kernel.lib.dopri5_forward(
+                ctypes.byref(model), B, K, _ptr(tau_np), _ptr(x0_np), rtol, atol, max_steps,
+                _ptr(xs), _ptr(tape_x), _ptr(tape_s), tape_i.ctypes.data_as(_I), capacity,
+                ctypes.byref(nfe))
+            field.__dict__["nfe"] += int(nfe.value)
+            if steps != -1:
+                break
+            capacity *= 4
+        if steps == -2:
+            raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps option "
+                          f"plus one per sample interval)")
+        if steps == -3:
+            raise failure("underflow in dt: the vector field or the state is not finite "
+                          "(NaN or inf)")
+        if steps == -4:
+            raise failure("underflow in dt: the problem is stiff or the state blew up")
+        ctx.saved = (tau_np, tape_x[:steps], tape_s[:steps], tape_i[:steps], steps, p_np,
+                     w_np, field, kernel, p.shape, w.shape)
+        return torch.from_numpy(xs)
+
+    @staticmethod
+    def backward(ctx, gxs):
+        tau_np, tape_x, tape_s, tape_i, steps, p_np, w_np, field, kernel, p_shape, w_shape = \
+            ctx.saved
+        B, K = tau_np.shape
+        n = gxs.shape[2]
+        g = np.ascontiguousarray(gxs.detach().cpu().numpy(), dtype=np.float64)
+        gx0, gp, gw = np.zeros((B, n)), np.zeros(p_np.size), np.zeros(w_np.size)
+        tape_x = np.ascontiguousarray(tape_x)
+        tape_s = np.ascontiguousarray(tape_s)
+        tape_i = np.ascontiguousarray(tape_i)
+        keep: list = []
+        model = kernel.model(field, p_np, w_np, keep)
+        nfe = ctypes.c_long(0)
+        kernel.lib.dopri5_backward(ctypes.byref(model), B, K, _ptr(tau_np), _ptr(g),
+                                   _ptr(tape_x), _ptr(tape_s), tape_i.ctypes.data_as(_I),
+                                   steps, _ptr(gx0), _ptr(gp), _ptr(gw), ctypes.byref(nfe))
+        gp_t = torch.from_numpy(gp[:int(np.prod(p_shape))]).reshape(p_shape)
+        return (torch.from_numpy(gx0), gp_t, torch.from_numpy(gw).reshape(w_shape),
+                None, None, None, None, None, None, None)
+
+
+def solve_native(field, kernel, x0, tau, *, rtol, atol, max_steps, failure):
+    """States (B, K, n) at ``tau``, as ``solve_intervals(method="dopri5")`` computes them,
+    differentiable in ``x0``, the physical parameters and the network's weights."""
+    p = field.parameter_values()
+    return _NativeSolve.apply(x0, p, kernel.weights(field), tau, field, kernel, float(rtol),
+                              float(atol), int(max_steps), failure)

@@ -1,0 +1,142 @@
+"""The native hot path (sysid.solve.native): dopri5 in C generated from the model.
+
+Its solves must equal the PyTorch solver's: the same steps (field evaluations), states and
+gradients (initial states, physical parameters, network weights) to rounding; fits of
+well-posed models equal to 1e-8. Where it does not apply, the PyTorch solver runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+import xarray as xr
+
+import sysid
+from sysid.data.bundle import prepare
+from sysid.problem.options import FitOptions
+from sysid.problem.problem import build_problem
+from sysid.solve import native
+from sysid.solve.runge_kutta import solve_intervals
+
+pytestmark = pytest.mark.skipif(native.compiler() is None, reason="no C compiler on PATH")
+
+
+def _lv_hybrid(positive=False):
+    x, y = sp.symbols("x y", positive=positive)
+    a, d = sp.symbols("a d", positive=True)
+    model = sysid.HybridODE(states=[x, y], physics={x: a * x, y: -d * y},
+                            parameters={a: 1.2, d: 1.7}, residual=sysid.MLP(width=8))
+    return model, sysid.datasets.simulate("lotka_volterra", noise=0.02, seed=2)
+
+
+def _forced_pendulum():
+    th, om = sp.symbols("theta omega")
+    w0, k, amp = sp.symbols("w0 k amp", positive=True)
+    physics = {th: om, om: -w0 ** 2 * sp.sin(th) - k * sp.Abs(om) * om
+               + amp * sp.cos(1.3 * sysid.t) + sp.Piecewise((0.1, th > 1), (0, True))}
+    model = sysid.HybridODE(states=[th, om], physics=physics,
+                            parameters={w0: 1.1, k: 0.2, amp: 0.3},
+                            residual=sysid.MLP(width=6, depth=1, activation="softplus",
+                                               states=[om]))
+    return model, sysid.datasets.simulate("pendulum", noise=0.02, seed=3)
+
+
+def _problem(model, data, windows, seed=0):
+    problem = build_problem(model, prepare(model, data), FitOptions(seed=seed))
+    torch.manual_seed(seed)
+    with torch.no_grad():          # a network that is not zero, so its gradients are tested
+        for layer in problem.field.residual.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.add_(0.3 * torch.randn_like(layer.weight))
+                layer.bias.add_(0.1 * torch.randn_like(layer.bias))
+    problem.use_windows(windows)
+    return problem
+
+
+def _solve_and_gradients(problem, use_native):
+    field = problem.field
+    seg = problem.windows if problem.active else problem.single
+    x0 = torch.cat([problem.z0, problem.zw])[problem.source] if problem.active else problem.z0
+    x0 = (problem.loc + problem.scale * x0).detach().clone().requires_grad_()
+    params = [q for q in field.parameters() if q.requires_grad and q.numel()]
+    before = field.nfe
+    if use_native:
+        xs = native.solve_native(field, native.kernel_for(field), x0, seg.tau, rtol=1e-6,
+                                 atol=1e-8, max_steps=5000, failure=RuntimeError)
+    else:
+        xs = solve_intervals(field, x0, seg.tau, None, rtol=1e-6, atol=1e-8, max_steps=5000,
+                             failure=RuntimeError)
+    weights = torch.linspace(-1.0, 2.0, xs.numel(), dtype=torch.float64).reshape(xs.shape)
+    grads = torch.autograd.grad((xs * weights).sum(), [x0] + params)
+    return xs.detach(), grads, field.nfe - before
+
+
+@pytest.mark.parametrize("case", ["lv_hybrid", "lv_positive", "forced_pendulum"])
+@pytest.mark.parametrize("windows", [True, False], ids=["windows", "whole"])
+def test_native_solves_equal_the_pytorch_solver(case, windows):
+    model, data = {"lv_hybrid": _lv_hybrid, "lv_positive": lambda: _lv_hybrid(True),
+                   "forced_pendulum": _forced_pendulum}[case]()
+    problem = _problem(model, data, windows)
+    assert native.kernel_for(problem.field) is not None
+    xs_c, g_c, nfe_c = _solve_and_gradients(problem, True)
+    xs_t, g_t, nfe_t = _solve_and_gradients(problem, False)
+    assert nfe_c == nfe_t                           # the same steps
+    # lv_positive: the network drives the positive prey through 0, where the physics meets
+    # the floor's kink (HybridField floors positive states at ~1e-77); rounding differences
+    # of the two implementations (torch's kernels use fused multiply-adds) grow there to
+    # 3e-10 in the states and 2e-8 in the gradients. Elsewhere they stay near 1e-15.
+    tol, gtol = (1e-9, 1e-7) if case == "lv_positive" else (1e-12, 1e-11)
+    np.testing.assert_allclose(xs_c.numpy(), xs_t.numpy(), rtol=tol, atol=tol)
+    assert len(g_c) == len(g_t) >= 6
+    for a, b in zip(g_c, g_t):
+        scale = float(b.abs().max()) + 1e-30
+        assert float((a - b).abs().max()) <= gtol * scale
+
+
+def test_a_physics_only_fit_is_the_same_compiled_or_not():
+    x, y = sp.symbols("x y")
+    a, b, c, d = sp.symbols("a b c d", positive=True)
+    model = sysid.HybridODE(states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+                            parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.02, seed=1)
+    fits = [sysid.fit(model, data, progress=False, compiled=on, gauss_newton=False)
+            for on in (True, False)]
+    for k, v in fits[1].parameters.items():
+        assert fits[0].parameters[k] == pytest.approx(v, rel=1e-8)
+    assert fits[0].status.code == fits[1].status.code == "converged"
+
+
+def test_where_it_does_not_apply_the_pytorch_solver_runs(monkeypatch, tmp_path):
+    u = sp.Symbol("u")
+    x = sp.Symbol("x")
+    k = sp.Symbol("k", positive=True)
+    model = sysid.HybridODE(states=[x], inputs=[u], physics={x: -k * x + u},
+                            parameters={k: 1.0})
+    t = np.linspace(0, 4, 21)
+    data = xr.Dataset({"x": ("time", np.exp(-t)), "u": ("time", np.zeros_like(t))},
+                      coords={"time": t})
+    problem = build_problem(model, prepare(model, data), FitOptions())
+    assert native.kernel_for(problem.field) is None
+    assert "inputs" in problem.field.__dict__["_native_unsupported"]
+    fit = sysid.fit(model, data, progress=False)          # runs, on the PyTorch solver
+    assert fit.parameters["k"] == pytest.approx(1.0, rel=1e-3)
+    # no compiler: the same
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    model2, data2 = _lv_hybrid()
+    field = _problem(model2, data2, True).field
+    monkeypatch.setattr(native, "_LOADED", {})
+    monkeypatch.setenv("SYSID_CACHE", str(tmp_path))        # nothing compiled there yet
+    assert native.kernel_for(field) is None
+    assert "compiler" in field.__dict__["_native_unsupported"]
+
+
+def test_the_step_limit_fails_as_in_the_pytorch_solver():
+    model, data = _lv_hybrid()
+    problem = _problem(model, data, False)
+    field = problem.field
+    x0 = problem.x0().detach()
+    with pytest.raises(RuntimeError, match="max_num_steps exceeded"):
+        native.solve_native(field, native.kernel_for(field), x0, problem.single.tau,
+                            rtol=1e-12, atol=1e-14, max_steps=3, failure=RuntimeError)
