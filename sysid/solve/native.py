@@ -60,16 +60,30 @@ def _compile(source: str):
         cc = compiler()
         if cc is None:
             raise Unsupported("no C compiler (cc or gcc) on PATH")
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            src = Path(tmp) / "field.c"
-            src.write_text(source)
-            out = Path(tmp) / "field.so"
-            run = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out),
-                                  str(src), "-lm"], capture_output=True, text=True)
-            if run.returncode != 0:
-                raise Unsupported(f"the C compiler failed: {run.stderr.strip()[:500]}")
-            os.replace(out, library)          # atomic: another process may race us
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return _build(cc, source, folder, library, digest)
+        except OSError as err:          # a read-only home, a full disk: run eager
+            raise Unsupported(f"cannot build in the cache folder {folder}: {err}") from None
+    return _load(library, digest)
+
+
+def _build(cc, source, folder, library, digest):
+    """Compile ``source`` into ``library`` (through a temporary folder, then an atomic
+    rename: processes that build the same model at once do not see half a file)."""
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        src = Path(tmp) / "field.c"
+        src.write_text(source)
+        out = Path(tmp) / "field.so"
+        run = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(out), str(src), "-lm"],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            raise Unsupported(f"the C compiler failed: {run.stderr.strip()[:500]}")
+        os.replace(out, library)
+    return _load(library, digest)
+
+
+def _load(library, digest):
     lib = ctypes.CDLL(str(library))
     lib.dopri5_forward.restype = ctypes.c_long
     lib.dopri5_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int, _D, _D,
