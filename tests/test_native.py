@@ -140,3 +140,19 @@ def test_the_step_limit_fails_as_in_the_pytorch_solver():
     with pytest.raises(RuntimeError, match="max_num_steps exceeded"):
         native.solve_native(field, native.kernel_for(field), x0, problem.single.tau,
                             rtol=1e-12, atol=1e-14, max_steps=3, failure=RuntimeError)
+
+
+def test_a_network_that_turns_nan_fails_as_not_finite():
+    # the PyTorch solver's message for a field that is NaN: the fit's status then says
+    # "diverged" (tests/test_faults.py runs those fits on the PyTorch path)
+    model, data = _lv_hybrid()
+    problem = _problem(model, data, True)
+    field = problem.field
+    with torch.no_grad():
+        field.residual.net[0].weight[0, 0] = float("nan")
+    x0 = (problem.loc + problem.scale * torch.cat([problem.z0, problem.zw])[problem.source])
+    with pytest.raises(RuntimeError, match="not finite"):
+        native.solve_native(field, native.kernel_for(field), x0.detach(), problem.windows.tau,
+                            rtol=1e-6, atol=1e-8, max_steps=5000, failure=RuntimeError)
+    with pytest.raises(RuntimeError, match="not finite"):
+        solve_intervals(field, x0.detach(), problem.windows.tau, None, failure=RuntimeError)
