@@ -119,17 +119,44 @@ def _sysid_vjp_us(batch: int, repeats: int = 2000) -> float:
     return best
 
 
+def _native_vjp_us(batch: int, repeats: int = 2000) -> float | None:
+    from sysid.solve import native
+
+    field, z = _sysid_field(batch)
+    kernel = native.kernel_for(field)
+    if kernel is None:
+        return None
+    x = z.detach().numpy().copy()
+    t, v = np.zeros(batch), np.ones_like(x)
+    p = np.ascontiguousarray(field.parameter_values().detach().numpy(), dtype=np.float64)
+    p = p if p.size else np.zeros(1)
+    w = np.ascontiguousarray(kernel.weights(field).detach().numpy(), dtype=np.float64)
+    keep: list = []
+    model = kernel.model(field, p, w, keep)
+    best = np.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats // 5):
+            kernel.eval_vjp_with(model, x, t, v, p.size, w.size)
+        best = min(best, (time.perf_counter() - start) / (repeats // 5) * 1e6)
+    return best
+
+
 def field_evaluation(quick: bool) -> list[dict]:
     """Microseconds per field evaluation + VJP (weights, parameters and states; the best of
-    5 repeats), sysid eager against JAX jitted, and their ratio (target: within 3x)."""
+    5 repeats): sysid eager, sysid's native kernel (one ctypes call from Python, numpy
+    buffers) and JAX jitted, and the ratios (target: within 3x of JAX)."""
     why = diffrax_peer.available()
     rows = []
     for batch in (1, 64):
         ours = _sysid_vjp_us(batch, 500 if quick else 2000)
-        row = {"batch": batch, "sysid eager us": ours}
+        fast = _native_vjp_us(batch, 500 if quick else 2000)
+        row = {"batch": batch, "sysid eager us": ours,
+               "sysid native us (one ctypes call)": fast}
         if why is None:
             theirs = diffrax_peer.field_vjp_us(batch, 500 if quick else 2000)
-            row.update({"JAX jit us": theirs, "sysid / JAX": ours / theirs})
+            row.update({"JAX jit us": theirs, "eager / JAX": ours / theirs,
+                        "native / JAX": fast / theirs if fast else None})
         else:
             row["JAX"] = f"skipped: {why}"
         rows.append(row)

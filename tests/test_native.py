@@ -156,3 +156,37 @@ def test_a_network_that_turns_nan_fails_as_not_finite():
                             rtol=1e-6, atol=1e-8, max_steps=5000, failure=RuntimeError)
     with pytest.raises(RuntimeError, match="not finite"):
         solve_intervals(field, x0.detach(), problem.windows.tau, None, failure=RuntimeError)
+
+
+@pytest.mark.parametrize("case", ["lv_positive", "forced_pendulum"])
+def test_one_native_field_evaluation_and_vjp_equal_autograd(case):
+    make = {"lv_positive": lambda: _lv_hybrid(True), "forced_pendulum": _forced_pendulum}
+    model, data = make[case]()
+    field = _problem(model, data, True).field
+    rng = np.random.default_rng(4)
+    x = rng.normal(0.5, 1.0, (7, 2))
+    t = rng.uniform(0, 5, 7)
+    v = rng.normal(size=(7, 2))
+    f, gx, gp, gw = native.kernel_for(field).eval_vjp(field, x, t, v)
+    xt = torch.tensor(x, requires_grad=True)
+    params = [field.raw] + [q for m in field.residual.net if isinstance(m, torch.nn.Linear)
+                            for q in (m.weight, m.bias)]
+    ft = field(torch.tensor(t), xt, torch.zeros(7, 0, dtype=torch.float64))
+    grads = torch.autograd.grad(ft, [xt] + params, torch.tensor(v))
+    np.testing.assert_allclose(f, ft.detach().numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(gx, grads[0].numpy(), rtol=1e-12, atol=1e-12)
+    # the physical parameters: the kernel gives d/dp; autograd d/draw = d/dp * dp/draw
+    dp = torch.autograd.functional.jacobian(field.transform.forward, field.raw.detach())
+    np.testing.assert_allclose(gp[:field.raw.numel()] @ dp.numpy(), grads[1].numpy(),
+                               rtol=1e-12, atol=1e-12)
+    flat = torch.cat([g.reshape(-1) for g in grads[2:]]).numpy()
+    np.testing.assert_allclose(gw, flat, rtol=1e-12, atol=1e-12)
+
+
+def test_large_batches_stay_on_the_pytorch_solver():
+    # measured: the 2 x 32 network breaks even at about 200 rows; beyond, torch's matrix
+    # products win
+    model, data = _lv_hybrid()
+    field = _problem(model, data, True).field
+    assert native.worth_it(field, 5)
+    assert not native.worth_it(field, 5000)

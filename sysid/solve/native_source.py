@@ -452,3 +452,16 @@ void dopri5_backward(const Model *m, int B, int K, const double *tau, const doub
 """
 
 SOLVER = "#include <stdlib.h>\n#define malloc_like(n) ((double *)calloc((size_t)(n), sizeof(double)))\n" + SOLVER
+
+SOLVER += r"""
+/* One field evaluation and its vector-Jacobian product on B states (the micro-benchmark's
+   unit, and a check of the generated derivatives): f (B x N) out; gx (B x N), gp (P), gw
+   accumulated with the cotangent v (B x N). */
+void field_eval_vjp(const Model *m, int B, const double *x, const double *tt, const double *v,
+                    double *f, double *gx, double *gp, double *gw) {
+    for (int b = 0; b < B; b++) {
+        field(m, x + b * N, tt[b], f + b * N);
+        field_vjp(m, x + b * N, tt[b], v + b * N, gx + b * N, gp, gw);
+    }
+}
+"""

@@ -89,10 +89,12 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
                     max_steps=20_000, substeps=4, failure=RuntimeError, compiled=False):
     """States (B, K, n) at the sample times ``tau`` (B, K), starting from ``x0`` at tau[:, 0].
 
-    ``compiled``: run dopri5 in C (:mod:`sysid.solve.native`) where it applies; the same
-    steps and values, to rounding."""
+    ``compiled``: run dopri5 in C (:mod:`sysid.solve.native`) where it applies and is
+    expected to be faster (:func:`~sysid.solve.native.worth_it`); the same steps and
+    values, to rounding."""
     if compiled and method == "dopri5" and (inputs is None or inputs.m == 0) \
-            and x0.device.type == "cpu" and getattr(field, "_rows", None) is None:
+            and x0.device.type == "cpu" and getattr(field, "_rows", None) is None \
+            and native.worth_it(field, x0.shape[0]):
         kernel = native.kernel_for(field)
         if kernel is not None:
             return native.solve_native(field, kernel, x0, tau, rtol=rtol, atol=atol,
