@@ -128,16 +128,12 @@ def _native_vjp_us(batch: int, repeats: int = 2000) -> float | None:
         return None
     x = z.detach().numpy().copy()
     t, v = np.zeros(batch), np.ones_like(x)
-    p = np.ascontiguousarray(field.parameter_values().detach().numpy(), dtype=np.float64)
-    p = p if p.size else np.zeros(1)
-    w = np.ascontiguousarray(kernel.weights(field).detach().numpy(), dtype=np.float64)
-    keep: list = []
-    model = kernel.model(field, p, w, keep)
+    model, arrays = kernel.prepare(field.parameter_values(), kernel.weights())
     best = np.inf
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(repeats // 5):
-            kernel.eval_vjp_with(model, x, t, v, p.size, w.size)
+            kernel.eval_vjp_with(model, arrays, x, t, v)
         best = min(best, (time.perf_counter() - start) / (repeats // 5) * 1e6)
     return best
 

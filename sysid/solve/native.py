@@ -133,43 +133,46 @@ def _ptr(a: np.ndarray):
     return a.ctypes.data_as(_D)
 
 
+def _as_c(t: torch.Tensor) -> np.ndarray:
+    """A flat, contiguous float64 copy (or view) of ``t``, at least one element long (C
+    arrays of size 0 are not allowed)."""
+    a = np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64).reshape(-1)
+    return a if a.size else np.zeros(1)
+
+
 class _Kernel:
     def __init__(self, field, lib):
         self.lib = lib
         net = field.residual
-        self.linears = [] if net is None else [m for m in net.net if isinstance(m, torch.nn.Linear)]
-        self.n = len(field.model.states)
+        self.linears = [] if net is None else [m for m in net.net
+                                               if isinstance(m, torch.nn.Linear)]
+        # the network's standardisation: views of its buffers (restoring a state dict
+        # copies into them in place, so the views stay current)
+        self.buffers = [np.zeros(1)] * 3 if net is None else \
+            [b.detach().numpy() for b in (net.shift, net.scale, net.out_scale)]
 
-    def weights(self, field) -> torch.Tensor:
+    def weights(self) -> torch.Tensor:
         parts = [q.reshape(-1) for m in self.linears for q in (m.weight, m.bias)]
         return torch.cat(parts) if parts else torch.zeros(1, dtype=torch.float64)
 
-    def model(self, field, p: np.ndarray, w: np.ndarray, keep: list):
-        net = field.residual
-        if net is None:
-            arrays = [np.zeros(1), np.zeros(1), np.zeros(1)]
-        else:
-            arrays = [np.ascontiguousarray(b.detach().cpu().numpy(), dtype=np.float64)
-                      for b in (net.shift, net.scale, net.out_scale)]
-        keep.extend([p, w, *arrays])
-        return _Model(_ptr(p), _ptr(w), *(_ptr(a) for a in arrays))
-
+    def prepare(self, p: torch.Tensor, w: torch.Tensor):
+        """The C model struct for parameter values ``p`` and flat weights ``w``, and the
+        arrays it points into (keep them alive while it is used)."""
+        arrays = [_as_c(p), _as_c(w)]
+        model = _Model(*(_ptr(a) for a in arrays + self.buffers))
+        return model, arrays
 
     def eval_vjp(self, field, x: np.ndarray, t: np.ndarray, v: np.ndarray):
         """``f(t, x)`` (B, n) and the VJPs ``v^T df/dx`` (B, n), ``v^T df/dp`` (P) and
         ``v^T df/dw`` (all weights, flat), in C: one call (the micro-benchmark's unit)."""
-        p = np.ascontiguousarray(field.parameter_values().detach().numpy(), dtype=np.float64)
-        p = p if p.size else np.zeros(1)
-        w = np.ascontiguousarray(self.weights(field).detach().numpy(), dtype=np.float64)
-        keep: list = []
-        model = self.model(field, p, w, keep)
-        return self.eval_vjp_with(model, x, t, v, p.size, w.size)
+        model, arrays = self.prepare(field.parameter_values(), self.weights())
+        return self.eval_vjp_with(model, arrays, x, t, v)
 
-    def eval_vjp_with(self, model, x, t, v, n_p, n_w):
-        B = x.shape[0]
-        f, gx, gp, gw = np.zeros_like(x), np.zeros_like(x), np.zeros(n_p), np.zeros(n_w)
-        self.lib.field_eval_vjp(ctypes.byref(model), B, _ptr(x), _ptr(t), _ptr(v), _ptr(f),
-                                _ptr(gx), _ptr(gp), _ptr(gw))
+    def eval_vjp_with(self, model, arrays, x, t, v):
+        f, gx = np.zeros_like(x), np.zeros_like(x)
+        gp, gw = np.zeros(arrays[0].size), np.zeros(arrays[1].size)
+        self.lib.field_eval_vjp(ctypes.byref(model), x.shape[0], _ptr(x), _ptr(t), _ptr(v),
+                                _ptr(f), _ptr(gx), _ptr(gp), _ptr(gw))
         return f, gx, gp, gw
 
 
@@ -178,18 +181,12 @@ class _NativeSolve(torch.autograd.Function):
     def forward(ctx, x0, p, w, tau, field, kernel, rtol, atol, max_steps, failure):
         B, K = tau.shape
         n = x0.shape[1]
-        tau_np = np.ascontiguousarray(tau.detach().cpu().numpy(), dtype=np.float64)
-        x0_np = np.ascontiguousarray(x0.detach().cpu().numpy(), dtype=np.float64)
-        p_np = np.ascontiguousarray(p.detach().cpu().numpy(), dtype=np.float64).reshape(-1)
-        if p_np.size == 0:
-            p_np = np.zeros(1)
-        w_np = np.ascontiguousarray(w.detach().cpu().numpy(), dtype=np.float64)
-        keep: list = []
-        model = kernel.model(field, p_np, w_np, keep)
+        tau_np, x0_np = _as_c(tau), _as_c(x0)
+        model, arrays = kernel.prepare(p, w)
         xs = np.zeros((B, K, n))
         capacity = 64 + 4 * K
         nfe = ctypes.c_long(0)
-        while True:
+        while True:            # a tape too short for the steps: solve again with a longer one
             tape_x = np.zeros((capacity, 7, B, n))
             tape_s = np.zeros((capacity, 2))
             tape_i = np.zeros((capacity, 2), dtype=np.intc)
@@ -197,10 +194,10 @@ class _NativeSolve(torch.autograd.Function):
                 ctypes.byref(model), B, K, _ptr(tau_np), _ptr(x0_np), rtol, atol, max_steps,
                 _ptr(xs), _ptr(tape_x), _ptr(tape_s), tape_i.ctypes.data_as(_I), capacity,
                 ctypes.byref(nfe))
-            field.__dict__["nfe"] += int(nfe.value)
             if steps != -1:
                 break
             capacity *= 4
+        field.__dict__["nfe"] += int(nfe.value)      # the evaluations of the solve kept
         if steps == -2:
             raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps option "
                           f"plus one per sample interval)")
@@ -209,23 +206,19 @@ class _NativeSolve(torch.autograd.Function):
                           "(NaN or inf)")
         if steps == -4:
             raise failure("underflow in dt: the problem is stiff or the state blew up")
-        ctx.saved = (tau_np, tape_x[:steps], tape_s[:steps], tape_i[:steps], steps, p_np,
-                     w_np, field, kernel, p.shape, w.shape)
+        # (the first ``steps`` rows of a C-ordered tape are contiguous: no copy)
+        ctx.saved = (tau_np, tape_x[:steps], tape_s[:steps], tape_i[:steps], steps, model,
+                     arrays, kernel, p.shape, w.shape)
         return torch.from_numpy(xs)
 
     @staticmethod
     def backward(ctx, gxs):
-        tau_np, tape_x, tape_s, tape_i, steps, p_np, w_np, field, kernel, p_shape, w_shape = \
+        tau_np, tape_x, tape_s, tape_i, steps, model, arrays, kernel, p_shape, w_shape = \
             ctx.saved
-        B, K = tau_np.shape
+        B, K = gxs.shape[:2]
         n = gxs.shape[2]
-        g = np.ascontiguousarray(gxs.detach().cpu().numpy(), dtype=np.float64)
-        gx0, gp, gw = np.zeros((B, n)), np.zeros(p_np.size), np.zeros(w_np.size)
-        tape_x = np.ascontiguousarray(tape_x)
-        tape_s = np.ascontiguousarray(tape_s)
-        tape_i = np.ascontiguousarray(tape_i)
-        keep: list = []
-        model = kernel.model(field, p_np, w_np, keep)
+        g = _as_c(gxs)
+        gx0, gp, gw = np.zeros((B, n)), np.zeros(arrays[0].size), np.zeros(arrays[1].size)
         nfe = ctypes.c_long(0)
         kernel.lib.dopri5_backward(ctypes.byref(model), B, K, _ptr(tau_np), _ptr(g),
                                    _ptr(tape_x), _ptr(tape_s), tape_i.ctypes.data_as(_I),
@@ -239,5 +232,5 @@ def solve_native(field, kernel, x0, tau, *, rtol, atol, max_steps, failure):
     """States (B, K, n) at ``tau``, as ``solve_intervals(method="dopri5")`` computes them,
     differentiable in ``x0``, the physical parameters and the network's weights."""
     p = field.parameter_values()
-    return _NativeSolve.apply(x0, p, kernel.weights(field), tau, field, kernel, float(rtol),
+    return _NativeSolve.apply(x0, p, kernel.weights(), tau, field, kernel, float(rtol),
                               float(atol), int(max_steps), failure)

@@ -11,9 +11,11 @@ parameters (SymPy differentiates), and the residual network (fixed loops per act
 from __future__ import annotations
 
 import sympy as sp
+from torch import nn
 
-from ..model.field import _FLOOR
+from ..model.field import _FLOOR, _with_time
 from ..model.hybrid import t as TIME
+from ..model.residual import _ACTIVATIONS as _ACTIVATION_CLASSES
 
 __all__ = ["Unsupported", "field_source", "SOLVER"]
 
@@ -49,12 +51,11 @@ def _zero_deltas(expr):
 def _code(assignments, constants) -> str:
     """C statements for ``[(target, expr)]`` after one CSE over all of them; Float atoms
     become named constants written with Python's round-trip repr."""
-    names = sp.numbered_symbols("_c")
     replaced = []
     for target, expr in assignments:
-        floats = {f: constants.setdefault(float(f), next(names) if float(f) not in constants
-                                          else constants[float(f)])
-                  for f in expr.atoms(sp.Float)}
+        for f in expr.atoms(sp.Float):
+            constants.setdefault(float(f), sp.Symbol(f"_c{len(constants)}"))
+        floats = {f: constants[float(f)] for f in expr.atoms(sp.Float)}
         replaced.append((target, expr.xreplace(floats)))
     subs, reduced = sp.cse([e for _, e in replaced], symbols=sp.numbered_symbols("_s"))
     lines = [f"    const double {s} = {sp.ccode(v)};" for s, v in subs]
@@ -69,7 +70,7 @@ def field_source(field) -> str:
         raise Unsupported("models with inputs")
     states, params = list(model.states), list(model.parameters)
     rhs = [sp.sympify(e) for e in model.rhs()]
-    time = next((s for e in rhs for s in e.free_symbols if s.name == "t"), TIME)
+    time = _with_time([TIME], rhs)[0]          # the user's own t, as HybridField uses it
     _check(rhs)
     xs = sp.symbols(f"x0:{len(states)}", real=True)
     ps = sp.symbols(f"p0:{len(params)}", real=True)
@@ -89,7 +90,7 @@ def field_source(field) -> str:
     unpack_v = "\n".join(f"    const double v{i} = v[{i}];" for i in range(len(v)))
     consts = "\n".join(f"static const double {name} = {value!r};"
                        for value, name in constants.items())
-    floored = [bool(s.is_positive or s.is_nonnegative) for s in states]
+    floored = [False] * len(states) if field._floored is None else field._floored.tolist()
     net = field.residual
     if net is None:
         shape = "#define HAS_NET 0\n#define N_LAYERS 0\n#define ACT 0\n#define N_READ 0\n" \
@@ -97,12 +98,12 @@ def field_source(field) -> str:
                 "#define N_WRITE 0\nstatic const int WIDTHS[1] = {0};\n" \
                 "static const int READ[1] = {0};\nstatic const int WRITE[1] = {0};\n"
     else:
-        activation = type(net.net[1]).__name__.lower() if len(net.net) > 1 else "tanh"
-        activation = {"tanh": "tanh", "softplus": "softplus", "silu": "silu",
-                      "gelu": "gelu"}.get(activation)
-        if activation is None:
+        names = {cls: name for name, cls in _ACTIVATION_CLASSES.items()}
+        # depth 0 has no activation: any value of ACT will do
+        activation = names.get(type(net.net[1]), "unknown") if len(net.net) > 1 else "tanh"
+        if activation not in _ACTIVATIONS or getattr(net.net[1], "approximate", "none") != "none":
             raise Unsupported(f"activation {type(net.net[1]).__name__}")
-        linears = [layer for layer in net.net if isinstance(layer, torch_linear())]
+        linears = [layer for layer in net.net if isinstance(layer, nn.Linear)]
         widths = [linears[0].in_features] + [layer.out_features for layer in linears]
         read, write = net.read_index.tolist(), net.write_index.tolist()
         shape = (f"#define HAS_NET 1\n#define N_LAYERS {len(linears)}\n"
@@ -137,12 +138,6 @@ static void physics_vjp(const double *x, double tt, const double *p, const doubl
 {body_v}
 }}
 """
-
-
-def torch_linear():
-    from torch import nn
-
-    return nn.Linear
 
 
 SOLVER = r"""
