@@ -190,3 +190,14 @@ def test_large_batches_stay_on_the_pytorch_solver():
     field = _problem(model, data, True).field
     assert native.worth_it(field, 5)
     assert not native.worth_it(field, 5000)
+
+
+def test_a_cache_folder_that_cannot_be_written_falls_back(monkeypatch, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SYSID_CACHE", str(blocker))       # cache/native cannot be made
+    monkeypatch.setattr(native, "_LOADED", {})
+    model, data = _lv_hybrid()
+    field = _problem(model, data, True).field
+    assert native.kernel_for(field) is None
+    assert "cannot build in the cache folder" in field.__dict__["_native_unsupported"]
