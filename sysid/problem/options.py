@@ -60,7 +60,7 @@ class FitOptions:
     max_steps: int = 5_000
     substeps: int = 4
     adjoint: bool = False
-    compiled: bool = False
+    compiled: bool = True
     interpolation: str = "linear"
     time_unit: str | None = None
     progress: bool | None = None

@@ -98,17 +98,18 @@ def fit(model: HybridODE, data, **options):
         (where retrying at a lower rate does not help; the best parameters are kept).
     adjoint : bool
         Adjoint gradients (memory independent of the series length).
-    compiled : bool, default False
-        Run the ``dopri5`` solves of training in C generated from the model. That covers
-        the field, its vector-Jacobian products and the solver's discrete adjoint,
-        compiled once per model with the system's C compiler and cached. It takes the same
-        steps as the PyTorch solver and gives the same values and gradients to rounding,
-        and it is 5-20x faster. Where it does not apply, the PyTorch solver runs: no C
-        compiler, a model with inputs, a function it does not generate, ``adjoint=True``,
-        another solver, a GPU. It is off by default for now. A hybrid fit's optimiser can
-        amplify rounding differences into a different optimum, as it does for a change
-        of 1e-15 in the data, so the benchmark records are kept on the PyTorch path until
-        they are regenerated with it.
+    compiled : bool, default True
+        Run the ``dopri5`` and ``rk4`` solves in C generated from the model: the field,
+        its vector-Jacobian products and the solver's discrete adjoint, compiled once per
+        model with the system's C compiler and cached (``$SYSID_CACHE``, else
+        ``~/.cache/sysid``). It takes the same steps as the PyTorch solver and gives the
+        same values and gradients to rounding, 5-20x faster. Where it does not apply, the
+        PyTorch solver runs: no C compiler, a function it does not generate, per-trajectory
+        parameters, inputs sampled between the solver's sample times, ``adjoint=True``,
+        another solver, a GPU, or a batch large enough for PyTorch's matrix products to be
+        faster. ``False`` runs the PyTorch solver throughout. Rounding differences
+        between the two can lead a hybrid fit's optimiser to a slightly different optimum,
+        as a change of 1e-15 in the data would.
     interpolation : {"linear", "zoh"}
         How inputs are interpolated between samples.
     time_unit : {"s", "min", "h", "D"}, optional

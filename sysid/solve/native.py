@@ -1,16 +1,19 @@
-"""The native hot path: a model's field and the Dormand-Prince solver compiled to C.
+"""The native hot path: a model's field and its Runge-Kutta solvers compiled to C.
 
 :func:`kernel_for` generates the C source of a :class:`~sysid.model.field.HybridField`
 (:mod:`sysid.solve.native_source`), compiles it once with the system's C compiler into a
 cache folder (keyed by a hash of the source; ``$SYSID_CACHE`` or ``~/.cache/sysid``) and
 loads it with :mod:`ctypes`. :func:`solve_native` integrates like
 :func:`sysid.solve.runge_kutta.solve_intervals` (``dopri5``: the same stages, step-size
-control and first-same-as-last reuse), and its gradient is the discrete adjoint of those
-steps, as autograd computes it through the eager solver: the step sizes are constants.
+control and first-same-as-last reuse; ``rk4``: the same fixed steps), with inputs read as
+the straight lines (or held values) along each interval that
+:meth:`~sysid.solve.integrate.InputSignal.on_intervals` gives; its gradient is the
+discrete adjoint of those steps, as autograd computes it through the eager solver: the
+step sizes are constants.
 
-Where the native path does not apply (no C compiler, a model with inputs, an unsupported
-function, per-row parameters, CUDA tensors), :func:`kernel_for` returns None and the
-caller runs the eager solver.
+Where the native path does not apply (no C compiler, an unsupported function),
+:func:`kernel_for` returns None; the caller also keeps per-row parameters, CUDA tensors
+and inputs sampled inside an interval on the eager solver.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .native_source import SOLVER, Unsupported, field_source
+from .native_solvers import SOLVER
+from .native_source import Unsupported, field_source
 
 __all__ = ["compiler", "kernel_for", "solve_native", "worth_it", "Unsupported"]
 
@@ -38,6 +42,10 @@ _LOADED: dict = {}
 
 class _Model(ctypes.Structure):
     _fields_ = [("p", _D), ("w", _D), ("shift", _D), ("scale", _D), ("out_scale", _D)]
+
+
+class _Inputs(ctypes.Structure):
+    _fields_ = [("start", _D), ("rise", _D), ("K", ctypes.c_int)]
 
 
 def _cache_dir() -> Path:
@@ -85,16 +93,21 @@ def _build(cc, source, folder, library, digest):
 
 def _load(library, digest):
     lib = ctypes.CDLL(str(library))
-    lib.dopri5_forward.restype = ctypes.c_long
-    lib.dopri5_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int, _D, _D,
-                                   ctypes.c_double, ctypes.c_double, ctypes.c_long, _D, _D,
-                                   _D, _I, ctypes.c_long, _L]
+    model, inputs, c_int, c_long = (ctypes.POINTER(_Model), ctypes.POINTER(_Inputs),
+                                     ctypes.c_int, ctypes.c_long)
+    lib.dopri5_forward.restype = c_long
+    lib.dopri5_forward.argtypes = [model, inputs, c_int, c_int, c_int, _D, _D, ctypes.c_double,
+                                   ctypes.c_double, c_long, _D, _D, _D, _I, c_long, _L]
     lib.dopri5_backward.restype = None
-    lib.dopri5_backward.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int, _D,
-                                    _D, _D, _D, _I, ctypes.c_long, _D, _D, _D, _L]
+    lib.dopri5_backward.argtypes = [model, inputs, c_int, c_int, _D, _D, _D, _D, _I, c_long,
+                                    _D, _D, _D, _L]
+    lib.rk4_forward.restype = c_long
+    lib.rk4_forward.argtypes = [model, inputs, c_int, c_int, _D, _D, c_int, _D, _D]
+    lib.rk4_backward.restype = None
+    lib.rk4_backward.argtypes = [model, inputs, c_int, c_int, _D, _D, _D, c_long, c_int, _D,
+                                 _D, _D]
     lib.field_eval_vjp.restype = None
-    lib.field_eval_vjp.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, _D, _D, _D, _D, _D,
-                                   _D, _D]
+    lib.field_eval_vjp.argtypes = [model, c_int, _D, _D, _D, _D, _D, _D, _D, _D]
     _LOADED[digest] = lib
     return lib
 
@@ -162,75 +175,120 @@ class _Kernel:
         model = _Model(*(_ptr(a) for a in arrays + self.buffers))
         return model, arrays
 
-    def eval_vjp(self, field, x: np.ndarray, t: np.ndarray, v: np.ndarray):
-        """``f(t, x)`` (B, n) and the VJPs ``v^T df/dx`` (B, n), ``v^T df/dp`` (P) and
-        ``v^T df/dw`` (all weights, flat), in C: one call (the micro-benchmark's unit)."""
+    def eval_vjp(self, field, x: np.ndarray, t: np.ndarray, v: np.ndarray, u=None):
+        """``f(t, x, u)`` (B, n) and the VJPs ``v^T df/dx`` (B, n), ``v^T df/dp`` (P) and
+        ``v^T df/dw`` (all weights, flat), in C: one call (the micro-benchmark's unit).
+        ``u``: inputs (B, m), if the model has any."""
         model, arrays = self.prepare(field.parameter_values(), self.weights())
-        return self.eval_vjp_with(model, arrays, x, t, v)
+        return self.eval_vjp_with(model, arrays, x, t, v, u)
 
-    def eval_vjp_with(self, model, arrays, x, t, v):
+    def eval_vjp_with(self, model, arrays, x, t, v, u=None):
         f, gx = np.zeros_like(x), np.zeros_like(x)
         gp, gw = np.zeros(arrays[0].size), np.zeros(arrays[1].size)
-        self.lib.field_eval_vjp(ctypes.byref(model), x.shape[0], _ptr(x), _ptr(t), _ptr(v),
-                                _ptr(f), _ptr(gx), _ptr(gp), _ptr(gw))
+        u = np.zeros((x.shape[0], 1)) if u is None or u.size == 0 else np.ascontiguousarray(u)
+        self.lib.field_eval_vjp(ctypes.byref(model), x.shape[0], _ptr(x), _ptr(u), _ptr(t),
+                                _ptr(v), _ptr(f), _ptr(gx), _ptr(gp), _ptr(gw))
         return f, gx, gp, gw
+
+
+def _inputs(lines, K):
+    """The C view of the inputs along the intervals (start, rise or None), and the arrays
+    it points into."""
+    if lines is None:
+        arrays = [np.zeros(1)]
+        return _Inputs(_ptr(arrays[0]), None, K), arrays
+    start, rise = lines
+    arrays = [_as_c(start)] + ([] if rise is None else [_as_c(rise)])
+    return _Inputs(_ptr(arrays[0]), None if rise is None else _ptr(arrays[1]), K), arrays
 
 
 class _NativeSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x0, p, w, tau, field, kernel, rtol, atol, max_steps, failure):
+    def forward(ctx, x0, p, w, tau, field, kernel, how, failure):
         B, K = tau.shape
         n = x0.shape[1]
         tau_np, x0_np = _as_c(tau), _as_c(x0)
         model, arrays = kernel.prepare(p, w)
+        inputs, input_arrays = _inputs(how["lines"], K)
         xs = np.zeros((B, K, n))
-        capacity = 64 + 4 * K
-        nfe = ctypes.c_long(0)
-        while True:            # a tape too short for the steps: solve again with a longer one
-            tape_x = np.zeros((capacity, 7, B, n))
-            tape_s = np.zeros((capacity, 2))
-            tape_i = np.zeros((capacity, 2), dtype=np.intc)
-            steps = kernel.lib.dopri5_forward(
-                ctypes.byref(model), B, K, _ptr(tau_np), _ptr(x0_np), rtol, atol, max_steps,
-                _ptr(xs), _ptr(tape_x), _ptr(tape_s), tape_i.ctypes.data_as(_I), capacity,
-                ctypes.byref(nfe))
-            if steps != -1:
-                break
-            capacity *= 4
-        field.__dict__["nfe"] += int(nfe.value)      # the evaluations of the solve kept
-        if steps == -2:
-            raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps option "
-                          f"plus one per sample interval)")
-        if steps == -3:
-            raise failure("underflow in dt: the vector field or the state is not finite "
-                          "(NaN or inf)")
-        if steps == -4:
-            raise failure("underflow in dt: the problem is stiff or the state blew up")
-        # (the first ``steps`` rows of a C-ordered tape are contiguous: no copy)
-        ctx.saved = (tau_np, tape_x[:steps], tape_s[:steps], tape_i[:steps], steps, model,
-                     arrays, kernel, p.shape, w.shape)
+        if how["method"] == "rk4":
+            tape = _rk4_forward(kernel, model, inputs, tau_np, x0_np, xs, how["substeps"])
+        else:
+            tape = _dopri5_forward(kernel, model, inputs, tau_np, x0_np, xs, how, failure)
+        field.__dict__["nfe"] += tape[-1]        # the evaluations of the solve kept
+        ctx.saved = (tau_np, tape, model, arrays, inputs, input_arrays, kernel, how,
+                     p.shape, w.shape)
         return torch.from_numpy(xs)
 
     @staticmethod
     def backward(ctx, gxs):
-        tau_np, tape_x, tape_s, tape_i, steps, model, arrays, kernel, p_shape, w_shape = \
-            ctx.saved
-        B, K = gxs.shape[:2]
-        n = gxs.shape[2]
+        tau_np, tape, model, arrays, inputs, _, kernel, how, p_shape, w_shape = ctx.saved
+        B, K, n = gxs.shape
         g = _as_c(gxs)
         gx0, gp, gw = np.zeros((B, n)), np.zeros(arrays[0].size), np.zeros(arrays[1].size)
-        nfe = ctypes.c_long(0)
-        kernel.lib.dopri5_backward(ctypes.byref(model), B, K, _ptr(tau_np), _ptr(g),
-                                   _ptr(tape_x), _ptr(tape_s), tape_i.ctypes.data_as(_I),
-                                   steps, _ptr(gx0), _ptr(gp), _ptr(gw), ctypes.byref(nfe))
+        if how["method"] == "rk4":
+            tape_x, steps, _ = tape
+            kernel.lib.rk4_backward(ctypes.byref(model), ctypes.byref(inputs), B, K,
+                                    _ptr(tau_np), _ptr(g), _ptr(tape_x), steps,
+                                    how["substeps"], _ptr(gx0), _ptr(gp), _ptr(gw))
+        else:
+            tape_x, tape_s, tape_i, steps, _ = tape
+            nfe = ctypes.c_long(0)
+            kernel.lib.dopri5_backward(ctypes.byref(model), ctypes.byref(inputs), B, K,
+                                       _ptr(tau_np), _ptr(g), _ptr(tape_x), _ptr(tape_s),
+                                       tape_i.ctypes.data_as(_I), steps, _ptr(gx0), _ptr(gp),
+                                       _ptr(gw), ctypes.byref(nfe))
         gp_t = torch.from_numpy(gp[:int(np.prod(p_shape))]).reshape(p_shape)
         return (torch.from_numpy(gx0), gp_t, torch.from_numpy(gw).reshape(w_shape),
-                None, None, None, None, None, None, None)
+                None, None, None, None, None)
 
 
-def solve_native(field, kernel, x0, tau, *, rtol, atol, max_steps, failure):
-    """States (B, K, n) at ``tau``, as ``solve_intervals(method="dopri5")`` computes them,
-    differentiable in ``x0``, the physical parameters and the network's weights."""
+def _rk4_forward(kernel, model, inputs, tau_np, x0_np, xs, substeps):
+    B, K, n = xs.shape
+    tau = tau_np.reshape(B, K)
+    steps = int((tau[:, 1:] != tau[:, :-1]).any(axis=0).sum()) * substeps
+    tape_x = np.zeros((max(steps, 1), 4, B, n))
+    evals = kernel.lib.rk4_forward(ctypes.byref(model), ctypes.byref(inputs), B, K,
+                                   _ptr(tau_np), _ptr(x0_np), substeps, _ptr(xs), _ptr(tape_x))
+    return tape_x, steps, int(evals)
+
+
+def _dopri5_forward(kernel, model, inputs, tau_np, x0_np, xs, how, failure):
+    B, K, n = xs.shape
+    max_steps = how["max_steps"]
+    capacity = 64 + 4 * K
+    nfe = ctypes.c_long(0)
+    while True:            # a tape too short for the steps: solve again with a longer one
+        tape_x = np.zeros((capacity, 7, B, n))
+        tape_s = np.zeros((capacity, 2))
+        tape_i = np.zeros((capacity, 2), dtype=np.intc)
+        steps = kernel.lib.dopri5_forward(
+            ctypes.byref(model), ctypes.byref(inputs), int(how["reuse"]), B, K, _ptr(tau_np),
+            _ptr(x0_np), how["rtol"], how["atol"], max_steps, _ptr(xs), _ptr(tape_x),
+            _ptr(tape_s), tape_i.ctypes.data_as(_I), capacity, ctypes.byref(nfe))
+        if steps != -1:
+            break
+        capacity *= 4
+    if steps == -2:
+        raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps option "
+                      f"plus one per sample interval)")
+    if steps == -3:
+        raise failure("underflow in dt: the vector field or the state is not finite "
+                      "(NaN or inf)")
+    if steps == -4:
+        raise failure("underflow in dt: the problem is stiff or the state blew up")
+    # (the first ``steps`` rows of a C-ordered tape are contiguous: no copy)
+    return tape_x[:steps], tape_s[:steps], tape_i[:steps], steps, int(nfe.value)
+
+
+def solve_native(field, kernel, x0, tau, *, method="dopri5", rtol=1e-6, atol=1e-8,
+                 max_steps=20_000, substeps=4, failure=RuntimeError, lines=None, reuse=True):
+    """States (B, K, n) at ``tau``, as ``solve_intervals`` computes them with ``method``
+    ("dopri5" or "rk4"), differentiable in ``x0``, the physical parameters and the
+    network's weights. ``lines``: the inputs along the intervals, ``(start, rise)`` as
+    :meth:`~sysid.solve.integrate.InputSignal.on_intervals` gives them (exact on every
+    interval), or None without inputs; ``reuse``: first-same-as-last across intervals."""
     p = field.parameter_values()
-    return _NativeSolve.apply(x0, p, kernel.weights(), tau, field, kernel, float(rtol),
-                              float(atol), int(max_steps), failure)
+    how = dict(method=method, rtol=float(rtol), atol=float(atol), max_steps=int(max_steps),
+               substeps=int(substeps), lines=lines, reuse=bool(reuse))
+    return _NativeSolve.apply(x0, p, kernel.weights(), tau, field, kernel, how, failure)

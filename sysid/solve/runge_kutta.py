@@ -89,34 +89,37 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
                     max_steps=20_000, substeps=4, failure=RuntimeError, compiled=False):
     """States (B, K, n) at the sample times ``tau`` (B, K), starting from ``x0`` at tau[:, 0].
 
-    ``compiled``: run dopri5 in C (:mod:`sysid.solve.native`) where it applies and is
+    ``compiled``: run the solve in C (:mod:`sysid.solve.native`) where it applies and is
     expected to be faster (:func:`~sysid.solve.native.worth_it`); the same steps and
     values, to rounding."""
-    if compiled and method == "dopri5" and (inputs is None or inputs.m == 0) \
-            and x0.device.type == "cpu" and getattr(field, "_rows", None) is None \
-            and native.worth_it(field, x0.shape[0]):
+    B, K = tau.shape
+    # first-same-as-last across intervals: the derivative at an interval's end is the next
+    # one's first stage, unless a held (zero-order-hold) input may jump at the sample
+    reuse = inputs is None or getattr(inputs, "kind", "linear") != "zoh"
+    lines, exact = None, True
+    if inputs is not None and inputs.m > 0:
+        start, rise, exact_k = inputs.on_intervals(tau)
+        exact = bool(exact_k.all())
+        lines = (start, rise) if exact else \
+            [(start[:, k], rise[:, k] if rise is not None else None) if ok else None
+             for k, ok in enumerate(exact_k.cpu().tolist())]
+    if compiled and method in ("dopri5", "rk4") and exact and x0.device.type == "cpu" \
+            and getattr(field, "_rows", None) is None and native.worth_it(field, B):
         kernel = native.kernel_for(field)
         if kernel is not None:
-            return native.solve_native(field, kernel, x0, tau, rtol=rtol, atol=atol,
-                                       max_steps=max_steps, failure=failure)
-    B, K = tau.shape
+            return native.solve_native(field, kernel, x0, tau, method=method, rtol=rtol,
+                                       atol=atol, max_steps=max_steps, substeps=substeps,
+                                       failure=failure, lines=lines, reuse=reuse)
+    if exact and lines is not None:
+        start, rise = lines
+        lines = [(start[:, k], rise[:, k] if rise is not None else None) for k in range(K - 1)]
     delta = tau[:, 1:] - tau[:, :-1]
     moving = np.asarray((delta != 0).any(dim=0).cpu())
     xs = [x0]
     x = x0
     h, steps = 1.0, 0
     max_steps = max_steps + int(moving.sum())      # the limit is beyond one step per sample
-    # first-same-as-last across intervals: the derivative at an interval's end is the next
-    # one's first stage, unless a held (zero-order-hold) input may jump at the sample
-    reuse = inputs is None or getattr(inputs, "kind", "linear") != "zoh"
     f_end = None
-    lines = None
-    if inputs is not None and inputs.m > 0:
-        start, rise, exact = inputs.on_intervals(tau)
-        start = start.unbind(1)
-        rise = rise.unbind(1) if rise is not None else [None] * (K - 1)
-        lines = [(start[k], rise[k]) if ok else None
-                 for k, ok in enumerate(exact.cpu().tolist())]
     for k in range(K - 1):
         if not moving[k]:
             xs.append(x)
