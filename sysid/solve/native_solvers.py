@@ -25,57 +25,66 @@ static double act(double a) {
     return 0.5 * a * (1.0 + erf(a * 0.70710678118654752440));
 #endif
 }
-static double act_slope(double a) {
+/* the slope at a, given act(a) (y) */
+static double act_slope(double a, double y) {
 #if ACT == 0
-    double t = tanh(a); return 1.0 - t * t;
+    (void)a; return 1.0 - y * y;
 #elif ACT == 1
-    return a > 20.0 ? 1.0 : 1.0 / (1.0 + exp(-a));
+    (void)y; return a > 20.0 ? 1.0 : 1.0 / (1.0 + exp(-a));
 #elif ACT == 2
-    double s = 1.0 / (1.0 + exp(-a)); return s * (1.0 + a * (1.0 - s));
+    (void)y; double s = 1.0 / (1.0 + exp(-a)); return s * (1.0 + a * (1.0 - s));
 #else
-    return 0.5 * (1.0 + erf(a * 0.70710678118654752440))
+    (void)y; return 0.5 * (1.0 + erf(a * 0.70710678118654752440))
            + a * exp(-0.5 * a * a) * 0.39894228040143267794;
 #endif
 }
 
-/* weights: per layer W (out x in, row-major, torch's layout) then b (out) */
-static void net_forward(const double *xu, const double *w, const double *shift,
+/* weights w: per layer W (out x in, row-major, torch's layout) then b (out); wt: the same
+   with each W transposed (in x out), so that the forward's inner loop runs over
+   independent outputs (no chain of dependent additions: the compiler vectorises it). Each
+   output is still summed in the order of the inputs, as the row-major loop would. */
+static void net_forward(const double *xu, const double *wt, const double *shift,
                         const double *scale, const double *out_scale, double *f,
-                        double *pre /* sum of widths after the input, or NULL */) {
+                        double *pre /* sum of widths after the input, or NULL */,
+                        double *post /* the hidden layers' activations, or NULL */) {
 #if HAS_NET
     double h[MAXW], g[MAXW];
     int n_in = WIDTHS[0];
     for (int i = 0; i < n_in; i++) h[i] = (xu[READ[i]] - shift[i]) / scale[i];
-    const double *wl = w;
-    double *pl = pre;
+    const double *wl = wt;
+    int off = 0;
     for (int l = 0; l < N_LAYERS; l++) {
         int n_out = WIDTHS[l + 1];
-        const double *W = wl, *b = wl + n_out * n_in;
-        for (int o = 0; o < n_out; o++) {
-            double s = b[o];
-            for (int i = 0; i < n_in; i++) s += W[o * n_in + i] * h[i];
-            g[o] = s;
+        const double *WT = wl, *b = wl + n_out * n_in;
+        for (int o = 0; o < n_out; o++) g[o] = b[o];
+        for (int i = 0; i < n_in; i++) {
+            const double hi = h[i], *row = WT + i * n_out;
+            for (int o = 0; o < n_out; o++) g[o] += row[o] * hi;
         }
-        if (pl) { memcpy(pl, g, sizeof(double) * n_out); pl += n_out; }
-        if (l < N_LAYERS - 1) for (int o = 0; o < n_out; o++) h[o] = act(g[o]);
-        else memcpy(h, g, sizeof(double) * n_out);
+        if (pre) memcpy(pre + off, g, sizeof(double) * n_out);
+        if (l < N_LAYERS - 1) {
+            for (int o = 0; o < n_out; o++) h[o] = act(g[o]);
+            if (post) memcpy(post + off, h, sizeof(double) * n_out);
+        } else memcpy(h, g, sizeof(double) * n_out);
+        off += n_out;
         wl = b + n_out;
         n_in = n_out;
     }
     for (int k = 0; k < N_WRITE; k++) f[WRITE[k]] += h[k] * out_scale[k];
 #else
-    (void)xu; (void)w; (void)shift; (void)scale; (void)out_scale; (void)f; (void)pre;
+    (void)xu; (void)wt; (void)shift; (void)scale; (void)out_scale; (void)f; (void)pre; (void)post;
 #endif
 }
 
 /* v^T d(net)/dxu added to gxu, v^T d(net)/dw added to gw */
-static void net_vjp(const double *xu, const double *w, const double *shift, const double *scale,
-                    const double *out_scale, const double *v, double *gxu, double *gw) {
+static void net_vjp(const double *xu, const double *w, const double *wt, const double *shift,
+                    const double *scale, const double *out_scale, const double *v, double *gxu,
+                    double *gw) {
 #if HAS_NET
-    double pre[PRE_TOTAL], hin[MAXW], d[MAXW], dn[MAXW];
+    double pre[PRE_TOTAL], post[PRE_TOTAL], hin[MAXW], d[MAXW], dn[MAXW];
     double dummy[N];
     memset(dummy, 0, sizeof(dummy));
-    net_forward(xu, w, shift, scale, out_scale, dummy, pre);
+    net_forward(xu, wt, shift, scale, out_scale, dummy, pre, post);
     /* offsets of each layer's weights and pre-activations */
     int woff[N_LAYERS + 1], poff[N_LAYERS + 1];
     woff[0] = 0; poff[0] = 0;
@@ -90,23 +99,27 @@ static void net_vjp(const double *xu, const double *w, const double *shift, cons
         n_out = WIDTHS[l + 1];
         /* the layer's input */
         if (l == 0) for (int i = 0; i < n_in; i++) hin[i] = (xu[READ[i]] - shift[i]) / scale[i];
-        else for (int i = 0; i < n_in; i++) hin[i] = act(pre[poff[l - 1] + i]);
+        else memcpy(hin, post + poff[l - 1], sizeof(double) * n_in);
         const double *W = w + woff[l];
         double *gW = gw + woff[l], *gb = gW + n_out * n_in;
         for (int o = 0; o < n_out; o++) {
             gb[o] += d[o];
             for (int i = 0; i < n_in; i++) gW[o * n_in + i] += d[o] * hin[i];
         }
-        for (int i = 0; i < n_in; i++) {
-            double s = 0.0;
-            for (int o = 0; o < n_out; o++) s += W[o * n_in + i] * d[o];
-            dn[i] = s;
+        /* dn = W^T d, each element summed over the outputs in order; the inner loop runs
+           over independent inputs */
+        for (int i = 0; i < n_in; i++) dn[i] = 0.0;
+        for (int o = 0; o < n_out; o++) {
+            const double dv = d[o], *row = W + o * n_in;
+            for (int i = 0; i < n_in; i++) dn[i] += row[i] * dv;
         }
-        if (l > 0) for (int i = 0; i < n_in; i++) d[i] = dn[i] * act_slope(pre[poff[l - 1] + i]);
+        if (l > 0) for (int i = 0; i < n_in; i++)
+            d[i] = dn[i] * act_slope(pre[poff[l - 1] + i], post[poff[l - 1] + i]);
         else for (int i = 0; i < n_in; i++) gxu[READ[i]] += dn[i] / scale[i];
     }
 #else
-    (void)xu; (void)w; (void)shift; (void)scale; (void)out_scale; (void)v; (void)gxu; (void)gw;
+    (void)xu; (void)w; (void)wt; (void)shift; (void)scale; (void)out_scale; (void)v; (void)gxu;
+    (void)gw;
 #endif
 }
 """
@@ -114,7 +127,7 @@ static void net_vjp(const double *xu, const double *w, const double *shift, cons
 SOLVER += r"""
 /* ---- the hybrid field: physics (states floored where declared positive) + network ---- */
 typedef struct {
-    const double *p, *w, *shift, *scale, *out_scale;
+    const double *p, *w, *shift, *scale, *out_scale, *wt;   /* wt: see net_forward */
 } Model;
 
 #define MU (M_IN > 0 ? M_IN : 1)
@@ -143,7 +156,7 @@ static void field(const Model *m, const double *x, const double *u, double tt, d
     }
     for (int j = 0; j < M_IN; j++) xu[N + j] = u[j];
     physics(xf, u, tt, m->p, f);
-    net_forward(xu, m->w, m->shift, m->scale, m->out_scale, f, NULL);
+    net_forward(xu, m->wt, m->shift, m->scale, m->out_scale, f, NULL, NULL);
 }
 
 /* v^T df/dx added to gx, v^T df/dp to gp, v^T df/dw to gw (inputs are data: no gradient) */
@@ -159,7 +172,7 @@ static void field_vjp(const Model *m, const double *x, const double *u, double t
     for (int i = 0; i < N; i++) if (!(FLOORED[i] && x[i] < FLOOR)) gx[i] += gxf[i];
     for (int k = 0; k < P; k++) gp[k] += gpp[k];
     memset(gxu, 0, sizeof(gxu));
-    net_vjp(xu, m->w, m->shift, m->scale, m->out_scale, v, gxu, gw);
+    net_vjp(xu, m->w, m->wt, m->shift, m->scale, m->out_scale, v, gxu, gw);
     for (int i = 0; i < N; i++) gx[i] += gxu[i];
 }
 
