@@ -450,7 +450,7 @@ def main(argv=None) -> None:
     sections = {
         "field": ("One vector-field evaluation + vector-Jacobian product, UDE Lotka-Volterra "
                   "field with sysid.MLP()'s default network (2 x 32 tanh): sysid eager "
-                  "PyTorch vs jitted JAX (best of 5 repeats)", peer.field_evaluation),
+                  "PyTorch and native C vs jitted JAX (best of 5 repeats)", peer.field_evaluation),
         "peer": ("UDE Lotka-Volterra (BENCHMARKS.md section 1, 5 % noise): sysid vs the "
                  "diffrax + equinox + optax recipe vs the plain torchdiffeq recipe, wall time "
                  "including compilation", peer.peer_fits),
