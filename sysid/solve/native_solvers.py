@@ -76,15 +76,16 @@ static void net_forward(const double *xu, const double *wt, const double *shift,
 #endif
 }
 
-/* v^T d(net)/dxu added to gxu, v^T d(net)/dw added to gw */
+/* v^T d(net)/dxu added to gxu, v^T d(net)/dw added to gw; the network's output added to f
+   (NULL: not wanted) */
 static void net_vjp(const double *xu, const double *w, const double *wt, const double *shift,
                     const double *scale, const double *out_scale, const double *v, double *gxu,
-                    double *gw) {
+                    double *gw, double *f) {
 #if HAS_NET
     double pre[PRE_TOTAL], post[PRE_TOTAL], hin[MAXW], d[MAXW], dn[MAXW];
     double dummy[N];
-    memset(dummy, 0, sizeof(dummy));
-    net_forward(xu, wt, shift, scale, out_scale, dummy, pre, post);
+    if (!f) { memset(dummy, 0, sizeof(dummy)); f = dummy; }
+    net_forward(xu, wt, shift, scale, out_scale, f, pre, post);
     /* offsets of each layer's weights and pre-activations */
     int woff[N_LAYERS + 1], poff[N_LAYERS + 1];
     woff[0] = 0; poff[0] = 0;
@@ -119,7 +120,7 @@ static void net_vjp(const double *xu, const double *w, const double *wt, const d
     }
 #else
     (void)xu; (void)w; (void)wt; (void)shift; (void)scale; (void)out_scale; (void)v; (void)gxu;
-    (void)gw;
+    (void)gw; (void)f;
 #endif
 }
 """
@@ -161,7 +162,8 @@ static void field(const Model *m, const double *x, const double *u, double tt, d
 
 /* v^T df/dx added to gx, v^T df/dp to gp, v^T df/dw to gw (inputs are data: no gradient) */
 static void field_vjp(const Model *m, const double *x, const double *u, double tt,
-                      const double *v, double *gx, double *gp, double *gw) {
+                      const double *v, double *gx, double *gp, double *gw,
+                      double *f /* the field's value, or NULL: not wanted */) {
     double xf[N], gxf[N], gpp[P > 0 ? P : 1], xu[N + MU], gxu[N + MU];
     for (int i = 0; i < N; i++) {
         xf[i] = FLOORED[i] && x[i] < FLOOR ? FLOOR : x[i];
@@ -172,7 +174,8 @@ static void field_vjp(const Model *m, const double *x, const double *u, double t
     for (int i = 0; i < N; i++) if (!(FLOORED[i] && x[i] < FLOOR)) gx[i] += gxf[i];
     for (int k = 0; k < P; k++) gp[k] += gpp[k];
     memset(gxu, 0, sizeof(gxu));
-    net_vjp(xu, m->w, m->wt, m->shift, m->scale, m->out_scale, v, gxu, gw);
+    if (f) physics(xf, u, tt, m->p, f);
+    net_vjp(xu, m->w, m->wt, m->shift, m->scale, m->out_scale, v, gxu, gw, f);
     for (int i = 0; i < N; i++) gx[i] += gxu[i];
 }
 
@@ -341,7 +344,7 @@ void dopri5_backward(const Model *m, const Inputs *in, int B, int K, const doubl
                     if (any) {
                         inputs_at(in, b, iv, sigma + C_[j] * h, u);
                         field_vjp(m, xi + j * BN + b * N, u, t0[b] + d[b] * (sigma + C_[j] * h),
-                                  v, lxi + b * N, gp, gw);
+                                  v, lxi + b * N, gp, gw, NULL);
                     }
                 }
                 evals++;
@@ -377,8 +380,7 @@ SOLVER += r"""
 void field_eval_vjp(const Model *m, int B, const double *x, const double *u, const double *tt,
                     const double *v, double *f, double *gx, double *gp, double *gw) {
     for (int b = 0; b < B; b++) {
-        field(m, x + b * N, u + b * MU, tt[b], f + b * N);
-        field_vjp(m, x + b * N, u + b * MU, tt[b], v + b * N, gx + b * N, gp, gw);
+        field_vjp(m, x + b * N, u + b * MU, tt[b], v + b * N, gx + b * N, gp, gw, f + b * N);
     }
 }
 """
@@ -456,7 +458,7 @@ void rk4_backward(const Model *m, const Inputs *in, int B, int K, const double *
                         memset(lxi + b * N, 0, sizeof(double) * N);
                         inputs_at(in, b, iv, s + S_[j] * h, u);
                         field_vjp(m, tape + j * BN + b * N, u, t0[b] + d[b] * (s + S_[j] * h),
-                                  v, lxi + b * N, gp, gw);
+                                  v, lxi + b * N, gp, gw, NULL);
                     }
                     for (long q = 0; q < BN; q++) {
                         lx[q] += lxi[q];
