@@ -15,6 +15,17 @@ from ..solve.integrate import backward, SolverFailure
 from . import levenberg_marquardt as lm
 
 
+def copy_state(state: dict) -> dict:
+    """A copy of a state dict whose tensors do not alias the module's (what
+    ``copy.deepcopy`` gives, at a fraction of its cost: on the UDE Lotka-Volterra fit the
+    deep copies of the best state took 0.27 s of 1.5 s)."""
+    out = type(state)((k, v.detach().clone() if isinstance(v, torch.Tensor)
+                       else copy.deepcopy(v)) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata        # (version numbers: read, never written)
+    return out
+
+
 def _failure_status(err: SolverFailure, where: str = "") -> FitStatus:
     """The status of a fit that a solver failure ended: "diverged" where values stopped
     being finite, else "solver_failed" (step limit, step-size underflow)."""
@@ -38,7 +49,7 @@ class _ValidationWatch:
         score = float(parts["validation"])
         if score < self.best * (1 - 1e-3):
             self.best, self.since, self.loss = score, 0, loss_value
-            self.state = copy.deepcopy(self.trainer.problem.state_dict())
+            self.state = copy_state(self.trainer.problem.state_dict())
         else:
             self.since += 1
         return self.since >= self.patience
@@ -152,7 +163,7 @@ class Phases:
             self._record(phase, value, parts, new_lam)
             if value < self.best_loss:
                 self.best_loss = value
-                self.best_state = copy.deepcopy(self.problem.state_dict())
+                self.best_state = copy_state(self.problem.state_dict())
             # No checkpoint here: after this callback Levenberg-Marquardt decides from the
             # step's gain whether it has converged, which (iterations, damping) cannot
             # carry, so a run resumed from here took one step more (measured: parameters
@@ -216,7 +227,7 @@ class Phases:
             value = float(loss.detach())
             if value < self.best_loss:      # the parameters evaluated right now
                 self.best_loss = value
-                self.best_state = copy.deepcopy(self.problem.state_dict())
+                self.best_state = copy_state(self.problem.state_dict())
             return loss
 
         closure.parts, closure.failure = {}, SolverFailure("the loss is at least 1e10")

@@ -3,7 +3,6 @@ checkpoints (:mod:`~sysid.training.checkpoints`), give back the parts of a resul
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from ..problem.problem import build_problem
 from ..runtime.progress import progress_bar
 from ..solve.integrate import SolverFailure, threads_for
 from .checkpoints import Checkpointing, fingerprint
-from .phases import Phases, _failure_status
+from .phases import Phases, _failure_status, copy_state
 
 #: Adam epochs of a model with a network when ``epochs`` is not given.
 DEFAULT_EPOCHS = 60
@@ -91,7 +90,7 @@ class _Trainer(Phases, Checkpointing):
         self.fingerprint = fingerprint
         self.rows: list[dict] = []
         self.best_loss = float("inf")
-        self.best_state = copy.deepcopy(problem.state_dict())
+        self.best_state = copy_state(problem.state_dict())
         self.epoch = 0
         self.lbfgs_iters = 0
         self.done: dict[str, FitStatus] = {}
@@ -117,7 +116,7 @@ class _Trainer(Phases, Checkpointing):
         self.epoch += 1
         if phase == "adam" and value < self.best_loss:   # Adam records before its step
             self.best_loss = value
-            self.best_state = copy.deepcopy(self.problem.state_dict())
+            self.best_state = copy_state(self.problem.state_dict())
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{value:.4g}", phase=phase)
@@ -180,7 +179,7 @@ class _Trainer(Phases, Checkpointing):
         with torch.no_grad():
             loss, _ = self._loss()
         self.best_loss = float(loss)
-        self.best_state = copy.deepcopy(self.problem.state_dict())
+        self.best_state = copy_state(self.problem.state_dict())
 
     def _tighten(self) -> FitStatus:
         """Close the gaps between shooting windows: a 10x stiffer continuity penalty,
@@ -203,7 +202,7 @@ class _Trainer(Phases, Checkpointing):
             self._restore()
             with torch.no_grad():
                 nll = float(self._loss()[1]["nll"])
-            self.anchor = {"state": copy.deepcopy(self.best_state), "nll": nll}
+            self.anchor = {"state": copy_state(self.best_state), "nll": nll}
             self.penalty = self.opts.penalty_levels()[1]
             self._new_objective()
         status = self._lbfgs(max(1, self.opts.lbfgs_iterations // 2), phase="trim")
