@@ -244,3 +244,45 @@ def test_a_cache_folder_that_cannot_be_written_falls_back(monkeypatch, tmp_path)
     field = _problem(model, data, True).field
     assert native.kernel_for(field) is None
     assert "cannot build in the cache folder" in field.__dict__["_native_unsupported"]
+
+
+@pytest.mark.parametrize("case", ["forced_pendulum", "forced_tanks"])
+def test_the_central_difference_jacobian_is_the_same_on_the_native_solver(case):
+    # linearise gives every copy of the data its own parameter values (per-row parameters,
+    # forward solves under no_grad): Levenberg-Marquardt, the Laplace curvature and the
+    # symbolic refits read it
+    import dataclasses
+
+    from sysid.problem.jacobian import linearise
+
+    model, data = {"forced_pendulum": _forced_pendulum, "forced_tanks": _forced_tanks}[case]()
+    problem = _problem(model, data, True)
+    calls = []
+    solve = native.solve_native
+    out = {}
+    try:
+        native.solve_native = lambda *a, **k: calls.append(1) or solve(*a, **k)
+        for on in (True, False):
+            problem.solver = dataclasses.replace(problem.solver, compiled=on)
+            out[on] = linearise(problem)
+    finally:
+        native.solve_native = solve
+    assert calls == [1]                           # the compiled one ran in C
+    (f_c, r_c, J_c), (f_t, r_t, J_t) = out[True], out[False]
+    assert f_c == pytest.approx(f_t, rel=1e-12)
+    np.testing.assert_allclose(r_c, r_t, rtol=1e-10, atol=1e-12)
+    # central differences divide rounding differences (1e-16) by the step (1e-5)
+    np.testing.assert_allclose(J_c, J_t, rtol=1e-7, atol=1e-9 * np.abs(J_t).max())
+    # with gradients on, per-row parameters stay on the PyTorch solver (the C one has no
+    # gradient for them)
+    field = problem.field
+    x0 = problem.x0().detach().requires_grad_()
+    calls.clear()
+    try:
+        native.solve_native = lambda *a, **k: calls.append(1) or solve(*a, **k)
+        with field.per_row_parameters(field.parameter_values().expand(x0.shape[0], -1)):
+            xs = solve_intervals(field, x0, problem.single.tau, problem.single.inputs
+                                 if model.inputs else None, compiled=True)
+    finally:
+        native.solve_native = solve
+    assert calls == [] and xs.requires_grad

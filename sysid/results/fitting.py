@@ -104,10 +104,9 @@ def fit(model: HybridODE, data, **options):
         model with the system's C compiler and cached (``$SYSID_CACHE``, else
         ``~/.cache/sysid``). It takes the same steps as the PyTorch solver and gives the
         same values and gradients to rounding, 5-20x faster. Where it does not apply, the
-        PyTorch solver runs: no C compiler, a function it does not generate, per-trajectory
-        parameters, inputs sampled between the solver's sample times, ``adjoint=True``,
-        another solver, a GPU, or a batch large enough for PyTorch's matrix products to be
-        faster. ``False`` runs the PyTorch solver throughout. Rounding differences
+        PyTorch solver runs: no C compiler, a function it does not generate, inputs
+        sampled between the solver's sample times, ``adjoint=True``, another solver, a
+        GPU, or a batch large enough for PyTorch's matrix products to be faster. ``False`` runs the PyTorch solver throughout. Rounding differences
         between the two can lead a hybrid fit's optimiser to a slightly different optimum,
         as a change of 1e-15 in the data would.
     interpolation : {"linear", "zoh"}

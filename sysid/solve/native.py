@@ -12,7 +12,8 @@ discrete adjoint of those steps, as autograd computes it through the eager solve
 step sizes are constants.
 
 Where the native path does not apply (no C compiler, an unsupported function),
-:func:`kernel_for` returns None; the caller also keeps per-row parameters, CUDA tensors
+:func:`kernel_for` returns None; the caller also keeps CUDA tensors, per-row parameters
+with gradients (per-row parameters run here in forward solves: central differences)
 and inputs sampled inside an interval on the eager solver.
 """
 
@@ -45,7 +46,7 @@ _FLAGS = ("-O3", "-shared", "-fPIC")
 
 class _Model(ctypes.Structure):
     _fields_ = [("p", _D), ("w", _D), ("shift", _D), ("scale", _D), ("out_scale", _D),
-                ("wt", _D)]
+                ("wt", _D), ("p_stride", ctypes.c_long)]
 
 
 class _Inputs(ctypes.Structure):
@@ -173,11 +174,14 @@ class _Kernel:
         return torch.cat(parts) if parts else torch.zeros(1, dtype=torch.float64)
 
     def prepare(self, p: torch.Tensor, w: torch.Tensor):
-        """The C model struct for parameter values ``p`` and flat weights ``w``, and the
-        arrays it points into (keep them alive while it is used)."""
-        arrays = [_as_c(p), _as_c(w)]
+        """The C model struct for parameter values ``p`` ((P,), or (P, R): one column per
+        row, forward solves only) and flat weights ``w``, and the arrays it points into
+        (keep them alive while it is used)."""
+        per_row = p.dim() == 2
+        arrays = [_as_c(p.transpose(0, 1) if per_row else p), _as_c(w)]
         arrays.append(self._transposed(arrays[1]))
-        model = _Model(*(_ptr(a) for a in arrays[:2] + self.buffers + arrays[2:]))
+        model = _Model(*(_ptr(a) for a in arrays[:2] + self.buffers + arrays[2:]),
+                       p.shape[0] if per_row else 0)
         return model, arrays
 
     def _transposed(self, w: np.ndarray) -> np.ndarray:
@@ -238,6 +242,9 @@ class _NativeSolve(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gxs):
         tau_np, tape, model, arrays, inputs, _, kernel, how, p_shape, w_shape = ctx.saved
+        if model.p_stride:
+            raise RuntimeError("the native solver's per-row parameters are for forward solves "
+                               "(torch.no_grad()); it has no gradient for them")
         B, K, n = gxs.shape
         g = _as_c(gxs)
         gx0, gp, gw = np.zeros((B, n)), np.zeros(arrays[0].size), np.zeros(arrays[1].size)

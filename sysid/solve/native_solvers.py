@@ -129,6 +129,7 @@ SOLVER += r"""
 /* ---- the hybrid field: physics (states floored where declared positive) + network ---- */
 typedef struct {
     const double *p, *w, *shift, *scale, *out_scale, *wt;   /* wt: see net_forward */
+    long p_stride;   /* 0: one parameter vector; P: row b's own at p + b * P (forward only) */
 } Model;
 
 #define MU (M_IN > 0 ? M_IN : 1)
@@ -149,14 +150,15 @@ static void inputs_at(const Inputs *in, int b, int iv, double sigma, double *u) 
 #endif
 }
 
-static void field(const Model *m, const double *x, const double *u, double tt, double *f) {
+static void field(const Model *m, const double *p, const double *x, const double *u, double tt,
+                  double *f) {
     double xf[N], xu[N + MU];
     for (int i = 0; i < N; i++) {
         xf[i] = FLOORED[i] && x[i] < FLOOR ? FLOOR : x[i];
         xu[i] = x[i];
     }
     for (int j = 0; j < M_IN; j++) xu[N + j] = u[j];
-    physics(xf, u, tt, m->p, f);
+    physics(xf, u, tt, p, f);
     net_forward(xu, m->wt, m->shift, m->scale, m->out_scale, f, NULL, NULL);
 }
 
@@ -195,7 +197,7 @@ static void stage(const Model *m, const Inputs *in, int iv, int B, const double 
     for (int b = 0; b < B; b++) {
         double tt = t0[b] + d[b] * s;
         inputs_at(in, b, iv, s, u);
-        field(m, xi + b * N, u, tt, fphys + b * N);
+        field(m, m->p + b * m->p_stride, xi + b * N, u, tt, fphys + b * N);
         for (int i = 0; i < N; i++) k[b * N + i] = fphys[b * N + i] * d[b];
     }
 }

@@ -104,7 +104,8 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
             [(start[:, k], rise[:, k] if rise is not None else None) if ok else None
              for k, ok in enumerate(exact_k.cpu().tolist())]
     if compiled and method in ("dopri5", "rk4") and exact and x0.device.type == "cpu" \
-            and getattr(field, "_rows", None) is None and native.worth_it(field, B):
+            and (getattr(field, "_rows", None) is None or not torch.is_grad_enabled()) \
+            and native.worth_it(field, B):
         kernel = native.kernel_for(field)
         if kernel is not None:
             return native.solve_native(field, kernel, x0, tau, method=method, rtol=rtol,
