@@ -63,8 +63,9 @@ class ResidualNet(nn.Module):
     def scaled(self, xu: torch.Tensor) -> torch.Tensor:
         """Network output in units of ``out_scale`` (shape (..., n_written))."""
         if self._reads_all is None:
+            every = torch.arange(xu.shape[-1], device=xu.device)
             self._reads_all = (len(self.read_index) == xu.shape[-1]
-                               and bool((self.read_index == torch.arange(xu.shape[-1])).all()))
+                               and bool((self.read_index == every).all()))
         z = xu if self._reads_all else xu.index_select(-1, self.read_index)
         return self.net((z - self.shift) / self.scale)
 

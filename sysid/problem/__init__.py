@@ -4,8 +4,9 @@ Owns the options and status of a fit (:mod:`~sysid.problem.options`), the measur
 noise models (:mod:`~sysid.problem.noise`), the :class:`Problem` itself (units and the
 loss; :mod:`~sysid.problem.problem`), its time grids and shooting windows
 (:mod:`~sysid.problem.segments`), its initial guesses from the data
-(:mod:`~sysid.problem.starts`) and the weighted residuals with their Jacobian
-(:mod:`~sysid.problem.jacobian`).
+(:mod:`~sysid.problem.starts`), the weighted residuals with their Jacobian
+(:mod:`~sysid.problem.jacobian`) and the device a problem trains on
+(:mod:`~sysid.problem.placement`).
 
 May import: :mod:`sysid.errors`, :mod:`sysid.runtime`, :mod:`sysid.model`,
 :mod:`sysid.data`, :mod:`sysid.solve`.

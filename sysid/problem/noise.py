@@ -65,7 +65,8 @@ class NoiseModel(nn.Module):
     @property
     def sigma(self) -> torch.Tensor:
         """Noise level per channel: the given one, else the RMS residual of the last ``nll``."""
-        est = torch.sqrt(self._sse / torch.tensor(self.counts, dtype=torch.float64).clamp_min(1))
+        counts = torch.tensor(self.counts, dtype=torch.float64, device=self._sse.device)
+        est = torch.sqrt(self._sse / counts.clamp_min(1))
         return torch.tensor([k if k is not None else float(e) for k, e in zip(self.known, est)],
                             dtype=torch.float64)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..solve.integrate import SolverOptions
 from ..errors import suggest
+from .placement import device_name
 
 __all__ = ["FitOptions", "FitStatus"]
 
@@ -61,6 +62,7 @@ class FitOptions:
     substeps: int = 4
     adjoint: bool = False
     compiled: bool = True
+    device: str = "cpu"
     interpolation: str = "linear"
     time_unit: str | None = None
     progress: bool | None = None
@@ -77,6 +79,7 @@ class FitOptions:
                     raise ValueError(f"fit option {name} must be a file path; received "
                                      f"{value!r}.")
                 object.__setattr__(self, name, os.fspath(value))
+        object.__setattr__(self, "device", device_name(self.device))
         checks = {
             "epochs": self.epochs is None or self.epochs >= 0,
             "lbfgs_iterations": self.lbfgs_iterations >= 0,

@@ -109,6 +109,14 @@ def fit(model: HybridODE, data, **options):
         GPU, or a batch large enough for PyTorch's matrix products to be faster. ``False`` runs the PyTorch solver throughout. Rounding differences
         between the two can lead a hybrid fit's optimiser to a slightly different optimum,
         as a change of 1e-15 in the data would.
+    device : str, default "cpu"
+        Where training runs: ``"cuda"`` (or ``"cuda:N"``) trains on a CUDA GPU, when
+        torch sees one; else the fit refuses to start and says why. The problem is built
+        on the CPU from the data, trained on the GPU with the PyTorch solver (the C solver
+        is for the CPU), with Levenberg-Marquardt steps and everything the result computes
+        (imputation, forecasts, uncertainty, the symbolic summary) on the CPU; outputs are
+        xarray as always. A GPU pays off for large batches (many trajectories or windows);
+        the small fits of the tutorials run faster on the CPU's C solver.
     interpolation : {"linear", "zoh"}
         How inputs are interpolated between samples.
     time_unit : {"s", "min", "h", "D"}, optional

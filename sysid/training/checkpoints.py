@@ -78,7 +78,8 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
 
 # options that do not change a fit's steps: a resumed fit may change them (compiled: the
 # same steps in C or in PyTorch, equal to rounding)
-_RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw", "compiled")
+_RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw", "compiled",
+              "device")
 
 
 class Checkpointing:

@@ -11,6 +11,7 @@ import torch
 
 from ..problem.jacobian import jacobian_bytes
 from ..problem.options import FitStatus
+from ..problem.placement import on_cpu
 from ..solve.integrate import backward, SolverFailure
 from . import levenberg_marquardt as lm
 
@@ -172,8 +173,10 @@ class Phases:
             return watch.update(parts, value)
 
         # the polish stops, like L-BFGS's, once a step gains less than the tolerance
-        report = lm.levenberg_marquardt(self.problem, budget, on_accept=accepted,
-                                     tolerance=self.opts.tolerance if phase == "polish" else 0.0)
+        with on_cpu(self.problem):      # a dense numpy Jacobian: on the CPU
+            report = lm.levenberg_marquardt(self.problem, budget, on_accept=accepted,
+                                         tolerance=self.opts.tolerance if phase == "polish"
+                                         else 0.0)
         self.lbfgs_iters = counters["iters"]
         if not np.isfinite(report.objective):
             return FitStatus("solver_failed", f"{phase}: {report.message}")

@@ -16,6 +16,7 @@ from ..data.bundle import prepare
 from ..errors import ModelError
 from ..model.hybrid import HybridODE
 from ..problem.options import PENALTY_SLACK, FitOptions, FitStatus
+from ..problem.placement import check_device, to_device
 from ..problem.problem import build_problem
 from ..runtime.progress import progress_bar
 from ..solve.integrate import SolverFailure, threads_for
@@ -52,6 +53,8 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
         raise ModelError(f"fit expects a sysid.HybridODE as model; received "
                          f"{type(model).__name__}.")
     opts = FitOptions.from_kwargs(**options)
+    if opts.device != "cpu":
+        check_device(opts.device)            # before any work: a clear error
     start = time.perf_counter()
     n_traj = data.sizes.get("trajectory", 1) if hasattr(data, "sizes") else 1
     bundle = prepare(model, data, time_unit=opts.time_unit,
@@ -62,12 +65,18 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
         with torch.no_grad():
             x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(problem.z0.shape)
             problem.z0.copy_((x0 - problem.loc) / problem.scale)
+    if opts.device != "cpu":             # built on the CPU from the data; trained there
+        to_device(problem, opts.device)
     trainer = _Trainer(problem, opts, fingerprint(model, bundle, opts)
                        if opts.checkpoint or opts.resume else "")
     if opts.resume:
         trainer.restore_checkpoint(opts.resume)
-    with threads_for(problem.y.numel() * 4):
-        status = trainer.run()
+    try:
+        with threads_for(problem.y.numel() * 4):
+            status = trainer.run()
+    finally:
+        if opts.device != "cpu":         # the result's outputs are computed on the CPU
+            to_device(problem, "cpu")
     stats = trainer.stats(time.perf_counter() - start + trainer.elapsed)
     if trainer.checkpoint_warning:
         warnings.warn(trainer.checkpoint_warning, RuntimeWarning, stacklevel=3)
