@@ -52,5 +52,22 @@ def test_block_mean_keeps_each_blocks_impulse():
     assert out["vir"].values.tolist() == [1.0, 4.0, 7.0]         # inputs averaged per block
 
 
+def test_spread_gives_the_median_range_and_each_seed():
+    assert real.spread([0.486, 0.301, 0.475], 3) == "0.475 (0.301-0.486; seeds 0.486, 0.301, 0.475)"
+    assert real.spread([6.4219], 2) == "6.42"
+
+
+def test_over_seeds_fits_each_seed_and_picks_the_median_run(monkeypatch):
+    monkeypatch.setitem(real.SEEDS, "full", (0, 1, 2))
+    errors = {0: 0.3, 1: 0.5, 2: 0.4}
+    runs, median = real.over_seeds("full", lambda seed: seed,
+                                   lambda result: (errors[result], f"sim {result}"))
+    assert [r["seed"] for r in runs] == [0, 1, 2]
+    assert [r["err"] for r in runs] == [0.3, 0.5, 0.4]
+    assert median["seed"] == 2 and median["sim"] == "sim 2"
+    assert real.seeds_text("full") == "the median over seeds 0, 1, 2"
+    assert real.seeds_text("quick") == "seed 0"
+
+
 def test_rmse():
     assert real.rmse([1.0, 2.0], [1.0, 4.0]) == np.sqrt(2.0)
