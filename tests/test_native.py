@@ -227,7 +227,7 @@ def test_one_native_field_evaluation_and_vjp_equal_autograd(case):
 
 
 def test_large_batches_stay_on_the_pytorch_solver():
-    # measured: the 2 x 32 network breaks even at about 200 rows; beyond, torch's matrix
+    # measured: the 2 x 32 network breaks even at about 130 rows; beyond, torch's matrix
     # products win
     model, data = _lv_hybrid()
     field = _problem(model, data, True).field
