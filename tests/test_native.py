@@ -286,3 +286,22 @@ def test_the_central_difference_jacobian_is_the_same_on_the_native_solver(case):
     finally:
         native.solve_native = solve
     assert calls == [] and xs.requires_grad
+
+
+def test_a_kernel_built_before_the_network_is_attached_is_not_reused():
+    # build_problem solves the physics alone (its preview) before it attaches the network:
+    # a kernel cached then has no network, and reusing it silently trained Silverbox's
+    # hybrid with its network out of every solve (the network stayed at its zero start)
+    model, data = _forced_tanks()
+    problem = _problem(model, data, False)
+    field = problem.field
+    net, field.residual = field.residual, None
+    assert native.kernel_for(field).linears == []
+    field.residual = net
+    assert len(native.kernel_for(field).linears) == 3
+    seg = problem.single
+    x0 = problem.x0().detach()
+    with torch.no_grad():
+        xs_c = solve_intervals(field, x0, seg.tau, seg.inputs, compiled=True)
+        xs_t = solve_intervals(field, x0, seg.tau, seg.inputs, compiled=False)
+    np.testing.assert_allclose(xs_c.numpy(), xs_t.numpy(), rtol=1e-12, atol=1e-12)

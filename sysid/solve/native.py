@@ -117,18 +117,30 @@ def _load(library, digest):
     return lib
 
 
+def _network_key(field) -> tuple:
+    """What a kernel is built for besides the model: the residual network attached to the
+    field (build_problem attaches it after solves of the physics alone) and the buffers
+    the kernel keeps views of."""
+    net = field.residual
+    if net is None:
+        return (None,)
+    return (net, net.shift.data_ptr(), net.scale.data_ptr(), net.out_scale.data_ptr())
+
+
 def kernel_for(field):
-    """The compiled kernel of ``field`` (cached on it), or None where the native path does
-    not apply."""
-    cached = field.__dict__.get("_native_kernel", False)
-    if cached is not False:
-        return cached
+    """The compiled kernel of ``field`` (cached on it, for the network attached to it
+    now), or None where the native path does not apply."""
+    key = _network_key(field)
+    cached = field.__dict__.get("_native_kernel")
+    if cached is not None and len(cached[0]) == len(key) \
+            and all(a is b if i == 0 else a == b for i, (a, b) in enumerate(zip(cached[0], key))):
+        return cached[1]
     try:
         kernel = _Kernel(field, _compile(field_source(field) + SOLVER))
     except Unsupported as why:
         kernel = None
         field.__dict__["_native_unsupported"] = str(why)
-    field.__dict__["_native_kernel"] = kernel
+    field.__dict__["_native_kernel"] = (key, kernel)
     return kernel
 
 
