@@ -132,8 +132,7 @@ def kernel_for(field):
     now), or None where the native path does not apply."""
     key = _network_key(field)
     cached = field.__dict__.get("_native_kernel")
-    if cached is not None and len(cached[0]) == len(key) \
-            and all(a is b if i == 0 else a == b for i, (a, b) in enumerate(zip(cached[0], key))):
+    if cached is not None and cached[0][0] is key[0] and cached[0][1:] == key[1:]:
         return cached[1]
     try:
         kernel = _Kernel(field, _compile(field_source(field) + SOLVER))
