@@ -5,6 +5,8 @@ asserts the quantities a scientist would check: recovered parameters, imputation
 of never-measured states against the noise-free truth, forecast error.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -301,3 +303,33 @@ def test_never_measured_state_is_scaled_from_a_preview_with_the_fits_solver():
     options = FitOptions(solver="rk4", substeps=2)
     problem = build_problem(model, prepare(model, data, time_unit=None, n_fitted=3), options)
     assert problem.scale[1].item() == pytest.approx(0.1 * omega / np.sqrt(2), rel=0.2)
+
+
+def test_simulate_warns_when_the_network_reads_an_input_beyond_its_training_range():
+    # the network learns its share of the input's effect on the fitted range only; a new
+    # record that drives the input beyond it is flagged with both ranges
+    t = np.linspace(0.0, 10.0, 41)
+    u = np.sin(t)
+    data = xr.Dataset({"x": ("time", np.cumsum(u) * 0.25), "u": ("time", u)},
+                      coords={"time": t})
+    k = sp.Symbol("k", positive=True)
+    xs, us = sp.symbols("x u")
+    budget = dict(progress=False, epochs=3, lbfgs_iterations=3, polish_iterations=0)
+    model = sysid.HybridODE(states=[xs], inputs=[us], physics={xs: k * us - 0.01 * xs},
+                            parameters={k: 1.0}, residual=sysid.MLP(width=4, depth=1))
+    result = sysid.fit(model, data, **budget)
+    inside = data.assign(u=("time", 0.5 * u))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result.simulate(inside)                       # within [-1, 1]: no warning
+    beyond = data.assign(u=("time", 3.0 * u))
+    with pytest.warns(RuntimeWarning, match=r"input 'u' leaves the range the model was fitted "
+                                            r"on: the new record spans \[-2.998, 2.992\], "
+                                            r"the training data \[-0.9993, 0.9975\]"):
+        result.simulate(beyond)
+    # without a network reading it, the physics alone extrapolates: no warning
+    physics = sysid.fit(sysid.HybridODE(states=[xs], inputs=[us], physics={xs: k * us},
+                                        parameters={k: 1.0}), data, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        physics.simulate(beyond)

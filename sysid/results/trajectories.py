@@ -6,6 +6,8 @@ on a new record's first samples) and returned as an ``xarray.Dataset``
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import xarray as xr
@@ -150,6 +152,12 @@ class Trajectories:
             Every state and channel (and input) at the data's times, with its dims and
             attrs.
 
+        Warns
+        -----
+        RuntimeWarning
+            When an input that the residual network reads leaves the range of the
+            training data (both ranges are given): the network extrapolates there.
+
         Examples
         --------
         Fit a pendulum on one experiment (angle measured), then predict a new one that
@@ -175,11 +183,36 @@ class Trajectories:
         largest velocity error over the new record: 0.005 rad/s
         """
         bundle = prepare(self.model, data, time_unit=self._bundle.time_attrs.get("time_unit"))
+        _warn_outside_training_inputs(self, bundle)
         signal = input_signal(bundle.times, bundle.u, self.options.interpolation)
         x0 = _estimate_x0(self, bundle, signal, n_init)
         x = _integrate(self, x0, bundle.times[bundle.t_first], bundle.times, signal)
         return states_dataset(self, x, signal, bundle.times, kind="simulate", template=data,
                              raw_times=data["time"].values)
+
+
+def _warn_outside_training_inputs(result, bundle) -> None:
+    """A RuntimeWarning for each input that the residual network reads and that the new
+    record drives outside the range it was fitted on: there the network extrapolates."""
+    model = result.model
+    if model.residual is None:
+        return
+    for j, name in enumerate(model.input_names):
+        if name not in model.residual_inputs:
+            continue
+        train, new = result._bundle.u[..., j], bundle.u[..., j]
+        if not (np.isfinite(train).any() and np.isfinite(new).any()):
+            continue
+        lo, hi = float(np.nanmin(train)), float(np.nanmax(train))
+        new_lo, new_hi = float(np.nanmin(new)), float(np.nanmax(new))
+        slack = 1e-9 * max(hi - lo, abs(hi), abs(lo), 1e-300)
+        if new_lo < lo - slack or new_hi > hi + slack:
+            warnings.warn(
+                f"input {name!r} leaves the range the model was fitted on: the new record "
+                f"spans [{new_lo:.4g}, {new_hi:.4g}], the training data [{lo:.4g}, {hi:.4g}]. "
+                f"The residual network reads it and extrapolates outside that range, so the "
+                f"simulation there is less reliable; fit on data that covers it, or compare "
+                f"with a physics-only fit.", RuntimeWarning, stacklevel=3)
 
 
 def _float_times(result, times) -> np.ndarray:
