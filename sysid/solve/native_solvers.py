@@ -202,6 +202,17 @@ static void stage(const Model *m, const Inputs *in, int iv, int B, const double 
     }
 }
 
+/* interval iv's start times t0 and lengths d (B each); whether any row moves */
+static int moving_interval(int B, int K, const double *tau, int iv, double *t0, double *d) {
+    int mv = 0;
+    for (int b = 0; b < B; b++) {
+        t0[b] = tau[b * K + iv];
+        d[b] = tau[b * K + iv + 1] - tau[b * K + iv];
+        mv |= d[b] != 0.0;
+    }
+    return mv;
+}
+
 /* Forward solve. tau (B x K); x0 (B x N); xs (B x K x N) out. The tape holds, per accepted
    step: the interval, sigma at its start, h, and the 7 stage inputs (7 x B x N), plus a flag
    for whether its first stage was evaluated (1) or reused (0).
@@ -222,21 +233,9 @@ long dopri5_forward(const Model *m, const Inputs *in, int reuse, int B, int K,
     long code = 0;
     memcpy(x, x0, sizeof(double) * BN);
     for (int b = 0; b < B; b++) memcpy(xs + (long)b * K * N, x0 + b * N, sizeof(double) * N);
-    long moving = 0;
-    for (int iv = 0; iv < K - 1; iv++) {
-        int mv = 0;
-        for (int b = 0; b < B; b++) mv |= tau[b * K + iv + 1] - tau[b * K + iv] != 0.0;
-        moving += mv;
-    }
-    max_steps += moving;
+    for (int iv = 0; iv < K - 1; iv++) max_steps += moving_interval(B, K, tau, iv, t0, d);
     for (int iv = 0; iv < K - 1 && code == 0; iv++) {
-        int mv = 0;
-        for (int b = 0; b < B; b++) {
-            t0[b] = tau[b * K + iv];
-            d[b] = tau[b * K + iv + 1] - tau[b * K + iv];
-            mv |= d[b] != 0.0;
-        }
-        if (mv) {
+        if (moving_interval(B, K, tau, iv, t0, d)) {
             double sigma = 0.0;
             int fresh = 0;
             if (have_fend && reuse) {
@@ -321,10 +320,7 @@ void dopri5_backward(const Model *m, const Inputs *in, int B, int K, const doubl
     for (int b = 0; b < B; b++) memcpy(lx + b * N, gxs + ((long)b * K + K - 1) * N, sizeof(double) * N);
     long s = n_steps - 1;
     for (int iv = K - 2; iv >= 0; iv--) {
-        for (int b = 0; b < B; b++) {
-            t0[b] = tau[b * K + iv];
-            d[b] = tau[b * K + iv + 1] - tau[b * K + iv];
-        }
+        moving_interval(B, K, tau, iv, t0, d);
         for (; s >= 0 && tape_i[2 * s] == iv; s--) {
             const double *xi = tape_x + s * 7 * BN;
             double sigma = tape_s[2 * s], h = tape_s[2 * s + 1];
@@ -391,15 +387,6 @@ SOLVER += r"""
 /* ---- classical Runge-Kutta, ``substeps`` fixed steps per moving interval, as
    sysid.solve.runge_kutta._rk4 takes them. tape_x receives the 4 stage inputs of every
    step (moving intervals x substeps x 4 x B x N). Returns the field evaluations. ---- */
-static int moving_interval(int B, int K, const double *tau, int iv, double *t0, double *d) {
-    int mv = 0;
-    for (int b = 0; b < B; b++) {
-        t0[b] = tau[b * K + iv];
-        d[b] = tau[b * K + iv + 1] - tau[b * K + iv];
-        mv |= d[b] != 0.0;
-    }
-    return mv;
-}
 
 long rk4_forward(const Model *m, const Inputs *in, int B, int K, const double *tau,
                  const double *x0, int substeps, double *xs, double *tape_x) {
@@ -438,8 +425,8 @@ long rk4_forward(const Model *m, const Inputs *in, int B, int K, const double *t
 void rk4_backward(const Model *m, const Inputs *in, int B, int K, const double *tau,
                   const double *gxs, const double *tape_x, long n_steps, int substeps,
                   double *gx0, double *gp, double *gw) {
-    static const double S_[4] = {0.0, 0.5, 0.5, 1.0};        /* stage times, in h */
-    static const double A4[4] = {0.0, 0.5, 0.5, 1.0};        /* stage j reads k[j - 1] */
+    /* stage j's time, in h, and its weight on k[j - 1] (the same numbers in rk4) */
+    static const double S_[4] = {0.0, 0.5, 0.5, 1.0};
     long BN = (long)B * N;
     double *lx = malloc_like(BN), *lk = malloc_like(4 * BN), *lxi = malloc_like(BN);
     double *t0 = malloc_like(B), *d = malloc_like(B), v[N], u[MU], h = 1.0 / substeps;
@@ -464,7 +451,7 @@ void rk4_backward(const Model *m, const Inputs *in, int B, int K, const double *
                     }
                     for (long q = 0; q < BN; q++) {
                         lx[q] += lxi[q];
-                        if (j > 0) lk[(j - 1) * BN + q] += (A4[j] * h) * lxi[q];
+                        if (j > 0) lk[(j - 1) * BN + q] += (S_[j] * h) * lxi[q];
                     }
                 }
             }

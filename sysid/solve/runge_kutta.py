@@ -96,24 +96,22 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
     # first-same-as-last across intervals: the derivative at an interval's end is the next
     # one's first stage, unless a held (zero-order-hold) input may jump at the sample
     reuse = inputs is None or getattr(inputs, "kind", "linear") != "zoh"
-    lines, exact = None, True
-    if inputs is not None and inputs.m > 0:
-        start, rise, exact_k = inputs.on_intervals(tau)
-        exact = bool(exact_k.all())
-        lines = (start, rise) if exact else \
-            [(start[:, k], rise[:, k] if rise is not None else None) if ok else None
-             for k, ok in enumerate(exact_k.cpu().tolist())]
-    if compiled and method in ("dopri5", "rk4") and exact and x0.device.type == "cpu" \
+    signal = inputs is not None and inputs.m > 0
+    if signal:      # the inputs along each interval, where a straight line (or held value)
+        start, rise, exact = inputs.on_intervals(tau)
+        exact = exact.cpu().tolist()
+    if compiled and method in ("dopri5", "rk4") and (not signal or all(exact)) \
+            and x0.device.type == "cpu" \
             and (getattr(field, "_rows", None) is None or not torch.is_grad_enabled()) \
             and native.worth_it(field, B):
         kernel = native.kernel_for(field)
         if kernel is not None:
             return native.solve_native(field, kernel, x0, tau, method=method, rtol=rtol,
                                        atol=atol, max_steps=max_steps, substeps=substeps,
-                                       failure=failure, lines=lines, reuse=reuse)
-    if exact and lines is not None:
-        start, rise = lines
-        lines = [(start[:, k], rise[:, k] if rise is not None else None) for k in range(K - 1)]
+                                       failure=failure, lines=(start, rise) if signal else None,
+                                       reuse=reuse)
+    lines = [(start[:, k], rise[:, k] if rise is not None else None) if ok else None
+             for k, ok in enumerate(exact)] if signal else None
     delta = tau[:, 1:] - tau[:, :-1]
     moving = np.asarray((delta != 0).any(dim=0).cpu())
     xs = [x0]
