@@ -26,7 +26,8 @@ own process, the longest first. The machines are shared, so read ratios, not sec
 Sections
 --------
 tanks       Cascaded Tanks (Schoukens et al. 2017): Torricelli physics for both tanks (the
-            upper one never measured), the residual learns the overflow; test RMSE in V.
+            upper one never measured) with their overflow written as Max(0, level - rim),
+            the residual learns the rest; test RMSE in V.
 emps        EMPS positioning stage (Janot et al. 2019): rigid body with viscous and Coulomb
             friction, the residual learns the rest; test RMSE in mm.
 silverbox   Silverbox (Wigren & Schoukens 2013): linear mass-spring-damper physics, the
@@ -134,17 +135,33 @@ def figure(path, test, sims, channel, title, unit):
 
 
 # -- Cascaded Tanks ----------------------------------------------------------------------------
-def tanks_model(residual=True, width=8):
-    """Torricelli's law for both tanks; the levels are positive (sysid keeps sqrt finite)."""
+def tanks_model(residual=True, width=8, overflow=True):
+    """Torricelli's law for both tanks; the levels are positive (sysid keeps sqrt finite).
+
+    ``overflow``: each tank spills above its rim (h1, h2, guessed at the sensor's 10 V) at
+    a rate KOV per volt above it, and a part p of the upper tank's spill falls into the
+    lower one (a grey-box reading of the benchmark's description, written with Max). Chosen
+    over the sensor-saturation variant y = Min(x2, 10) by the training record's fit (0.41
+    against 0.48 V with physics alone, 0.045 against 0.09 V as a hybrid, seed 0)."""
     x1, x2 = sp.symbols("x1 x2", positive=True)           # upper, lower tank level [V]
     u = sp.Symbol("u")                                     # pump voltage [V]
     k1, k2, k3, k4 = sp.symbols("k1 k2 k3 k4", positive=True)
+    h1, h2, p = sp.symbols("h1 h2 p", positive=True)
+    f1, f2 = -k1 * sp.sqrt(x1) + k4 * u, k2 * sp.sqrt(x1) - k3 * sp.sqrt(x2)
+    guesses = {k1: 0.05, k2: 0.05, k3: 0.05, k4: 0.04}
+    if overflow:
+        spill1, spill2 = KOV * sp.Max(0, x1 - h1), KOV * sp.Max(0, x2 - h2)
+        f1, f2 = f1 - spill1, f2 + p * spill1 - spill2
+        guesses.update({h1: 10.0, h2: 10.0, p: 0.5})
     return sysid.HybridODE(
-        states=[x1, x2], inputs=[u],
-        physics={x1: -k1 * sp.sqrt(x1) + k4 * u, x2: k2 * sp.sqrt(x1) - k3 * sp.sqrt(x2)},
-        parameters={k1: 0.05, k2: 0.05, k3: 0.05, k4: 0.04},
+        states=[x1, x2], inputs=[u], physics={x1: f1, x2: f2}, parameters=guesses,
         observations={"y": x2},
         residual=sysid.MLP(width=width, depth=2) if residual else None)
+
+
+# spill rate per volt above a rim [1/s]: fast against the tanks' ~100 s, slow enough for
+# rk4's 4 s step (stable below 2.8 / 4 s)
+KOV = sp.Rational(1, 2)
 
 
 TANKS_SETTINGS = dict(interpolation="zoh", solver="rk4", substeps=1)
@@ -157,25 +174,30 @@ def tanks(mode, data_dir, figures):
     test = sysid.datasets.load("cascaded_tanks", split="test", path=data_dir)
     n = int(test.attrs["init_window"])
     rows, sims, medians = [], {}, []
-    for label, residual in (("sysid hybrid (Torricelli + MLP residual)", True),
-                            ("physics only (Torricelli, same fit)", False)):
+    for label, residual, overflow in (
+            ("sysid hybrid (Torricelli + overflow + MLP residual)", True, True),
+            ("physics only (Torricelli + overflow, same fit)", False, True),
+            ("physics only (Torricelli, the benchmark's equations)", False, False)):
         if mode == "quick" and not residual:
-            continue                                       # baseline in the full run only
+            continue                                       # baselines in the full run only
         # the physics-only baseline keeps the default training (Levenberg-Marquardt); it
         # has no network, so one seed
         options = dict(TANKS_SETTINGS, **(TANKS_TRAINING[mode] if residual else {}))
         runs, median = over_seeds(
             mode if residual else "quick",
-            lambda seed: sysid.fit(tanks_model(residual), train, seed=seed, progress=False,
+            lambda seed: sysid.fit(tanks_model(residual, overflow=overflow), train,
+                                   seed=seed, progress=False,
                                    **options),
             lambda result: free_run_error(result, test, "y", n))
-        sims[label.split(" (")[0]] = median["sim"]
+        if overflow:                                       # the figure: the overflow models
+            sims[label.split(" (")[0]] = median["sim"]
         medians.append(float(np.median([r["err"] for r in runs])))
+        params = ", ".join(f"{k} {v:.4g}" for k, v in median["result"].parameters.items())
         rows.append((label, spread([r["err"] for r in runs], 3),
                      spread([rmse(r["result"].impute()["y"], train["y"]) for r in runs], 3),
                      float(np.median([r["wall"] for r in runs])),
-                     _settings(options) + "; status "
-                     + ", ".join(sorted({r["result"].status.code for r in runs}))))
+                     _settings(options) + f"; fitted (median seed {median['seed']}) {params}"
+                     + "; status " + ", ".join(sorted({r["result"].status.code for r in runs}))))
     mean = rmse(np.full(test.sizes["time"] - n, float(train["y"].mean())), test["y"].values[n:])
     rows.append(("mean of the training output", f"{mean:.3f}", "-", 0.0, "-"))
     if figures:

@@ -20,6 +20,7 @@ from ..model.parameters import transform_for
 from ..model.residual import ResidualNet
 from .segments import (Segments, holdout_windows, later_starts, segment_grid, shooting_windows,
                        window_length)
+from .timescale import dynamics_time_scale
 from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial_states,
                      input_signal)
 
@@ -249,8 +250,8 @@ def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
     spread = np.concatenate([scale, u_scale])
     read = [names.index(r) for r in model.residual_inputs]
     write = [model.state_names.index(s) for s in model.residual_states]
-    span = float(bundle.times[-1] - bundle.times[0]) or 1.0
-    out_scale = [scale[i] / (span / 10.0) for i in write]
+    tau = dynamics_time_scale(bundle)
+    out_scale = [scale[i] / tau for i in write]
     spec = model.residual
     return ResidualNet(len(model.states), read, write, shift[read], spread[read], out_scale,
                        width=spec.width, depth=spec.depth, activation=spec.activation,

@@ -1,0 +1,99 @@
+"""The time scale of the measured dynamics, from the data alone.
+
+The residual network's output is a rate of change. Its unit (``ResidualNet.out_scale``)
+is a state's spread per this time scale, so that an output of order one is a correction of
+the size of the state's own rate, whatever the record's length or the system's speed: a
+400-oscillation record and a half-period one get networks that start on the same footing.
+
+The rate is estimated from differences of consecutive observations, with the measurement
+noise taken out: over pairs of samples ``k = 1, 2, 3`` apart, the squared difference of a
+smooth signal in white noise is ``2 sigma^2 + r^2 dt^2`` on average (``r`` the rate's RMS),
+so a least-squares line through ``(dt^2, dy^2)`` gives ``r^2`` as its slope, for any
+sampling (irregular times, gaps); each point is weighted by the inverse of the line's mean
+there (a squared difference scatters in proportion to it). Where the signal is not resolved by the sampling (the
+slope is not positive), the plain lag-1 difference is the bound used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .starts import _robust_std
+
+__all__ = ["channel_time_scales", "dynamics_time_scale"]
+
+_LAGS = (1, 2, 3)
+
+
+def _pairs(times, values, lag):
+    """Differences of observations ``lag`` valid samples apart (one record)."""
+    ok = np.isfinite(values)
+    t, v = times[ok], values[ok]
+    if t.size <= lag:
+        return np.zeros(0), np.zeros(0)
+    return t[lag:] - t[:-lag], v[lag:] - v[:-lag]
+
+
+def _channel_rate(times, series) -> float | None:
+    """RMS rate of change of one channel over all records, noise removed; None if it
+    has too few samples to say."""
+    dts, dys = [], []
+    for lag in _LAGS:
+        for row in series:
+            dt, dy = _pairs(times, row, lag)
+            keep = dt > 0
+            dts.append(dt[keep])
+            dys.append(dy[keep])
+    lag1 = sum(_pairs(times, row, 1)[0].size for row in series)
+    if lag1 < 3:
+        return None
+    dt2 = np.concatenate(dts) ** 2
+    dy2 = np.concatenate(dys) ** 2
+    a = np.stack([np.ones_like(dt2), dt2], axis=1)
+    # a squared difference scatters about in proportion to its mean: weighted least
+    # squares by the first (unweighted) line's mean, once
+    coef, *_ = np.linalg.lstsq(a, dy2, rcond=None)
+    mean = np.maximum(a @ np.maximum(coef, 0.0), 1e-300)
+    if np.all(np.isfinite(mean)) and mean.max() > 1e-300:
+        w = 1.0 / np.maximum(mean, 1e-12 * mean.max())
+        coef, *_ = np.linalg.lstsq(a * w[:, None], dy2 * w, rcond=None)
+    if np.isfinite(coef[1]) and coef[1] > 0:
+        return float(np.sqrt(coef[1]))
+    d1, y1 = [], []
+    for row in series:
+        dt, dy = _pairs(times, row, 1)
+        d1.append(dt[dt > 0])
+        y1.append(dy[dt > 0])
+    rate = np.sqrt(np.mean((np.concatenate(y1) / np.concatenate(d1)) ** 2))
+    return float(rate) if np.isfinite(rate) and rate > 0 else None
+
+
+def channel_time_scales(bundle) -> list[float | None]:
+    """Per observed channel, its spread over its RMS rate of change (None where the data
+    cannot tell: fewer than 3 consecutive pairs, or a constant channel)."""
+    out = []
+    for c in range(len(bundle.channels)):
+        series = np.where(bundle.mask[..., c], bundle.y[..., c], np.nan)
+        rate = _channel_rate(np.asarray(bundle.times, float), series)
+        spread = _robust_std(series)
+        out.append(spread / rate if rate else None)
+    return out
+
+
+def dynamics_time_scale(bundle) -> float:
+    """One time scale for the measured dynamics: the geometric mean of the channels'
+    scales, kept between the median sample interval and a tenth of the record's span
+    (the unit used before, and the fallback when no channel can tell)."""
+    times = np.asarray(bundle.times, float)
+    span = float(times[-1] - times[0]) if times.size > 1 else 1.0
+    span = span if span > 0 else 1.0
+    longest = span / 10.0
+    scales = [s for s in channel_time_scales(bundle) if s is not None and np.isfinite(s)
+              and s > 0]
+    if not scales:
+        return longest
+    tau = float(np.exp(np.mean(np.log(scales))))
+    steps = np.diff(times)
+    steps = steps[steps > 0]
+    shortest = float(np.median(steps)) if steps.size else 0.0
+    return float(min(max(tau, shortest), longest))
