@@ -228,8 +228,7 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                 f"but this data gives {0 if windows is None else len(windows[1])} window(s) "
                 f"(at least 4 are needed: records longer than 10 samples, shooting='auto' or "
                 f"a window length). Use validation=0 for this data.")
-        holdout = holdout_windows(windows, bundle.mask.shape[:2], options.validation,
-                                  options.seed)
+        holdout = holdout_windows(windows, bundle.mask.shape[:2], options.validation)
     # units are pinned by an observation of the state, or by a network that reads it
     # through a fixed input scaling (ResidualNet's shift and spread)
     involved = set().union(*(sp.sympify(model.channels[c]).free_symbols

@@ -96,16 +96,19 @@ class Segments:
         self.inputs = inputs.select(self.traj)
 
 
-def holdout_windows(windows, n_samples: tuple, fraction: float, seed: int) -> np.ndarray:
+def holdout_windows(windows, n_samples: tuple, fraction: float) -> np.ndarray:
     """Hold out about ``fraction`` of the shooting windows: never a trajectory's first
     or last window, never two in a row; the rest of the data trains the model. Returns
-    a (trajectory, time index) boolean array of held-out observations."""
+    a (trajectory, time index) boolean array of held-out observations.
+
+    Every ``round(1 / fraction)``-th inner window, whatever the fit's seed: fits that
+    differ in their seed (or any other option) are scored on the same held-out data, so
+    that their validation errors compare (``FitCollection.best("validation")``)."""
     idx, traj, first = windows
     last = np.r_[traj[1:] != traj[:-1], True]
     inner = np.flatnonzero(~first & ~last)
     k = max(2, int(round(1.0 / fraction)))
-    offset = int(np.random.default_rng(seed).integers(k))
-    chosen = inner[(np.arange(len(inner)) + offset) % k == 0]
+    chosen = inner[np.arange(len(inner)) % k == 0]
     held = np.zeros(n_samples, dtype=bool)
     for j in chosen:
         held[traj[j], idx[j, 1:]] = True        # its first sample ends the window before

@@ -61,7 +61,8 @@ def fit(model: HybridODE, data, **options):
         held-out error when ``validation`` is set, else of the training loss).
     validation : float, default 0
         Fraction of shooting windows held out of training (never a trajectory's first or
-        last, never two in a row) to score the model on data it does not see: each
+        last, never two in a row; the same windows whatever the seed, so fits that differ
+        in their seed or options compare) to score the model on data it does not see: each
         phase stops when the held-out error stops improving and keeps the state where it
         was lowest. Its history is ``result.history["validation"]``: the mean squared
         error of the held-out samples over a fixed noise scale per channel (the known
