@@ -14,6 +14,7 @@ from ..data.bundle import DataBundle
 from ..model.field import HybridField
 from ..solve.integrate import InputSignal, SolverFailure, SolverOptions, solve_segments
 from .segments import segment_grid
+from .timescale import _robust_std, dynamics_time_scale
 
 
 def input_signal(times, u, kind) -> InputSignal:
@@ -27,16 +28,6 @@ def input_signal(times, u, kind) -> InputSignal:
                 col[:] = np.interp(np.arange(len(col)), ok, col[ok])
     return InputSignal(torch.as_tensor(times, dtype=torch.float64),
                        torch.as_tensor(np.nan_to_num(vals), dtype=torch.float64), kind)
-
-
-def _robust_std(a) -> float:
-    a = np.asarray(a, dtype=float)
-    a = a[np.isfinite(a)]
-    s = float(np.std(a)) if a.size > 1 else 0.0
-    if s > 0:
-        return s
-    m = float(np.max(np.abs(a))) if a.size else 0.0
-    return m if m > 0 else 1.0
 
 
 def _local_start(times, values):
@@ -208,7 +199,7 @@ def _scale_zero_guesses(field, guesses, bundle, sim, observed, scale) -> None:
     as large as the rest of its equation along the data: the RMS of the known physics'
     right-hand side over the RMS of the right-hand side's derivative in the parameter
     (median over the equations it appears in; where the rest of an equation is 0, the
-    state's spread per tenth of the time span). States are the data where a channel
+    state's spread per the data's time scale, :func:`dynamics_time_scale`). States are the data where a channel
     measures them directly, else the preview of the physics from the guessed start.
     """
     transform = field.transform
@@ -235,12 +226,11 @@ def _scale_zero_guesses(field, guesses, bundle, sim, observed, scale) -> None:
         return
     tt, xt, ut = (torch.as_tensor(np.ascontiguousarray(a[rows]), dtype=torch.float64)
                   for a in (t, xs, u))
-    span = float(bundle.times[-1] - bundle.times[0]) or 1.0
     eps = 1e-6
     with torch.no_grad():
         rhs = field.physics(tt, xt, ut)
         rms = torch.sqrt(torch.mean(rhs ** 2, dim=0)).numpy()
-        rate = np.where(rms > 0, rms, scale / (span / 10.0))
+        rate = np.where(rms > 0, rms, scale / dynamics_time_scale(bundle))
         for j in zero:
             saved = field.raw[j].clone()
             field.raw[j] += eps              # scale 1 and raw 0: the value moves by eps

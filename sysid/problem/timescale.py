@@ -18,11 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .starts import _robust_std
-
 __all__ = ["channel_time_scales", "dynamics_time_scale"]
 
 _LAGS = (1, 2, 3)
+
+
+def _robust_std(a) -> float:
+    a = np.asarray(a, dtype=float)
+    a = a[np.isfinite(a)]
+    s = float(np.std(a)) if a.size > 1 else 0.0
+    if s > 0:
+        return s
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    return m if m > 0 else 1.0
 
 
 def _pairs(times, values, lag):
