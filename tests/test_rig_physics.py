@@ -215,3 +215,19 @@ def test_held_out_windows_are_the_same_for_every_seed():
     assert masks[0].any() and 0.1 < masks[0].mean() < 0.3
     for other in masks[1:]:
         np.testing.assert_array_equal(other, masks[0])
+
+
+def test_ensemble_of_seeds_simulates_a_new_record_with_the_members_median():
+    # the remedy for a fit that depends on its seed: the members' pointwise median
+    data, _ = tank_data(noise=0.01, seed=3)
+    new = data.assign(u=("time", 1.2 + 0.5 * np.cos(0.5 * data["time"].values)))
+    quick = dict(epochs=30, lbfgs_iterations=30, polish_iterations=5)
+    ensemble = sysid.fit_ensemble(tank_model(residual=sysid.MLP(width=4)), data, n=3,
+                                  resample="seeds", scheduler="serial", progress=False,
+                                  **quick)
+    sim = ensemble.simulate(new, n_init=5)
+    each = np.stack([m.simulate(new, n_init=5)["x"].values for m in ensemble.members])
+    np.testing.assert_allclose(sim["x"].values, np.median(each, axis=0), rtol=1e-12)
+    assert (sim["x_lower"] <= sim["x"]).all() and (sim["x"] <= sim["x_upper"]).all()
+    assert float((sim["x_upper"] - sim["x_lower"]).max()) > 0    # the seeds differ
+    assert sim["u"].values.tolist() == new["u"].values.tolist()

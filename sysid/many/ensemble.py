@@ -232,6 +232,18 @@ class Ensemble:
         return self._with_bands(lambda r: r.forecast(times, horizon=horizon, n=n, inputs=inputs),
                                 level, interval)
 
+    def simulate(self, data: xr.Dataset, *, n_init: int = 10, level: float = 0.9,
+                 interval: str = "confidence") -> xr.Dataset:
+        """:meth:`FitResult.simulate` with intervals (see :meth:`impute`): every member
+        runs free on the new record from its own initial state, fitted to the first
+        ``n_init`` samples.
+
+        With ``resample="seeds"`` the centre is the members' pointwise median: a seed
+        whose network strays off the training data moves it less than a mean, which
+        makes the ensemble's simulation the remedy for a fit that depends on its seed
+        (``benchmarks/real.py``)."""
+        return self._with_bands(lambda r: r.simulate(data, n_init=n_init), level, interval)
+
     def _multiplier(self, level: float) -> float:
         """Student-t quantile for a ``level`` interval from a spread of len(self) members."""
         from scipy.stats import t as student
