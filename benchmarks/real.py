@@ -460,7 +460,7 @@ def silverbox(mode, data_dir, figures):
                  rows)
     published = "Published (mV, simulation): GRU 1.49 / 2.80 / 0.95; LSTM 1.50 / 2.68 / 0.96."
     ours = [(k, v) for k, v in medians.items() if not k.startswith("physics")]
-    verdict = (f"Targets ({seeds_text(mode)}; a selection: over 3 groups): multisine below "
+    verdict = (f"Targets ({seeds_text(mode)}; the ensemble: over 3 groups): multisine below "
                "1.49 mV with the hybrid itself, below 0.9 mV distilled -- " + "; ".join(
                    f"{k.split(' (')[0]} {v:.2f} "
                    f"({'met' if v < (0.9 if 'symbolic' in k else 1.49) else 'not met'})"
