@@ -1,6 +1,6 @@
 """The real-data benchmark suite's own code (benchmarks/real.py), on the cheap parts.
 
-The full suite takes about 35 min on 2 cores (``python benchmarks/real.py``); here the
+The full suite takes about 8 min on 2 cores (``python benchmarks/real.py``); here the
 lynx-hare section runs for real (a few seconds, in a worker process) and the helpers are
 checked on known answers.
 """
