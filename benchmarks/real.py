@@ -261,6 +261,7 @@ def silverbox_model(residual=True, cubic=False):
 
 
 SILVERBOX_SETTINGS = dict(solver="rk4", substeps=2, shooting=50)
+SILVERBOX_WINDOW = (183.5, 183.8)    # s: 0.3 s (about 20 oscillations) around the largest peak
 SILVERBOX_TRAINING = {"full": dict(samples=4000, polish_iterations=10),
                       "quick": dict(samples=1000, lbfgs_iterations=30, polish_iterations=5)}
 SILVERBOX_MODELS = (
@@ -326,8 +327,9 @@ def silverbox(mode, data_dir, figures):
                     + " | ".join(summaries)) if summaries else ""
     if figures:
         figure(figures / "silverbox.png", tests["test"], sims, "y",
-               f"Silverbox: free-run simulation on the multisine test record "
-               f"(first {n} samples set the initial state)", "V")
+               f"Silverbox multisine test record, {SILVERBOX_WINDOW[0]}-"
+               f"{SILVERBOX_WINDOW[1]} s: free-run simulations (state from {n} samples)", "V",
+               window=SILVERBOX_WINDOW)
     body = table(["model", "multisine test RMSE (mV)", "arrow full (mV)",
                   "arrow, no extrapolation (mV)",
                   f"fit (or symbolic()) time (s; {ENSEMBLE_TIME})", "settings"],

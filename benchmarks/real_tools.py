@@ -102,19 +102,24 @@ def spread(values, digits, each_is="seeds"):
             f" {each_is} {each})")
 
 
-def figure(path, test, sims, channel, title, unit):
-    """The test record and each model's free-run simulation, with the error below."""
+def figure(path, test, sims, channel, title, unit, window=None):
+    """The test record and each model's free-run simulation, with the error below;
+    ``window=(t0, t1)`` shows that stretch of the record only (a record of thousands of
+    oscillations is a solid band at full length)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = test["time"].values
+    keep = np.ones(t.size, bool) if window is None else (t >= window[0]) & (t <= window[1])
     fig, ax = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True,
                            gridspec_kw={"height_ratios": [2, 1]})
-    ax[0].plot(t, test[channel].values, color="k", lw=1.0, label="measured (test record)")
+    ax[0].plot(t[keep], test[channel].values[keep], color="k", lw=1.0,
+               label="measured (test record)")
     for label, sim in sims.items():
-        ax[0].plot(t, sim[channel].values, lw=1.0, label=label)
-        ax[1].plot(t, sim[channel].values - test[channel].values, lw=0.8, label=label)
+        ax[0].plot(t[keep], sim[channel].values[keep], lw=1.0, label=label)
+        ax[1].plot(t[keep], (sim[channel].values - test[channel].values)[keep], lw=0.8,
+                   label=label)
     name = test[channel].attrs.get("long_name", channel)
     ax[0].set_ylabel(f"{name} [{unit}]")
     ax[0].legend(loc="upper right", fontsize=8)
