@@ -97,7 +97,11 @@ class FitOptions:
             if not ok:
                 raise ValueError(f"fit option {name} is out of range; received "
                                  f"{getattr(self, name)!r}.")
-        choices = {"solver": ("dopri5", "rk4", "bosh3", "dopri8"),
+        if self.solver == "rosenbrock23" and self.adjoint:
+            raise ValueError("fit option solver='rosenbrock23' computes its gradients through "
+                             "its steps; adjoint=True is for torchdiffeq's explicit solvers. "
+                             "Use adjoint=False (the default) with rosenbrock23.")
+        choices = {"solver": ("dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
                    "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal", "student_t")}
         if not (self.shooting in ("auto", "single") or (isinstance(self.shooting, int)
                                                         and self.shooting >= 2)):
@@ -145,8 +149,9 @@ _MESSAGES = {
                  "larger max_steps."),
     "solver_failed": ("The ODE solver failed (too many steps or step-size underflow: the "
                       "model became stiff or blew up); the best parameters so far are kept.",
-                      "Try a larger max_steps, looser rtol/atol, better initial guesses, or "
-                      "a smaller lr."),
+                      "Try a larger max_steps, looser rtol/atol, better initial guesses, "
+                      "a smaller lr, or for a stiff system (rates that span decades) "
+                      "solver='rosenbrock23'."),
 }
 
 

@@ -220,7 +220,7 @@ def _solve(field, x0, tau, inputs, options):
     if not options.adjoint:
         field.freeze_parameters(True)
     try:
-        if options.method in ("dopri5", "rk4") and not options.adjoint:
+        if options.method in ("dopri5", "rk4", "rosenbrock23") and not options.adjoint:
             return solve_intervals(field, x0, tau, inputs, method=options.method,
                                    rtol=options.rtol, atol=options.atol,
                                    max_steps=options.max_steps, substeps=options.substeps,

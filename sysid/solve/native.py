@@ -43,6 +43,10 @@ _LOADED: dict = {}
 #: order) and no -march (the same instructions on every machine of an architecture)
 _FLAGS = ("-O3", "-shared", "-fPIC")
 
+#: the advice a step-limit or step-underflow failure of an explicit solver ends with
+STIFF_HINT = ("; if the system is stiff (rates that span decades), solver='rosenbrock23' "
+              "takes steps of the slow dynamics")
+
 
 class _Model(ctypes.Structure):
     _fields_ = [("p", _D), ("w", _D), ("shift", _D), ("scale", _D), ("out_scale", _D),
@@ -304,12 +308,13 @@ def _dopri5_forward(kernel, model, inputs, tau_np, x0_np, xs, how, failure):
         capacity *= 4
     if steps == -2:
         raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps option "
-                      f"plus one per sample interval)")
+                      f"plus one per sample interval{STIFF_HINT})")
     if steps == -3:
         raise failure("underflow in dt: the vector field or the state is not finite "
                       "(NaN or inf)")
     if steps == -4:
-        raise failure("underflow in dt: the problem is stiff or the state blew up")
+        raise failure("underflow in dt: the problem is stiff or the state blew up"
+                      + STIFF_HINT)
     # (the first ``steps`` rows of a C-ordered tape are contiguous: no copy)
     return tape_x[:steps], tape_s[:steps], tape_i[:steps], steps, int(nfe.value)
 
