@@ -14,14 +14,14 @@ beside them and needs only :mod:`sysid.errors`.
 
 from . import datasets, errors
 from .many import Ensemble, FitCollection, fit_ensemble, fit_many, sweep
-from .model import MLP, SUPPORTED_FUNCTIONS, HybridODE, t
+from .model import MLP, SUPPORTED_FUNCTIONS, HybridODE, HybridPDE, t
 from .problem import FitOptions, FitStatus
-from .results import FitResult, fit, load
+from .results import FieldResult, FitResult, fit, load
 from .symbolic import SymbolicSummary
 
 __version__ = "0.1.0"
 
-__all__ = ["HybridODE", "MLP", "fit", "FitResult", "FitOptions", "FitStatus", "load",
+__all__ = ["HybridODE", "HybridPDE", "MLP", "fit", "FitResult", "FieldResult", "FitOptions", "FitStatus", "load",
            "SymbolicSummary", "datasets", "errors", "t", "__version__",
            "fit_many", "sweep", "fit_ensemble", "FitCollection", "Ensemble",
            "SUPPORTED_FUNCTIONS"]

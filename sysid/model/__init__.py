@@ -9,12 +9,16 @@ SymPy -> torch compiler (:mod:`~sysid.model.compiler`, with its passes in
 tables in :mod:`~sysid.model.ops`), the parameter transforms that
 honour SymPy assumptions (:mod:`~sysid.model.parameters`), the residual network
 (:mod:`~sysid.model.residual`) and the hybrid vector field as a torch module
-(:mod:`~sysid.model.field`).
+(:mod:`~sysid.model.field`); fields over space by the method of lines
+(:class:`HybridPDE` in :mod:`~sysid.model.pde`, its grid and finite differences in
+:mod:`~sysid.model.lattice`, its torch form and local residual in
+:mod:`~sysid.model.pde_field`).
 
 May import: :mod:`sysid.errors`, :mod:`sysid.runtime`.
 """
 
 from .functions import SUPPORTED_FUNCTIONS
 from .hybrid import MLP, HybridODE, t
+from .pde import HybridPDE
 
-__all__ = ["HybridODE", "MLP", "t", "SUPPORTED_FUNCTIONS"]
+__all__ = ["HybridODE", "HybridPDE", "MLP", "t", "SUPPORTED_FUNCTIONS"]

@@ -37,6 +37,10 @@ class MLP:
         What the network reads: states and exogenous inputs (default: all of them).
     activation : {"tanh", "softplus", "gelu", "silu"}
         Hidden-layer activation; smooth choices keep the adaptive solver efficient.
+    local : bool
+        For a :class:`~sysid.HybridPDE`: one network applied at every grid point to the
+        fields and their first and second spatial derivatives there, with shared
+        weights (a local reaction or flux); ``states`` and ``inputs`` do not apply.
 
     Notes
     -----
@@ -49,7 +53,7 @@ class MLP:
     --------
     >>> import sysid
     >>> sysid.MLP(width=16, depth=2)
-    MLP(width=16, depth=2, states=None, inputs=None, activation='tanh')
+    MLP(width=16, depth=2, states=None, inputs=None, activation='tanh', local=False)
 
     A residual on the velocity only, reading the velocity only (the network then cannot
     stand in for a term of the angle):
@@ -76,8 +80,11 @@ class MLP:
     states: Sequence[sp.Symbol | str] | None = None
     inputs: Sequence[sp.Symbol | str] | None = None
     activation: str = "tanh"
+    local: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.local, bool):
+            raise ModelError(f"MLP local must be True or False; received {self.local!r}.")
         for name in ("width", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -94,10 +101,13 @@ class MLP:
                 object.__setattr__(self, name, tuple(str(v) for v in value))
 
     def to_dict(self) -> dict:
-        return {"width": self.width, "depth": self.depth,
-                "states": None if self.states is None else list(self.states),
-                "inputs": None if self.inputs is None else list(self.inputs),
-                "activation": self.activation}
+        out = {"width": self.width, "depth": self.depth,
+               "states": None if self.states is None else list(self.states),
+               "inputs": None if self.inputs is None else list(self.inputs),
+               "activation": self.activation}
+        if self.local:                  # (absent otherwise: older specs read the same)
+            out["local"] = True
+        return out
 
 
 def _as_symbol(obj, what: str) -> sp.Symbol:

@@ -115,6 +115,7 @@ def linearise(problem, step: float = STEP):
     rows_r = np.arange(r.size)
     for i in range(n):        # row j depends on the start of its own segment, owner[j]
         J[rows_r, P + owner * n + i] = tangent[P + i][mask].numpy()
+    f, r, J = _with_prior(problem, f, r, J, P)
     if not windows:
         return f, r, J
     # continuity rows: they depend on the end of window a (its parameters and start) and
@@ -138,6 +139,21 @@ def linearise(problem, step: float = STEP):
     _unit_columns(problem, z, unit, gap, Jg, rows_g, P)
     f += 0.5 * float(np.sum(gap ** 2))
     return f, np.concatenate([r, gap.ravel()]), np.vstack([J, Jg])
+
+
+def _with_prior(problem, f, r, J, P):
+    """Append a field's smoothness-prior rows (:class:`FieldPrior`) on the initial states,
+    and their Jacobian in the scaled initial states ``z0`` (the first columns after the
+    parameters)."""
+    prior = problem.prior
+    if prior is None:
+        return f, r, J
+    with torch.no_grad():
+        rows = prior.rows(problem.x0()).numpy()
+    B, n = problem.z0.shape
+    Jp = np.zeros((rows.size, J.shape[1]))
+    Jp[:, P:P + B * n] = prior.jacobian(B) * np.tile(problem.scale.numpy(), B)[None, :]
+    return f + 0.5 * float(np.sum(rows ** 2)), np.concatenate([r, rows]), np.vstack([J, Jp])
 
 
 def _unit_columns(problem, z, unit, gap, Jg, rows_g, P) -> None:

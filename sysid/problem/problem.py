@@ -14,13 +14,16 @@ from torch import nn
 
 from ..data.bundle import DataBundle
 from ..model.field import HybridField
+from ..model.pde import HybridPDE, local_mlp_inputs
+from ..model.pde_field import LocalResidualNet, PDEField, grid_features
 from ..solve.integrate import SolverFailure, SolverOptions, solve_segments
+from .field_prior import FieldPrior
 from .noise import noise_model
 from ..model.parameters import transform_for
 from ..model.residual import ResidualNet
 from .segments import (Segments, holdout_windows, later_starts, segment_grid, shooting_windows,
                        window_length)
-from .timescale import dynamics_time_scale
+from .timescale import residual_time_unit
 from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial_states,
                      input_signal)
 
@@ -55,6 +58,7 @@ class Problem(nn.Module):
         self.noise = noise_model(noise, np.where(mask, self.y.numpy(), np.nan), mask,
                                  bundle.noise_std)
         self.windows = None
+        self.prior = None                # a field's smoothness prior (FieldPrior) or None
         self.window_starts: list = []
         self.continuity = continuity
         # States that no observation involves: their units are not fixed by the data
@@ -116,6 +120,9 @@ class Problem(nn.Module):
             gap = ((ends - starts[b]) / (self.continuity * self.gap_unit(starts))) ** 2
             parts["continuity"] = 0.5 * gap.sum() / self.noise.total
             total = total + parts["continuity"]
+        if self.prior is not None:
+            parts["prior"] = 0.5 * (self.prior.rows(self.x0()) ** 2).sum() / self.noise.total
+            total = total + parts["prior"]
         net = self.field.residual
         if net is not None:
             r = net.scaled(torch.cat([xs, seg.u_grid], dim=-1))
@@ -189,7 +196,8 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     guesses = [model.parameters[s] for s in syms]
     transform = transform_for(syms, guesses)
     raw = transform.inverse(guesses) if syms else torch.zeros(0, dtype=torch.float64)
-    field = HybridField(model, bundle.channels, transform, raw, None)
+    kind = PDEField if isinstance(model, HybridPDE) else HybridField
+    field = kind(model, bundle.channels, transform, raw, None)
     n = len(model.states)
     if like is not None and tuple(like.z0.shape) != (bundle.n_trajectories, n):
         like = None                      # not the same states on the same data
@@ -206,7 +214,10 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
             loc[i] = float(np.nanmean(series)) if np.isfinite(series).any() else 0.0
             scale[i] = _robust_std(series)
         _scale_zero_guesses(field, guesses, bundle, sim, observed, scale)
-    if model.residual is not None:
+    if model.residual is not None and isinstance(model, HybridPDE) and model.residual.local:
+        field.residual = _build_local_residual(model, bundle, gen,
+                                               sim if like is None else x0[:, None, :])
+    elif model.residual is not None:
         field.residual = _build_residual(model, bundle, loc, scale, gen)
     z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
     windows, zw, holdout = None, None, None
@@ -221,6 +232,10 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
             zw = torch.as_tensor((xw - loc) / scale, dtype=torch.float64)
         else:
             windows = None
+    prior = None
+    if isinstance(model, HybridPDE):
+        prior = FieldPrior(model.lattice, _field_spreads(model, bundle),
+                           max(1, len(bundle.channels) // len(model.field_names)))
     if options.validation > 0:
         if windows is None or len(windows[1]) < 4:
             raise ValueError(
@@ -235,10 +250,12 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                              for j, c in enumerate(bundle.channels) if bundle.mask[..., j].any()))
     if model.residual is not None:
         involved |= {s for s in model.states if s.name in model.residual_inputs}
-    return Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
-                   options.interpolation, windows=windows, zw=zw,
-                   continuity=options.continuity, holdout=holdout,
-                   unpinned=[s not in involved for s in model.states])
+    problem = Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
+                      options.interpolation, windows=windows, zw=zw,
+                      continuity=options.continuity, holdout=holdout,
+                      unpinned=[s not in involved for s in model.states])
+    problem.prior = prior
+    return problem
 
 
 def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
@@ -249,9 +266,41 @@ def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
     spread = np.concatenate([scale, u_scale])
     read = [names.index(r) for r in model.residual_inputs]
     write = [model.state_names.index(s) for s in model.residual_states]
-    tau = dynamics_time_scale(bundle)
+    tau = residual_time_unit(bundle)
     out_scale = [scale[i] / tau for i in write]
     spec = model.residual
     return ResidualNet(len(model.states), read, write, shift[read], spread[read], out_scale,
                        width=spec.width, depth=spec.depth, activation=spec.activation,
                        generator=gen)
+
+
+def _field_spreads(model, bundle) -> list[float]:
+    """Each field's spread over all its sensors' measurements (the data alone, so that
+    the prior and the network's unit do not depend on the parameters' guesses)."""
+    n = len(model.lattice.points)
+    out = []
+    for k in range(len(model.field_names)):
+        mine = set(model.state_names[k * n:(k + 1) * n])
+        cols = [j for j, c in enumerate(bundle.channels) if c in mine]
+        values = bundle.y[..., cols][bundle.mask[..., cols]] if cols else np.zeros(0)
+        out.append(_robust_std(values) if values.size > 1 else 1.0)
+    return out
+
+
+def _build_local_residual(model, bundle, gen, states) -> LocalResidualNet:
+    """A :class:`LocalResidualNet` whose features are standardised over ``states``
+    ((B, T, n): the untrained physics from the guessed initial field) and whose output
+    unit is each field's typical spread per :func:`residual_time_unit`."""
+    spec, lattice = model.residual, model.lattice
+    wanted = local_mlp_inputs(model)
+    with torch.no_grad():
+        x = torch.as_tensor(np.nan_to_num(np.asarray(states, dtype=np.float64)))
+        values = torch.stack(grid_features(lattice, lattice.to_grid(x), wanted), -1)
+        values = values.reshape(-1, len(wanted))
+    shift = values.mean(0)
+    spread = values.std(0)
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    unit = residual_time_unit(bundle)
+    out = [spread / unit for spread in _field_spreads(model, bundle)]
+    return LocalResidualNet(model, shift, spread, out, width=spec.width, depth=spec.depth,
+                            activation=spec.activation, generator=gen)

@@ -14,6 +14,7 @@ from ..data.bundle import DataBundle
 from ..model.field import HybridField
 from ..solve.integrate import InputSignal, SolverFailure, SolverOptions, solve_segments
 from .segments import segment_grid
+from ..model.pde import HybridPDE
 from .timescale import _robust_std, dynamics_time_scale
 
 
@@ -86,6 +87,8 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     free = [i for i, c in enumerate(observed) if c is None or not bundle.mask[:, :, c].any()]
     if not free:
         return x0, observed
+    if isinstance(model, HybridPDE):        # a field between its sensors: interpolated
+        return model.fill_unobserved(x0, np.isfinite(slopes)), observed
     scale = np.array([_robust_std(bundle.y[..., c]) if c is not None else 1.0 for c in observed])
     start, bounds = _sign_constrained_start(model, free, bundle)
     x0[:, free] = start        # kept where nothing else informs the guess

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["channel_time_scales", "dynamics_time_scale"]
+__all__ = ["channel_time_scales", "dynamics_time_scale", "residual_time_unit"]
 
 _LAGS = (1, 2, 3)
 
@@ -105,3 +105,20 @@ def dynamics_time_scale(bundle) -> float:
     steps = steps[steps > 0]
     shortest = float(np.median(steps)) if steps.size else 0.0
     return float(min(max(tau, shortest), longest))
+
+
+def residual_time_unit(bundle) -> float:
+    """The time unit of the residual network's output: the dominant period of the
+    measured dynamics (``2 pi`` times :func:`dynamics_time_scale`, the period of a sine
+    whose spread and RMS rate are the data's), at most a tenth of the record's span.
+
+    The cap is the unit used before (issue 24), so a record of fewer than about ten
+    periods keeps it, and only long oscillating records (Silverbox's 400 cycles) get a
+    larger output unit. Measured on the benchmarks: the scale itself (2 pi shorter) gave
+    Silverbox 1.16 mV against 1.08 mV here, but weakened the residual penalty of the
+    25-trajectory pendulum (about two periods per record) 2.4x and moved its omega0 error
+    from 1.2 % to 6 %."""
+    times = np.asarray(bundle.times, float)
+    span = float(times[-1] - times[0]) if times.size > 1 else 1.0
+    span = span if span > 0 else 1.0
+    return float(min(2.0 * np.pi * dynamics_time_scale(bundle), span / 10.0))

@@ -5,7 +5,8 @@ Owns :func:`sysid.fit` and :func:`sysid.load` (:mod:`~sysid.results.fitting`),
 labelled outputs and delegates symbolic distillation (:mod:`sysid.symbolic`),
 uncertainty (:mod:`sysid.uncertainty`) and files (:mod:`~sysid.results.files`) to the
 rooms that own them, the output datasets (:mod:`~sysid.results.outputs`) and the figures
-(:mod:`~sysid.results.plot`).
+(:mod:`~sysid.results.plot`), and :class:`FieldResult`, a fitted field over space
+(:mod:`~sysid.results.field_result`).
 
 May import: every room below it: :mod:`sysid.errors`, :mod:`sysid.runtime`,
 :mod:`sysid.model`, :mod:`sysid.data`, :mod:`sysid.solve`, :mod:`sysid.problem`,
@@ -13,6 +14,7 @@ May import: every room below it: :mod:`sysid.errors`, :mod:`sysid.runtime`,
 """
 
 from .fitting import fit, fit_from, load
+from .field_result import FieldResult
 from .result import FitResult
 
-__all__ = ["FitResult", "fit", "fit_from", "load"]
+__all__ = ["FieldResult", "FitResult", "fit", "fit_from", "load"]

@@ -9,11 +9,13 @@ import xarray as xr
 
 from ..data.bundle import _TIME_UNITS
 from ..errors import FitError
+from ..model.pde import HybridPDE
 from ..problem.segments import sample_interval
 from ..solve.integrate import SolverFailure, threads_for
 from ..symbolic.distill import summarize
 from ..training.trainer import train
 from ..uncertainty.tables import parameter_correlation, parameter_table
+from .field_result import FieldResult
 from .files import save_result
 from .outputs import initial_states_dataset
 from .plot import plot_result
@@ -424,8 +426,12 @@ def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
     starts from (see :func:`build_problem`); ``x0``, if given, replaces its initial
     states. The symbolic summary continues each candidate's full and held-out refits from
     its previous refit this way."""
-    trained = train(model, data, x0, like=None if like is None else like._problem, **options)
+    field = isinstance(model, HybridPDE)      # a field: one channel per sensor point
+    trained = train(model, model.flatten(data) if field else data, x0,
+                    like=None if like is None else like._problem, **options)
     result = FitResult(*trained)
+    if field:
+        result = FieldResult(result, data)
     if trained.options.throw and not trained.status.success:
         err = FitError(f"{trained.status} The best result so far is attached as err.result.")
         err.result = result

@@ -90,6 +90,8 @@ def field_source(field) -> str:
                        for value, name in constants.items())
     floored = [False] * len(states) if field._floored is None else field._floored.tolist()
     net = field.residual
+    if getattr(net, "local", False):
+        raise Unsupported("a local residual network (one network per grid point)")
     if net is None:
         shape = "#define HAS_NET 0\n#define N_LAYERS 0\n#define ACT 0\n#define N_READ 0\n" \
                 "#define MAXW 1\n#define PRE_TOTAL 1\n" \

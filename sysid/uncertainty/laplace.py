@@ -168,7 +168,9 @@ def _laplace(result, network: bool) -> Curvature:
     penalty = _penalty_weight(result) if net is not None else 0.0
     if net is None:      # few columns: central differences in one batched solve (fast)
         _, r_np, jac = linearise(problem)
-        n = int(r_np.size)
+        n = int(r_np.size)                  # the data rows come first, then the prior's
+        if problem.prior is not None:
+            n -= problem.z0.shape[0] * problem.prior.rows_per_trajectory
     else:
         with _plain_tensors(problem, network) as (tensors, kinds), torch.enable_grad():
             r_data, r_pen = _objective_rows(problem, penalty)
@@ -275,13 +277,14 @@ def _objective_rows(problem, penalty: float):
     xs = solve_segments(problem.field, problem.x0(), seg.tau, seg.inputs, _solver(problem))
     r = _standardise(problem, problem.field.observe(seg.tau, xs, seg.u_grid), seg)
     net = problem.field.residual
+    extra = r.new_zeros(0) if problem.prior is None else problem.prior.rows(problem.x0())
     if net is None or penalty <= 0:
-        return r, r.new_zeros(0)
+        return r, extra
     g = net.scaled(torch.cat([xs, seg.u_grid], dim=-1))
     valid = seg.valid.reshape(-1)
     g = g.reshape(-1, g.shape[-1])[valid]
     weight = math.sqrt(2.0 * problem.noise.total * penalty / max(g.numel(), 1))
-    return r, weight * g.reshape(-1)
+    return r, torch.cat([weight * g.reshape(-1), extra])
 
 
 def residual_jacobian(problem) -> tuple[np.ndarray, np.ndarray, int]:

@@ -1,0 +1,374 @@
+"""Fields over space: :class:`HybridPDE`, a hybrid model by the method of lines.
+
+A field ``u(t, x)`` (or ``u(t, x, y)``) on a regular grid becomes one state per grid
+point, and the known physics, written in SymPy with spatial derivatives
+(``D * u.diff(x, 2)``), becomes central finite differences on the grid
+(:mod:`sysid.model.lattice`). Everything a :class:`~sysid.HybridODE` does then holds
+for the grid's states; :class:`HybridPDE` adds the field's layout, the translation of a
+dataset over ``(time, x)`` into per-point channels and back, and the *pointwise* form of
+the physics (one expression in the field, its derivatives and the coordinates), which
+the torch field evaluates on the whole grid at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+import xarray as xr
+
+from ..errors import DataError, ModelError, suggest
+from .hybrid import HybridODE, _as_expr
+from .lattice import Lattice, Side, regular_grid
+
+__all__ = ["HybridPDE", "feature_name", "local_mlp_inputs"]
+
+_KINDS = ("periodic", "dirichlet", "neumann")
+_MAX_ORDER = 4
+
+
+def feature_name(field: str, dims, orders) -> str:
+    """``u_xx`` for the second x-derivative of ``u``, ``u_xy`` for the mixed one."""
+    return field + "_" + "".join(d * o for d, o in zip(dims, orders))
+
+
+def _field_name(f, where: str) -> str:
+    if isinstance(f, sp.core.function.AppliedUndef):
+        return f.func.__name__
+    if isinstance(f, sp.core.function.UndefinedFunction):
+        raise ModelError(f"{where}: {f} is a SymPy function that is not applied to the space "
+                         f"symbols; write u = sympy.Function('{f}')(x) (or (x, y)).")
+    raise ModelError(f"{where} must be SymPy functions of the space symbols, e.g. "
+                     f"u = sympy.Function('u')(x); received {f!r} of type {type(f).__name__}.")
+
+
+def _side(dim: str, spec) -> Side:
+    """A :class:`Side` from "periodic", "dirichlet", "neumann" or {kind: value or
+    (left, right)}."""
+    value = (0.0, 0.0)
+    if isinstance(spec, dict) and len(spec) == 1:
+        (kind, raw), = spec.items()
+        if kind == "periodic":
+            raise ModelError(f"boundary[{dim!r}]: a periodic boundary takes no values; "
+                             f"write boundary={{{dim!r}: 'periodic'}}.")
+        try:
+            pair = tuple(float(v) for v in (raw if isinstance(raw, (tuple, list)) else (raw, raw)))
+        except (TypeError, ValueError):
+            pair = ()
+        if len(pair) != 2 or not all(np.isfinite(pair)):
+            raise ModelError(f"boundary[{dim!r}]: the value(s) of {kind!r} must be a number or "
+                             f"a (left, right) pair of numbers; received {raw!r}.")
+        spec, value = kind, pair
+    if not isinstance(spec, str) or spec not in _KINDS:
+        raise ModelError(
+            f"boundary[{dim!r}] must be one of {_KINDS} or a dict like {{'dirichlet': (0.0, "
+            f"1.0)}}; received {spec!r}.{suggest(str(spec), _KINDS)}")
+    return Side(spec, *value)
+
+
+class HybridPDE(HybridODE):
+    """A field over space: known physics with spatial derivatives plus a local residual.
+
+    ``du/dt = physics(u, u_x, u_xx, ..., x, t; parameters) + residual``, discretised by
+    central differences on a regular grid (the method of lines). Each grid point is a
+    state (named ``u_3`` or ``u_3_5``); a Dirichlet boundary point holds its given value
+    and is not a state.
+
+    Parameters
+    ----------
+    fields : sequence of SymPy functions
+        ``u = sympy.Function("u")(x)``: the fields, applied to the space symbols
+        (the same ones, in the same order, for every field).
+    space : dict {name or Symbol: array}
+        The regular grid of each space dimension (the data's coordinate of that name).
+    physics : dict {field: Expr}
+        The known part of each field's time derivative; spatial derivatives as
+        ``u.diff(x, 2)`` (orders up to 4 per dimension, mixed ones in 2-D).
+    boundary : dict {name: "periodic" | "dirichlet" | "neumann" | {kind: value}}
+        Every space dimension's condition; Dirichlet and Neumann default to the value 0,
+        ``{"dirichlet": (0.0, 1.0)}`` gives the left and right values.
+    parameters, fixed : dict {Symbol: float}
+        As for :class:`~sysid.HybridODE`.
+    residual : MLP or None
+        ``sysid.MLP(width, depth, local=True)``: one small network applied at every grid
+        point to the fields and their first and second derivatives there (shared weights),
+        added to each field's derivative. A residual without ``local=True`` reads every
+        grid state at once (rarely what a field needs).
+
+    Examples
+    --------
+    >>> import numpy as np, sympy as sp, sysid
+    >>> x = sp.Symbol("x"); u = sp.Function("u")(x); D = sp.Symbol("D", positive=True)
+    >>> model = sysid.HybridPDE(fields=[u], space={"x": np.linspace(0, 1, 16, endpoint=False)},
+    ...                         physics={u: D * u.diff(x, 2)}, boundary={"x": "periodic"},
+    ...                         parameters={D: 0.1})
+    >>> model
+    HybridPDE(
+      du/dt = D*u_xx
+      on x: 16 points, periodic
+    )
+    >>> len(model.states), model.state_names[:3]
+    (16, ['u_0', 'u_1', 'u_2'])
+    """
+
+    def __init__(self, fields, space, physics=None, boundary=None, parameters=None,
+                 residual=None, fixed=None):
+        fields = list(fields) if isinstance(fields, (list, tuple)) else [fields]
+        if not fields:
+            raise ModelError("A HybridPDE needs at least one field; received fields=[].")
+        names = [_field_name(f, "fields") for f in fields]
+        dims = fields[0].args
+        if not dims or not all(isinstance(d, sp.Symbol) for d in dims) or len(dims) > 2:
+            raise ModelError(f"fields must be functions of one or two space Symbols, e.g. "
+                             f"u(x) or u(x, y); received {fields[0]}.")
+        for f in fields:
+            if f.args != dims:
+                raise ModelError(f"Every field must be a function of the same space symbols "
+                                 f"{dims}; {f} is not.")
+        self.fields, self.space_symbols = fields, list(dims)
+        dim_names = [d.name for d in dims]
+        grids = self._grids(space, dim_names)
+        sides = self._sides(boundary, dim_names)
+        self.lattice = Lattice(names, dim_names, grids, sides)
+        self.field_names = names
+        self.field_physics = {}
+        for key, expr in (physics or {}).items():
+            name = key.name if isinstance(key, sp.Symbol) else (
+                key.func.__name__ if isinstance(key, sp.core.function.AppliedUndef) else str(key))
+            if name not in names:
+                raise ModelError(f"physics has an entry for {key}, which is not a field."
+                                 f"{suggest(name, names)} Fields: {names}.")
+            self.field_physics[fields[names.index(name)]] = _as_expr(expr, f"physics[{key}]")
+        self.features: dict[str, tuple[int, tuple[int, ...]]] = {}   # name -> (field, orders)
+        self.pointwise = {f: self._pointwise(f, e) for f, e in self.field_physics.items()}
+        states = [sp.Symbol(n) for n in self.lattice.state_names()]
+        self._local = residual is not None and getattr(residual, "local", False)
+        super().__init__(states, physics=None, parameters=parameters, fixed=fixed,
+                         residual=None if self._local else residual)
+        self._check_pointwise()
+        if self._local:
+            self.residual = residual
+            self.residual_states = list(self.state_names)
+            self.residual_inputs = list(self.state_names)
+        self._rhs = None
+
+    # -- set-up -----------------------------------------------------------------------
+    @staticmethod
+    def _grids(space, dims):
+        if not isinstance(space, dict):
+            raise ModelError(f"space must be a dict {{name: grid}}; received {type(space).__name__}.")
+        given = {(k.name if isinstance(k, sp.Symbol) else str(k)): v for k, v in space.items()}
+        for k in given:
+            if k not in dims:
+                raise ModelError(f"space names {k!r}, which is not a space symbol of the "
+                                 f"fields.{suggest(k, dims)} The fields depend on {dims}.")
+        missing = [d for d in dims if d not in given]
+        if missing:
+            raise ModelError(f"space has no grid for {missing}; give space={{'{missing[0]}': "
+                             f"numpy.linspace(...)}}.")
+        return [regular_grid(d, given[d]) for d in dims]
+
+    @staticmethod
+    def _sides(boundary, dims):
+        given = {(k.name if isinstance(k, sp.Symbol) else str(k)): v
+                 for k, v in (boundary or {}).items()}
+        for k in given:
+            if k not in dims:
+                raise ModelError(f"boundary names {k!r}, which is not a space dimension."
+                                 f"{suggest(k, dims)} Dimensions: {dims}.")
+        missing = [d for d in dims if d not in given]
+        if missing:
+            raise ModelError(f"boundary has no condition for {missing}; give e.g. boundary="
+                             f"{{'{missing[0]}': 'periodic'}} ('periodic', 'dirichlet' or "
+                             f"'neumann').")
+        return [_side(d, given[d]) for d in dims]
+
+    def _pointwise(self, field, expr) -> sp.Expr:
+        """``expr`` with derivatives and fields as plain symbols (``u_xx``, ``u``)."""
+        dims = self.lattice.dims
+        swap = {}
+        for deriv in expr.atoms(sp.Derivative):
+            if deriv.expr not in self.fields:
+                raise ModelError(f"physics[{field}] differentiates {deriv.expr}, which is not "
+                                 f"a field; only derivatives of {self.fields} are supported.")
+            orders = [0] * len(dims)
+            for var, count in deriv.variable_count:
+                if var not in self.space_symbols:
+                    raise ModelError(f"physics[{field}] differentiates with respect to {var}; "
+                                     f"only the space symbols {dims} are supported (time "
+                                     f"derivatives are the left-hand side).")
+                orders[self.space_symbols.index(var)] += int(count)
+            if max(orders) > _MAX_ORDER or sum(orders) > _MAX_ORDER:
+                raise ModelError(f"physics[{field}]: {deriv} is of order {sum(orders)}; "
+                                 f"orders up to {_MAX_ORDER} are supported.")
+            k = self.fields.index(deriv.expr)
+            name = feature_name(self.field_names[k], dims, orders)
+            self.features[name] = (k, tuple(orders))
+            swap[deriv] = sp.Symbol(name)
+        out = expr.xreplace(swap)
+        out = out.xreplace({f: sp.Symbol(n) for f, n in zip(self.fields, self.field_names)})
+        return out
+
+    def _check_pointwise(self):
+        allowed = ({sp.Symbol(n) for n in self.field_names} | {sp.Symbol(n) for n in self.features}
+                   | set(self.space_symbols) | set(self.parameters) | set(self.fixed))
+        for f, e in self.pointwise.items():
+            for s in sorted(e.free_symbols, key=lambda s: s.name):
+                if s not in allowed and s.name != "t":
+                    raise ModelError(f"physics[{f}] uses the symbol {s.name!r}, which is not a "
+                                     f"field, space coordinate, parameter or fixed constant. "
+                                     f"Add it to parameters={{...}} or fixed={{...}}.")
+
+    # -- the per-point ODE ---------------------------------------------------------------
+    def rhs(self) -> list[sp.Expr]:
+        """The known physics of every grid state, finite differences written out."""
+        if self._rhs is None:
+            self._rhs = self._expand()
+        return list(self._rhs)
+
+    def _expand(self) -> list[sp.Expr]:
+        lat = self.lattice
+        syms = [{p: sp.Symbol(f"{n}_" + "_".join(map(str, p))) for p in lat.points}
+                for n in self.field_names]
+        out = []
+        for k, f in enumerate(self.fields):
+            expr = self.pointwise.get(f)
+            for p in lat.points:
+                if expr is None:
+                    out.append(sp.Integer(0))
+                    continue
+                sub = {sp.Symbol(n): lat.value(syms, j, p) for j, n in enumerate(self.field_names)}
+                sub.update({sp.Symbol(name): lat.stencil(syms, j, p, orders)
+                            for name, (j, orders) in self.features.items()})
+                sub.update({s: sp.Float(lat.grids[d][p[d]])
+                            for d, s in enumerate(self.space_symbols)})
+                out.append(expr.xreplace(sub).subs(self.fixed))
+        return out
+
+    def __repr__(self) -> str:
+        lines = []
+        for f, n in zip(self.fields, self.field_names):
+            e = self.pointwise.get(f, 0)
+            lines.append(f"d{n}/dt = {e}" + (" + NN" if self.residual is not None else ""))
+        for d, side in zip(self.lattice.dims, self.lattice.sides):
+            n = self.lattice.shape[self.lattice.dims.index(d)]
+            what = side.kind if side.kind == "periodic" else (
+                f"{side.kind} ({side.left:g}, {side.right:g})")
+            lines.append(f"on {d}: {n} points, {what}")
+        return "HybridPDE(\n  " + "\n  ".join(lines) + "\n)"
+
+    def fill_unobserved(self, x0: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """Initial fields between the sensors: ``x0`` (rows, n) with its entries where
+        ``known`` is False replaced by linear interpolation in space of the known ones
+        (and the Dirichlet values); periodic dimensions wrap. In 2-D, the inverse-distance
+        mean of the known points."""
+        lat = self.lattice
+        n = len(lat.points)
+        coords = np.array([[lat.grids[d][p[d]] for d in range(len(lat.shape))]
+                           for p in lat.points])
+        out = np.array(x0, dtype=float)
+        for k in range(len(self.field_names)):
+            cols = slice(k * n, (k + 1) * n)
+            for row in range(out.shape[0]):
+                have = known[row, cols]
+                if not have.any():
+                    continue
+                values = out[row, cols]
+                out[row, cols] = np.where(have, values,
+                                          self._interpolate(coords, have, values))
+        return out
+
+    def _interpolate(self, coords, have, values):
+        lat = self.lattice
+        if len(lat.shape) == 1:
+            xs, vs = coords[have, 0], values[have]
+            side, grid = lat.sides[0], lat.grids[0]
+            if side.kind == "periodic":
+                period = grid[-1] - grid[0] + lat.steps[0]
+                xs = np.concatenate([xs - period, xs, xs + period])
+                vs = np.concatenate([vs, vs, vs])
+            elif side.kind == "dirichlet":
+                xs = np.concatenate([[grid[0]], xs, [grid[-1]]])
+                vs = np.concatenate([[side.left], vs, [side.right]])
+            return np.interp(coords[:, 0], xs, vs)
+        d2 = ((coords[:, None, :] - coords[None, have, :]) ** 2).sum(-1)
+        w = 1.0 / np.maximum(d2, 1e-300)
+        return (w * values[have]).sum(1) / w.sum(1)
+
+    # -- data in and out ------------------------------------------------------------------
+    def flatten(self, ds: xr.Dataset) -> xr.Dataset:
+        """A dataset over ``(trajectory?, time, *space)`` as one channel per measured grid
+        state (``u_3``), for the per-point ODE."""
+        if not isinstance(ds, xr.Dataset):
+            raise DataError(f"sysid needs an xarray.Dataset; received {type(ds).__name__}.")
+        lat = self.lattice
+        for d, grid in zip(lat.dims, lat.grids):
+            if d not in ds.coords:
+                raise DataError(f"The data have no coordinate {d!r}; the model's fields live on "
+                                f"the grid space={{{d!r}: ...}}. Give the data dims (time, {d}).")
+            have = np.asarray(ds[d].values, dtype=float)
+            if have.size > 1 and np.any(np.diff(have) <= 0):
+                raise DataError(f"The data's coordinate {d!r} is not sorted; sort it first: "
+                                f"ds.sortby({d!r}).")
+            if have.shape != grid.shape or not np.allclose(have, grid, rtol=1e-9, atol=1e-12):
+                raise DataError(
+                    f"The data's coordinate {d!r} ({have.size} points from {have.min():.6g} to "
+                    f"{have.max():.6g}) is not the model's grid ({grid.size} points from "
+                    f"{grid[0]:.6g} to {grid[-1]:.6g}); interpolate the data onto the grid "
+                    f"(ds.interp({d}=grid)) or build the model on the data's grid.")
+        out, n = {}, len(lat.points)
+        for k, name in enumerate(self.field_names):
+            if name not in ds.data_vars:
+                continue
+            var = ds[name]
+            for p, state in zip(lat.points, self.state_names[k * n:(k + 1) * n]):
+                point = var.isel({d: i for d, i in zip(lat.dims, p)}, drop=True)
+                if bool(point.notnull().any()):
+                    out[state] = point
+        if not out:
+            raise DataError(f"The data hold no measurement of the fields {self.field_names} "
+                            f"(data variables: {list(ds.data_vars)}).")
+        flat = xr.Dataset(out, attrs=dict(ds.attrs))
+        return flat.drop_vars([c for c in flat.coords if c in lat.dims], errors="ignore")
+
+    def gather(self, flat: xr.Dataset, template: xr.Dataset | None = None) -> xr.Dataset:
+        """Per-point variables (``u_3``, ``u_3_lower``...) back into fields over space."""
+        lat = self.lattice
+        out, n = {}, len(lat.points)
+        for k, name in enumerate(self.field_names):
+            states = self.state_names[k * n:(k + 1) * n]
+            for suffix in ("", "_lower", "_upper"):
+                if states[0] + suffix not in flat:
+                    continue
+                first = flat[states[0] + suffix]
+                values = np.empty(first.shape + lat.shape)
+                values[...] = lat.boundary_values
+                for p, s in zip(lat.points, states):
+                    values[(Ellipsis,) + p] = flat[s + suffix].values
+                attrs = dict(first.attrs)
+                if template is not None and name in template:
+                    attrs = {**dict(template[name].attrs), **{a: v for a, v in attrs.items()
+                                                               if a not in ("units", "long_name")}}
+                out[name + suffix] = xr.DataArray(values, dims=first.dims + tuple(lat.dims),
+                                                  attrs=attrs)
+        coords = {d: (d, g) for d, g in zip(lat.dims, lat.grids)}
+        if template is not None:
+            coords = {d: template[d] for d in lat.dims if d in template.coords} or coords
+        result = xr.Dataset(out, coords={**{c: flat[c] for c in flat.coords}, **coords},
+                            attrs=dict(flat.attrs))
+        return result
+
+
+def local_mlp_inputs(model: HybridPDE) -> list[tuple[int, tuple[int, ...]]]:
+    """What a local residual reads at each point: every field, and its first and second
+    derivatives along each dimension: (field, orders) pairs."""
+    dims = len(model.lattice.dims)
+    out = []
+    for k in range(len(model.field_names)):
+        out.append((k, (0,) * dims))
+        for order in (1, 2):
+            for d in range(dims):
+                orders = [0] * dims
+                orders[d] = order
+                out.append((k, tuple(orders)))
+    return out
+

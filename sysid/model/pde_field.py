@@ -1,0 +1,152 @@
+"""The torch form of a :class:`~sysid.HybridPDE`: the physics and a local residual,
+evaluated on the whole grid at once.
+
+:class:`PDEField` is a :class:`~sysid.model.field.HybridField` whose physics is the
+pointwise expression compiled once (over the field, its derivatives, the coordinates and
+time) and evaluated on grid-shaped tensors, so that one evaluation costs a few torch
+operations whatever the grid's size; the per-point SymPy equations
+(:meth:`HybridPDE.rhs`) give the same numbers and serve the C solver and the printed
+model. :class:`LocalResidualNet` is one small MLP applied at every grid point to the
+fields and their first and second derivatives there (shared weights).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+import torch
+from torch import nn
+
+from .compiler import CompiledExprs
+from .field import HybridField, _with_time
+from .hybrid import t as TIME
+from .pde import HybridPDE, feature_name, local_mlp_inputs
+from .residual import _ACTIVATIONS
+
+__all__ = ["PDEField", "LocalResidualNet", "grid_features"]
+
+
+def grid_features(lattice, grid: torch.Tensor, wanted) -> list[torch.Tensor]:
+    """Each (field, orders) of ``wanted`` on the grid (..., *shape), from fields on the
+    grid (..., F, *shape)."""
+    padded = None
+    out = []
+    nd = len(lattice.shape)
+    for k, orders in wanted:
+        if not any(orders):
+            out.append(grid.select(-1 - nd, k))
+            continue
+        if padded is None:
+            padded = lattice.pad(grid)
+        out.append(lattice.derivative(padded, orders).select(-1 - nd, k))
+    return out
+
+
+class PDEField(HybridField):
+    """``du/dt`` of every grid state: the pointwise physics on the grid, plus the residual."""
+
+    def __init__(self, model: HybridPDE, channels, transform, raw_parameters, residual):
+        nn.Module.__init__(self)
+        self.model, self.lattice = model, model.lattice
+        self.channels = list(channels)
+        self.transform = transform
+        self.raw = nn.Parameter(raw_parameters.clone().to(torch.float64))
+        self.residual = residual
+        self._has_inputs = False
+        names = model.field_names
+        self._wanted = [(k, (0,) * len(self.lattice.shape)) for k in range(len(names))]
+        self._wanted += [model.features[n] for n in model.features]
+        grid_vars = [sp.Symbol(n) for n in names] + [sp.Symbol(n) for n in model.features]
+        variables = grid_vars + list(model.space_symbols) + [TIME] + list(model.parameters)
+        exprs = [sp.sympify(model.pointwise.get(f, 0)).subs(model.fixed) for f in model.fields]
+        variables = _with_time(variables, exprs)
+        self._physics = CompiledExprs(exprs, variables, batch=grid_vars)
+        self._coords = self.lattice.coordinates()
+        self._identity = [model.states.index(model.channels[c]) for c in self.channels]
+        self._observe = None
+        self.nfe = 0
+        self._cached = None
+        self.register_buffer("_floored", None, persistent=False)
+        self._rows = None
+
+    def physics(self, t, x, u) -> torch.Tensor:
+        p = self._cached
+        if p is None:
+            p = self.parameter_values().unbind(0)
+        nd = len(self.lattice.shape)
+        if self._rows is not None:        # per-row parameters (R,) broadcast over the grid
+            p = [v.reshape(v.shape + (1,) * (x.dim() - 2 + nd)) for v in p]
+        values = grid_features(self.lattice, self.lattice.to_grid(x), self._wanted)
+        coords = [c.to(x) for c in self._coords]
+        tt = t.reshape(t.shape + (1,) * nd)
+        f = torch.stack(self._physics([*values, *coords, tt, *p]), dim=-1 - nd)
+        return self.lattice.to_states(f)
+
+
+class LocalResidualNet(nn.Module):
+    """One MLP at every grid point: ``out_scale * net((features - shift) / scale)``.
+
+    The features at a point are every field and its first and second derivatives along
+    each dimension (:func:`~sysid.model.pde.local_mlp_inputs`); the output is one term per
+    field. ``shift``, ``scale``: the features' standardisation (from the data);
+    ``out_scale``: each field's typical rate of change.
+    """
+
+    local = True
+
+    def __init__(self, model: HybridPDE, shift, scale, out_scale, *, width=16, depth=2,
+                 activation="tanh", generator=None):
+        super().__init__()
+        self.lattice = model.lattice
+        self.n_states = model.lattice.n_states
+        self.wanted = local_mlp_inputs(model)
+        self.feature_names = [feature_name(model.field_names[k], model.lattice.dims, o)
+                              for k, o in self.wanted]
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float64))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
+        self.register_buffer("out_scale", torch.as_tensor(out_scale, dtype=torch.float64))
+        layers: list[nn.Module] = []
+        n_in = len(self.wanted)
+        for _ in range(depth):
+            layers += [nn.Linear(n_in, width, dtype=torch.float64), _ACTIVATIONS[activation]()]
+            n_in = width
+        layers.append(nn.Linear(n_in, len(model.field_names), dtype=torch.float64))
+        self.net = nn.Sequential(*layers)
+        self._init(generator)
+
+    def _init(self, generator):
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                bound = (1.0 / layer.in_features) ** 0.5
+                with torch.no_grad():
+                    layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator,
+                                                   dtype=torch.float64) * 2 - 1) * bound * 1.7)
+                    layer.bias.zero_()
+        with torch.no_grad():     # the untrained model is the physics
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The standardised features at every point, (..., *shape, n_features)."""
+        grid = self.lattice.to_grid(x[..., :self.n_states])
+        values = torch.stack(grid_features(self.lattice, grid, self.wanted), dim=-1)
+        return (values - self.shift) / self.scale
+
+    def pointwise(self, features: torch.Tensor) -> torch.Tensor:
+        """The network on standardised features (..., n_features) -> (..., F), in units
+        of ``out_scale``."""
+        return self.net(features)
+
+    def scaled(self, xu: torch.Tensor) -> torch.Tensor:
+        """Output in units of ``out_scale``, one entry per grid state (..., n_states)."""
+        out = self.net(self.features(xu))                  # (..., *shape, F)
+        nd = len(self.lattice.shape)
+        out = out.movedim(-1, -1 - nd)                     # (..., F, *shape)
+        return self.lattice.to_states(out)
+
+    def forward(self, xu: torch.Tensor) -> torch.Tensor:
+        nd = len(self.lattice.shape)
+        out = self.net(self.features(xu)) * self.out_scale
+        return self.lattice.to_states(out.movedim(-1, -1 - nd))
+
+    def weight_norm2(self) -> torch.Tensor:
+        return sum((layer.weight ** 2).sum() for layer in self.net if isinstance(layer, nn.Linear))
