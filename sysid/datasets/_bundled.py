@@ -15,6 +15,7 @@ import xarray as xr
 
 from ..errors import DataError, suggest
 from . import _real
+from ._fields import FIELDS
 from ._systems import SYSTEMS
 
 __all__ = ["BUNDLED", "load", "available", "data_locations"]
@@ -333,5 +334,5 @@ def available(kind: str | None = None) -> list[str]:
     if kind in (None, "load"):
         names += list(BUNDLED)
     if kind in (None, "simulate"):
-        names += list(SYSTEMS)
+        names += list(SYSTEMS) + list(FIELDS)
     return names

@@ -13,6 +13,7 @@ from ..errors import DataError
 from ._options import Options, check_options
 from ._system import Staircase, System, format_values
 from ._catalogue import get_system
+from ._fields import FIELDS, simulate_field
 
 __all__ = ["simulate"]
 
@@ -146,7 +147,7 @@ def _coords(sys: System, times: np.ndarray, n_traj: int) -> dict:
 
 def simulate(name: str, *, times=None, t_end=None, dt=None, n_trajectories=1, x0=None,
              params=None, noise=0.05, observed=None, missing=0.0, irregular=False,
-             seed=0, truth=False):
+             seed=0, truth=False, n_points=None, sensors=None, n_times=40):
     """Simulate a synthetic system with known truth as a noisy :class:`xarray.Dataset`.
 
     Parameters
@@ -182,6 +183,12 @@ def simulate(name: str, *, times=None, t_end=None, dt=None, n_trajectories=1, x0
     truth : bool, default False
         Also return the noise-free, complete states and inputs on the same time
         coordinate.
+    n_points, sensors, n_times : int, optional
+        Field systems only (``"fisher_kpp"``, ``"burgers"``, ``"heat_2d"``): grid points
+        per dimension, number of sensors (evenly spaced in 1-D, random grid points in
+        2-D) and of irregular sample times in ``[0, t_end]``. The data variable ``u``
+        has dims ``(time, x)`` (or ``(time, x, y)``) and is NaN off the sensors; the
+        truth is computed on a 4x finer grid.
 
     Returns
     -------
@@ -207,7 +214,16 @@ def simulate(name: str, *, times=None, t_end=None, dt=None, n_trajectories=1, x0
     >>> data, truth = simulate("pendulum", n_trajectories=3, irregular=True, truth=True)
     >>> data.theta.dims, bool(truth.theta.isnull().any())
     (('trajectory', 'time'), False)
+
+    A field measured by 8 sensors on a grid of 64 points:
+
+    >>> field = simulate("fisher_kpp", seed=0)
+    >>> field.u.dims, int(field.u.notnull().any("time").sum())
+    (('time', 'x'), 8)
     """
+    if isinstance(name, str) and name in FIELDS:
+        return simulate_field(name, n_points=n_points, sensors=sensors, n_times=n_times,
+                              t_end=t_end, noise=noise, params=params, seed=seed, truth=truth)
     sys = get_system(name, caller="simulate")
     opts = check_options(sys, times=times, t_end=t_end, dt=dt, n_trajectories=n_trajectories,
                          x0=x0, params=params, noise=noise, observed=observed, missing=missing,

@@ -18,7 +18,9 @@ per-point equations, with the same ghost rules:
 
 Dimensions are padded in order (the first, then the second over the padded first), and
 the SymPy resolution of a ghost index unwinds them in the reverse order, so corner
-ghosts agree between the two forms.
+ghosts agree between the two forms. In torch, the padding is one ``pad`` per dimension
+(circular, or reflected and then corrected by a fixed multiplier and offset), and all
+the derivatives a caller wants come from one convolution with the stencils.
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ class Lattice:
             [f * size + i for f in range(len(self.names)) for i in flat], dtype=torch.long)
         self._template = torch.as_tensor(np.tile(values.ravel(), len(self.names)))
         self.width = 2                                # ghost points per side (order <= 4)
+        self.identity = not fixed.any()               # states are the grid, reshaped
+        self._ghosts = [self._ghost_affine(d) for d in range(len(self.shape))]
+        self._kernels: dict = {}
 
     @property
     def n_states(self) -> int:
@@ -139,6 +144,8 @@ class Lattice:
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:
         """States (..., n) -> fields on the full grid (..., F, *shape)."""
         lead = x.shape[:-1]
+        if self.identity:
+            return x.reshape(*lead, len(self.names), *self.shape)
         full = self._template.to(x).expand(*lead, -1)
         full = full.index_copy(-1, self.state_index.to(x.device), x)
         return full.reshape(*lead, len(self.names), *self.shape)
@@ -146,40 +153,80 @@ class Lattice:
     def to_states(self, grid: torch.Tensor) -> torch.Tensor:
         """Fields on the full grid (..., F, *shape) -> the states' entries (..., n)."""
         lead = grid.shape[:-1 - len(self.shape)]
+        if self.identity:
+            return grid.reshape(*lead, -1)
         return grid.reshape(*lead, -1).index_select(-1, self.state_index.to(grid.device))
 
-    def pad(self, grid: torch.Tensor) -> torch.Tensor:
-        """The grid with ``width`` ghost points on every side, from the boundary rules."""
-        w = self.width
-        for d, side in enumerate(self.sides):
-            axis = grid.dim() - len(self.shape) + d
-            n, h = self.shape[d], self.steps[d]
-            take = lambda i: grid.narrow(axis, i, 1)          # noqa: E731
-            if side.kind == "periodic":
-                left = [take((n - k) % n) for k in range(w, 0, -1)]
-                right = [take((k - 1) % n) for k in range(1, w + 1)]
-            elif side.kind == "dirichlet":
-                left = [2 * side.left - take(k) for k in range(w, 0, -1)]
-                right = [2 * side.right - take(n - 1 - k) for k in range(1, w + 1)]
-            else:
-                left = [take(k) - 2 * k * h * side.left for k in range(w, 0, -1)]
-                right = [take(n - 1 - k) + 2 * k * h * side.right for k in range(1, w + 1)]
-            grid = torch.cat(left + [grid] + right, dim=axis)
-        return grid
+    def features(self, grid: torch.Tensor, wanted) -> torch.Tensor:
+        """Central differences ``wanted`` ((field, orders) pairs, orders one per dimension;
+        all zero for the field itself) of fields on the grid (..., F, *shape), as
+        (..., len(wanted), *shape): the grid padded with ghosts by the boundary rules, then
+        one convolution with the stencils."""
+        nd = len(self.shape)
+        lead = grid.shape[:-1 - nd]
+        x = grid.reshape((-1,) + grid.shape[-1 - nd:])
+        x = self._pad(x)
+        weight = self._kernel(tuple(wanted)).to(x)
+        conv = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
+        out = conv(x, weight)
+        return out.reshape(lead + out.shape[1:])
 
-    def derivative(self, padded: torch.Tensor, orders) -> torch.Tensor:
-        """Central difference of ``orders`` (one per dimension) on the padded grid,
-        returned on the grid itself (..., F, *shape)."""
-        out, w = padded, self.width
-        for d, order in enumerate(orders):
-            axis = out.dim() - len(self.shape) + d
-            n = self.shape[d]
-            if order == 0:
-                out = out.narrow(axis, w, n)
-                continue
-            terms = [float(c) * out.narrow(axis, w + o, n) for o, c in STENCILS[order]]
-            out = sum(terms[1:], terms[0]) / self.steps[d] ** order
-        return out
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F, *shape) -> (B, F, *(n + 2 width)): circular for periodic dimensions,
+        reflected (about the boundary point) and then made odd (Dirichlet) or shifted by
+        the boundary slope (Neumann) for the others."""
+        F = torch.nn.functional
+        nd, w = len(self.shape), self.width
+        for d, side in enumerate(self.sides):
+            pads = [0, 0] * nd
+            pads[2 * (nd - 1 - d):2 * (nd - d)] = [w, w]
+            x = F.pad(x, pads, mode="circular" if side.kind == "periodic" else "reflect")
+            affine = self._ghosts[d]
+            if affine is not None:
+                mult, offset = affine
+                shape = [1] * x.dim()
+                shape[2 + d] = -1
+                x = x * mult.to(x).reshape(shape) + offset.to(x).reshape(shape)
+        return x
+
+    def _ghost_affine(self, d: int):
+        """(multiplier, offset) along dimension ``d`` of the padded grid that turn the
+        reflected ghosts into the boundary rule's, or None where reflection is the rule."""
+        side, n, w, h = self.sides[d], self.shape[d], self.width, self.steps[d]
+        if side.kind == "periodic" or (side.kind == "neumann" and side.left == side.right == 0):
+            return None
+        mult, offset = np.ones(n + 2 * w), np.zeros(n + 2 * w)
+        for k in range(1, w + 1):
+            left, right = w - k, w + n - 1 + k
+            if side.kind == "dirichlet":
+                mult[left] = mult[right] = -1.0
+                offset[left], offset[right] = 2 * side.left, 2 * side.right
+            else:
+                offset[left], offset[right] = -2 * k * h * side.left, 2 * k * h * side.right
+        return torch.as_tensor(mult), torch.as_tensor(offset)
+
+    def _kernel(self, wanted: tuple) -> torch.Tensor:
+        cached = self._kernels.get(wanted)
+        if cached is None:
+            nd, w = len(self.shape), self.width
+            size = 2 * w + 1
+            cached = np.zeros((len(wanted), len(self.names)) + (size,) * nd)
+            for o, (k, orders) in enumerate(wanted):
+                one = np.ones((1,) * nd)
+                for d, order in enumerate(orders):
+                    line = np.zeros(size)
+                    if order == 0:
+                        line[w] = 1.0
+                    else:
+                        for offset, c in STENCILS[order]:
+                            line[w + offset] = float(c) / self.steps[d] ** order
+                    shape = [1] * nd
+                    shape[d] = size
+                    one = one * line.reshape(shape)
+                cached[o, k] = one
+            cached = torch.as_tensor(cached)
+            self._kernels[wanted] = cached
+        return cached
 
     # -- SymPy --------------------------------------------------------------------------
     def value(self, symbols, field: int, index) -> sp.Expr:

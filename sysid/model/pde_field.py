@@ -28,17 +28,7 @@ __all__ = ["PDEField", "LocalResidualNet", "grid_features"]
 def grid_features(lattice, grid: torch.Tensor, wanted) -> list[torch.Tensor]:
     """Each (field, orders) of ``wanted`` on the grid (..., *shape), from fields on the
     grid (..., F, *shape)."""
-    padded = None
-    out = []
-    nd = len(lattice.shape)
-    for k, orders in wanted:
-        if not any(orders):
-            out.append(grid.select(-1 - nd, k))
-            continue
-        if padded is None:
-            padded = lattice.pad(grid)
-        out.append(lattice.derivative(padded, orders).select(-1 - nd, k))
-    return out
+    return list(lattice.features(grid, wanted).unbind(-1 - len(lattice.shape)))
 
 
 class PDEField(HybridField):
@@ -55,6 +45,7 @@ class PDEField(HybridField):
         names = model.field_names
         self._wanted = [(k, (0,) * len(self.lattice.shape)) for k in range(len(names))]
         self._wanted += [model.features[n] for n in model.features]
+        self._wanted = tuple(self._wanted)
         grid_vars = [sp.Symbol(n) for n in names] + [sp.Symbol(n) for n in model.features]
         variables = grid_vars + list(model.space_symbols) + [TIME] + list(model.parameters)
         exprs = [sp.sympify(model.pointwise.get(f, 0)).subs(model.fixed) for f in model.fields]
@@ -69,25 +60,40 @@ class PDEField(HybridField):
         self._rows = None
 
     def physics(self, t, x, u) -> torch.Tensor:
+        grid = self.lattice.to_grid(x)
+        return self._physics_on(t, x, grid_features(self.lattice, grid, self._wanted))
+
+    def _physics_on(self, t, x, values) -> torch.Tensor:
+        """The physics from its features on the grid (``values``, one per ``_wanted``)."""
         p = self._cached
         if p is None:
             p = self.parameter_values().unbind(0)
         nd = len(self.lattice.shape)
         if self._rows is not None:        # per-row parameters (R,) broadcast over the grid
             p = [v.reshape(v.shape + (1,) * (x.dim() - 2 + nd)) for v in p]
-        values = grid_features(self.lattice, self.lattice.to_grid(x), self._wanted)
         coords = [c.to(x) for c in self._coords]
         tt = t.reshape(t.shape + (1,) * nd)
         f = torch.stack(self._physics([*values, *coords, tt, *p]), dim=-1 - nd)
         return self.lattice.to_states(f)
 
+    def forward(self, t, x, u) -> torch.Tensor:
+        self.__dict__["nfe"] += 1
+        net = self.residual
+        if net is None or not getattr(net, "local", False):
+            return super().forward(t, x, u)
+        # one convolution gives the physics' features and then the network's
+        nd, k = len(self.lattice.shape), len(self._wanted)
+        both = self.lattice.features(self.lattice.to_grid(x), self._wanted + tuple(net.wanted))
+        physics = self._physics_on(t, x, list(both.narrow(-1 - nd, 0, k).unbind(-1 - nd)))
+        return physics + net.on_features(both.narrow(-1 - nd, k, len(net.wanted)))
+
 
 class LocalResidualNet(nn.Module):
     """One MLP at every grid point: ``out_scale * net((features - shift) / scale)``.
 
-    The features at a point are every field and its first and second derivatives along
-    each dimension (:func:`~sysid.model.pde.local_mlp_inputs`); the output is one term per
-    field. ``shift``, ``scale``: the features' standardisation (from the data);
+    The features at a point are what :func:`~sysid.model.pde.local_mlp_inputs` names (the
+    MLP's ``inputs``, by default every field and its first derivatives); the output is
+    one term per field. ``shift``, ``scale``: the features' standardisation (from the data);
     ``out_scale``: each field's typical rate of change.
     """
 
@@ -126,27 +132,33 @@ class LocalResidualNet(nn.Module):
             self.net[-1].bias.zero_()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The standardised features at every point, (..., *shape, n_features)."""
+        """The raw features at every point, (..., n_features, *shape)."""
         grid = self.lattice.to_grid(x[..., :self.n_states])
-        values = torch.stack(grid_features(self.lattice, grid, self.wanted), dim=-1)
-        return (values - self.shift) / self.scale
+        return self.lattice.features(grid, tuple(self.wanted))
 
     def pointwise(self, features: torch.Tensor) -> torch.Tensor:
-        """The network on standardised features (..., n_features) -> (..., F), in units
-        of ``out_scale``."""
-        return self.net(features)
+        """The network on raw features (..., n_features) -> (..., F), in units of
+        ``out_scale``."""
+        return self.net((features - self.shift) / self.scale)
+
+    def _on(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw features (..., n_features, *shape) -> output (..., F, *shape) in units."""
+        nd = len(self.lattice.shape)
+        out = self.pointwise(raw.movedim(-1 - nd, -1))          # (..., *shape, F)
+        return out.movedim(-1, -1 - nd)
+
+    def on_features(self, raw: torch.Tensor) -> torch.Tensor:
+        """The residual (..., n_states) from the raw features (..., n_features, *shape)."""
+        nd = len(self.lattice.shape)
+        scale = self.out_scale.reshape((-1,) + (1,) * nd)
+        return self.lattice.to_states(self._on(raw) * scale)
 
     def scaled(self, xu: torch.Tensor) -> torch.Tensor:
         """Output in units of ``out_scale``, one entry per grid state (..., n_states)."""
-        out = self.net(self.features(xu))                  # (..., *shape, F)
-        nd = len(self.lattice.shape)
-        out = out.movedim(-1, -1 - nd)                     # (..., F, *shape)
-        return self.lattice.to_states(out)
+        return self.lattice.to_states(self._on(self.features(xu)))
 
     def forward(self, xu: torch.Tensor) -> torch.Tensor:
-        nd = len(self.lattice.shape)
-        out = self.net(self.features(xu)) * self.out_scale
-        return self.lattice.to_states(out.movedim(-1, -1 - nd))
+        return self.on_features(self.features(xu))
 
     def weight_norm2(self) -> torch.Tensor:
         return sum((layer.weight ** 2).sum() for layer in self.net if isinstance(layer, nn.Linear))

@@ -35,25 +35,23 @@ class FieldPrior:
                   for n, h, s in zip(lattice.shape, lattice.steps, lattice.sides)]
         spacing = float(np.prod(extent) / max(int(n_sensors), 1)) ** (1.0 / nd)
         self.spacing = spacing
-        unit = torch.as_tensor([4.0 * max(float(s), 1e-300) / spacing ** 2 for s in spread],
-                               dtype=torch.float64)
-        self._unit = unit.reshape((-1,) + (1,) * nd)
-        self._orders = [tuple(2 if e == d else 0 for e in range(nd)) for d in range(nd)]
-        self.rows_per_trajectory = lattice.n_states * nd
+        orders = [tuple(2 if e == d else 0 for e in range(nd)) for d in range(nd)]
+        self._wanted = tuple((k, o) for o in orders for k in range(len(lattice.names)))
+        unit = [4.0 * max(float(spread[k]), 1e-300) / spacing ** 2 for k, _ in self._wanted]
+        self._unit = torch.as_tensor(unit, dtype=torch.float64).reshape((-1,) + (1,) * nd)
+        self.rows_per_trajectory = len(self._wanted) * int(np.prod(lattice.shape))
 
     def rows(self, x0: torch.Tensor) -> torch.Tensor:
         """The prior's rows for initial states ``x0`` (B, n): every field's curvature at
-        every state point along every dimension, in units of the prior's deviation."""
+        every grid point along every dimension, in units of the prior's deviation."""
         lat = self.lattice
-        padded = lat.pad(lat.to_grid(x0))
-        parts = [lat.to_states(lat.derivative(padded, o) / self._unit.to(x0))
-                 for o in self._orders]
-        return torch.cat(parts, dim=-1).reshape(-1)
+        curv = lat.features(lat.to_grid(x0), self._wanted)       # (B, len(wanted), *shape)
+        return (curv / self._unit.to(x0)).reshape(-1)
 
     def jacobian(self, n_traj: int) -> np.ndarray:
         """d rows / d x0 as a dense matrix (R, B n) (the rows are affine in x0)."""
         n = self.lattice.n_states
         probe = torch.zeros(1, n, dtype=torch.float64)
-        one = torch.autograd.functional.jacobian(lambda v: self.rows(v), probe)
+        one = torch.autograd.functional.jacobian(self.rows, probe)
         one = one.reshape(-1, n).numpy()
         return np.kron(np.eye(n_traj), one)

@@ -30,7 +30,7 @@ class FitOptions:
     >>> import sysid
     >>> options = sysid.FitOptions(epochs=30, noise="lognormal")
     >>> options.epochs, options.noise, options.solver
-    (30, 'lognormal', 'dopri5')
+    (30, 'lognormal', 'auto')
     >>> sysid.FitOptions.from_kwargs(epoch=30)
     Traceback (most recent call last):
         ...
@@ -55,11 +55,12 @@ class FitOptions:
     weight_decay: float = 1e-5
     validation: float = 0.0
     noise: str = "gaussian"
-    solver: str = "dopri5"
+    solver: str = "auto"
     rtol: float = 1e-6
     atol: float = 1e-8
     max_steps: int = 5_000
     substeps: int = 4
+    max_step: float | None = None
     adjoint: bool = False
     compiled: bool = True
     device: str = "cpu"
@@ -88,7 +89,9 @@ class FitOptions:
                 not isinstance(self.residual_penalty, str) and self.residual_penalty >= 0),
             "weight_decay": self.weight_decay >= 0,
             "rtol": self.rtol > 0, "atol": self.atol > 0, "max_steps": self.max_steps >= 1,
-            "substeps": self.substeps >= 1, "continuity": self.continuity > 0,
+            "substeps": self.substeps >= 1,
+            "max_step": self.max_step is None or (not isinstance(self.max_step, str)
+                                                  and self.max_step > 0), "continuity": self.continuity > 0,
             "polish_iterations": self.polish_iterations >= 0,
             "checkpoint_every": self.checkpoint_every >= 0, "tolerance": self.tolerance >= 0,
             "validation": 0 <= self.validation <= 0.5,
@@ -101,7 +104,7 @@ class FitOptions:
             raise ValueError("fit option solver='rosenbrock23' computes its gradients through "
                              "its steps; adjoint=True is for torchdiffeq's explicit solvers. "
                              "Use adjoint=False (the default) with rosenbrock23.")
-        choices = {"solver": ("dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
+        choices = {"solver": ("auto", "dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
                    "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal", "student_t")}
         if not (self.shooting in ("auto", "single") or (isinstance(self.shooting, int)
                                                         and self.shooting >= 2)):
@@ -130,6 +133,7 @@ class FitOptions:
     def solver_options(self) -> SolverOptions:
         return SolverOptions(method=self.solver, rtol=self.rtol, atol=self.atol,
                              max_steps=self.max_steps, substeps=self.substeps,
+                             max_step=self.max_step,
                              adjoint=self.adjoint, compiled=self.compiled)
 
     def to_dict(self) -> dict:

@@ -7,6 +7,8 @@ tensors, which is why scaling and initial guesses live in this folder and nowher
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import sympy as sp
 import torch
@@ -18,6 +20,7 @@ from ..model.pde import HybridPDE, local_mlp_inputs
 from ..model.pde_field import LocalResidualNet, PDEField, grid_features
 from ..solve.integrate import SolverFailure, SolverOptions, solve_segments
 from .field_prior import FieldPrior
+from .solver_choice import choose_solver
 from .noise import noise_model
 from ..model.parameters import transform_for
 from ..model.residual import ResidualNet
@@ -201,11 +204,23 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     n = len(model.states)
     if like is not None and tuple(like.z0.shape) != (bundle.n_trajectories, n):
         like = None                      # not the same states on the same data
+    length = window_length(bundle, options.shooting, isinstance(model, HybridPDE))
+    windows = shooting_windows(bundle, length) if length is not None else None
+    later = later_starts(windows) if windows is not None else []
+    if windows is not None and not later:
+        windows = None
+    reuse = bool(later) and like is not None and like.window_starts == later
     if like is not None:
         loc, scale = like.loc.numpy().copy(), like.scale.numpy().copy()
         x0 = like.x0().detach().numpy()
+        xw = (like.loc + like.scale * like.zw).detach().numpy() if reuse else None
     else:
         x0, observed = initial_states(model, field, bundle)
+        xw = None
+    if later and xw is None:
+        xw, _ = initial_states(model, field, bundle, later)
+    options, note = _resolve_solver(options, model, field, bundle, x0, xw, later)
+    if like is None:
         loc, scale = np.zeros(n), np.ones(n)
         sim = _physics_preview(field, x0, bundle, options)
         for i, c in enumerate(observed):
@@ -213,6 +228,8 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                 else sim[..., i]
             loc[i] = float(np.nanmean(series)) if np.isfinite(series).any() else 0.0
             scale[i] = _robust_std(series)
+        if isinstance(model, HybridPDE):     # a field is one quantity: one unit for it
+            loc, scale = _field_units(model, bundle)
         _scale_zero_guesses(field, guesses, bundle, sim, observed, scale)
     if model.residual is not None and isinstance(model, HybridPDE) and model.residual.local:
         field.residual = _build_local_residual(model, bundle, gen,
@@ -220,22 +237,11 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     elif model.residual is not None:
         field.residual = _build_residual(model, bundle, loc, scale, gen)
     z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
-    windows, zw, holdout = None, None, None
-    length = window_length(bundle, options.shooting)
-    if length is not None:
-        windows = shooting_windows(bundle, length)
-        later = later_starts(windows)
-        if later and like is not None and like.window_starts == later:
-            zw = like.zw.detach().clone()
-        elif later:
-            xw, _ = initial_states(model, field, bundle, later)
-            zw = torch.as_tensor((xw - loc) / scale, dtype=torch.float64)
-        else:
-            windows = None
-    prior = None
-    if isinstance(model, HybridPDE):
-        prior = FieldPrior(model.lattice, _field_spreads(model, bundle),
-                           max(1, len(bundle.channels) // len(model.field_names)))
+    zw = None
+    if later:
+        zw = like.zw.detach().clone() if reuse else \
+            torch.as_tensor((xw - loc) / scale, dtype=torch.float64)
+    holdout = None
     if options.validation > 0:
         if windows is None or len(windows[1]) < 4:
             raise ValueError(
@@ -244,18 +250,41 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                 f"(at least 4 are needed: records longer than 10 samples, shooting='auto' or "
                 f"a window length). Use validation=0 for this data.")
         holdout = holdout_windows(windows, bundle.mask.shape[:2], options.validation)
-    # units are pinned by an observation of the state, or by a network that reads it
-    # through a fixed input scaling (ResidualNet's shift and spread)
+    problem = Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
+                      options.interpolation, windows=windows, zw=zw,
+                      continuity=options.continuity, holdout=holdout,
+                      unpinned=_unpinned(model, bundle))
+    if isinstance(model, HybridPDE):
+        problem.prior = FieldPrior(model.lattice, _field_spreads(model, bundle),
+                                   max(1, len(bundle.channels) // len(model.field_names)))
+    problem.options, problem.solver_note = options, note
+    return problem
+
+
+def _unpinned(model, bundle) -> list[bool]:
+    """States whose units nothing pins: no observation involves them, and no network
+    reads them through a fixed input scaling (ResidualNet's shift and spread)."""
     involved = set().union(*(sp.sympify(model.channels[c]).free_symbols
                              for j, c in enumerate(bundle.channels) if bundle.mask[..., j].any()))
     if model.residual is not None:
         involved |= {s for s in model.states if s.name in model.residual_inputs}
-    problem = Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
-                      options.interpolation, windows=windows, zw=zw,
-                      continuity=options.continuity, holdout=holdout,
-                      unpinned=[s not in involved for s in model.states])
-    problem.prior = prior
-    return problem
+    return [s not in involved for s in model.states]
+
+
+def _resolve_solver(options, model, field, bundle, x0, xw, later):
+    """``solver="auto"`` made concrete (see :mod:`sysid.problem.solver_choice`) from the
+    guessed states at the trajectories' starts and the shooting windows' starts; other
+    choices are kept. Returns the options and a note on the choice ("" if not auto)."""
+    if options.solver != "auto":
+        return options, ""
+    starts = list(enumerate(bundle.t_first)) + list(later)
+    states = np.concatenate([x0] + ([xw] if later else []))
+    b = np.array([i for i, _ in starts])
+    k = np.array([j for _, j in starts])
+    chosen, note = choose_solver(field, states, bundle.times, bundle.times[k], bundle.u[b, k],
+                                 options.solver_options(), isinstance(model, HybridPDE))
+    return dataclasses.replace(options, solver=chosen.method, substeps=chosen.substeps,
+                               max_step=chosen.max_step), note
 
 
 def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
@@ -285,6 +314,20 @@ def _field_spreads(model, bundle) -> list[float]:
         values = bundle.y[..., cols][bundle.mask[..., cols]] if cols else np.zeros(0)
         out.append(_robust_std(values) if values.size > 1 else 1.0)
     return out
+
+
+def _field_units(model, bundle) -> tuple[np.ndarray, np.ndarray]:
+    """Location and scale of every grid state: its field's mean and spread over all the
+    field's sensors (the same for every point of a field, measured or not)."""
+    n = len(model.lattice.points)
+    loc, scale = np.zeros(model.lattice.n_states), np.ones(model.lattice.n_states)
+    for k, spread in enumerate(_field_spreads(model, bundle)):
+        mine = set(model.state_names[k * n:(k + 1) * n])
+        cols = [j for j, c in enumerate(bundle.channels) if c in mine]
+        values = bundle.y[..., cols][bundle.mask[..., cols]] if cols else np.zeros(0)
+        loc[k * n:(k + 1) * n] = float(np.mean(values)) if values.size else 0.0
+        scale[k * n:(k + 1) * n] = spread
+    return loc, scale
 
 
 def _build_local_residual(model, bundle, gen, states) -> LocalResidualNet:

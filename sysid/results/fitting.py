@@ -89,9 +89,19 @@ def fit(model: HybridODE, data, **options):
         Measurement noise model: Gaussian per channel; log-normal for positive quantities
         such as counts; Student-t (4 degrees of freedom) when the data have outliers.
         Levels come from ``attrs['noise_std']`` or are estimated with the model.
-    solver : {"dopri5", "rk4", "bosh3", "dopri8"}
-        Integrator; adaptive dopri5 with ``rtol``/``atol`` by default, ``rk4`` uses
-        ``substeps`` fixed steps per sample interval.
+    solver : {"auto", "dopri5", "rk4", "rosenbrock23", "bosh3", "dopri8"}
+        Integrator. ``"auto"`` (default) measures the model's stiffness on the data (the
+        spectral radius of the physics' Jacobian at the guessed states over the record,
+        :mod:`sysid.problem.solver_choice`): an ODE gets the adaptive dopri5 with
+        ``rtol``/``atol`` (in C where it applies), or the L-stable ``rosenbrock23`` when a
+        sample interval would need more than 64 explicit steps (stiff kinetics); a field
+        (:class:`~sysid.HybridPDE`) gets ``rk4`` with steps within its stability limit.
+        ``rk4`` uses ``substeps`` fixed steps per sample interval (at least; more where
+        ``max_step`` asks), ``rosenbrock23`` is adaptive with exact gradients through its
+        linear solves. ``result.options.solver`` says what was used.
+    max_step : float, optional
+        ``rk4``: the longest step, in the data's time unit; each sample interval takes as
+        many steps as keep within it (and at least ``substeps``).
     rtol, atol : float
         Tolerances of adaptive solvers (1e-6, 1e-8).
     max_steps : int

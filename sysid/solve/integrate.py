@@ -56,6 +56,7 @@ class SolverOptions:
     atol: float = 1e-8
     max_steps: int = 5_000
     substeps: int = 4          # rk4: steps per sample interval
+    max_step: float | None = None  # rk4: and at least enough that none is longer than this
     adjoint: bool = False
     compiled: bool = False     # dopri5 in generated C where it applies (sysid.solve.native)
 
@@ -224,7 +225,8 @@ def _solve(field, x0, tau, inputs, options):
             return solve_intervals(field, x0, tau, inputs, method=options.method,
                                    rtol=options.rtol, atol=options.atol,
                                    max_steps=options.max_steps, substeps=options.substeps,
-                                   failure=SolverFailure, compiled=options.compiled)
+                                   failure=SolverFailure, compiled=options.compiled,
+                                   max_step=options.max_step)
         with solver_limits():
             if options.method == "rk4":
                 xs = integrate(clock, x0, s, method="rk4", options={

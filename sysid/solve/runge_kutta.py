@@ -10,7 +10,8 @@ rejections or restarts at every sample).
 - ``dopri5``: Dormand-Prince 5(4), adaptive, one step size shared by the batch, error in
   the RMS norm of ``err / (atol + rtol * |x|)``; error estimates are computed without
   autograd, so backpropagation only runs through accepted steps.
-- ``rk4``: classic fourth order, ``substeps`` equal steps per interval.
+- ``rk4``: classic fourth order, ``substeps`` equal steps per interval (more where
+  ``max_step`` asks for them: an interval takes as many as keep each step within it).
 - ``rosenbrock23``: for stiff systems, the L-stable linearly implicit Rosenbrock pair of
   order 2(3) of Shampine & Reichelt (1997, the method of MATLAB's ode23s), adaptive, one
   step size shared by the batch. Each step solves three linear systems with
@@ -92,7 +93,8 @@ class _Interval:
 
 
 def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=1e-8,
-                    max_steps=20_000, substeps=4, failure=RuntimeError, compiled=False):
+                    max_steps=20_000, substeps=4, failure=RuntimeError, compiled=False,
+                    max_step=None):
     """States (B, K, n) at the sample times ``tau`` (B, K), starting from ``x0`` at tau[:, 0].
 
     ``compiled``: run the solve in C (:mod:`sysid.solve.native`) where it applies and is
@@ -106,6 +108,12 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
     if signal:      # the inputs along each interval, where a straight line (or held value)
         start, rise, exact = inputs.on_intervals(tau)
         exact = exact.cpu().tolist()
+    delta = tau[:, 1:] - tau[:, :-1]
+    if method == "rk4" and max_step is not None:    # steps per interval: none over max_step
+        need = torch.ceil(delta.abs().amax(dim=0) / float(max_step) - 1e-9).clamp_min(1)
+        per = [max(int(substeps), int(v)) for v in need.cpu().tolist()]
+    else:
+        per = [int(substeps)] * (K - 1)
     if compiled and method in ("dopri5", "rk4") and (not signal or all(exact)) \
             and x0.device.type == "cpu" \
             and (getattr(field, "_rows", None) is None or not torch.is_grad_enabled()) \
@@ -113,12 +121,12 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
         kernel = native.kernel_for(field)
         if kernel is not None:
             return native.solve_native(field, kernel, x0, tau, method=method, rtol=rtol,
-                                       atol=atol, max_steps=max_steps, substeps=substeps,
+                                       atol=atol, max_steps=max_steps,
+                                       substeps=max(per) if per else substeps,
                                        failure=failure, lines=(start, rise) if signal else None,
                                        reuse=reuse)
     lines = [(start[:, k], rise[:, k] if rise is not None else None) if ok else None
              for k, ok in enumerate(exact)] if signal else None
-    delta = tau[:, 1:] - tau[:, :-1]
     moving = np.asarray((delta != 0).any(dim=0).cpu())
     xs = [x0]
     x = x0
@@ -132,8 +140,8 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
         g = _Interval(field, inputs, tau[:, k], delta[:, k],
                       lines[k] if lines is not None else None)
         if method == "rk4":
-            x = _rk4(g, x, substeps)
-            steps += substeps
+            x = _rk4(g, x, per[k])
+            steps += per[k]
         elif method == "rosenbrock23":
             x, h, steps = _rosenbrock23(g, x, h, steps, rtol, atol, max_steps, failure)
         else:

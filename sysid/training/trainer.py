@@ -61,6 +61,7 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
                      n_fitted=len(model.parameters) + n_traj * len(model.states))
     torch.manual_seed(opts.seed)
     problem = build_problem(model, bundle, opts, like=like)
+    opts = problem.options               # solver="auto" made concrete
     if x0 is not None:
         with torch.no_grad():
             x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(problem.z0.shape)
