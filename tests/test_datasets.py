@@ -18,7 +18,8 @@ from sysid.datasets import available, load, simulate, system
 from sysid.errors import DataError
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "datasets"
-SYSTEM_NAMES = available("simulate")
+FIELD_NAMES = ["fisher_kpp", "burgers", "heat_2d"]     # fields over space: tests/test_pde.py
+SYSTEM_NAMES = [n for n in available("simulate") if n not in FIELD_NAMES]
 
 
 def _check_attrs(ds: xr.Dataset) -> None:
@@ -91,7 +92,9 @@ def test_available():
     assert available("load") == ["lynx_hare", "cascaded_tanks", "emps", "silverbox"]
     assert SYSTEM_NAMES == ["lotka_volterra", "pendulum", "duffing", "van_der_pol",
                             "fitzhugh_nagumo", "lorenz", "sir", "two_tank"]
-    assert available() == ["lynx_hare", "cascaded_tanks", "emps", "silverbox", *SYSTEM_NAMES]
+    assert available("simulate") == [*SYSTEM_NAMES, *FIELD_NAMES]
+    assert available() == ["lynx_hare", "cascaded_tanks", "emps", "silverbox", *SYSTEM_NAMES,
+                           *FIELD_NAMES]
 
 
 # ------------------------------------------------------------- synthetic systems

@@ -236,6 +236,31 @@ class HybridPDE(HybridODE):
                                      f"field, space coordinate, parameter or fixed constant. "
                                      f"Add it to parameters={{...}} or fixed={{...}}.")
 
+    # -- derived models ------------------------------------------------------------------
+    def feature_functions(self) -> dict[sp.Symbol, sp.Expr]:
+        """Every feature symbol (``u``, ``u_x``, ``u_xx``...) -> the field or its
+        ``Derivative`` in SymPy."""
+        out = {}
+        for name, (k, orders) in feature_table(self).items():
+            spec = [(s, o) for s, o in zip(self.space_symbols, orders) if o]
+            out[sp.Symbol(name)] = sp.Derivative(self.fields[k], *spec) if spec else self.fields[k]
+        return out
+
+    def boundary_spec(self) -> dict:
+        """The boundary conditions as given to the constructor."""
+        return {d: s.kind if s.kind == "periodic" else {s.kind: (s.left, s.right)}
+                for d, s in zip(self.lattice.dims, self.lattice.sides)}
+
+    def with_physics(self, pointwise: dict, parameters: dict, names=()) -> "HybridPDE":
+        """A physics-only model on the same grid whose physics per field is ``pointwise``
+        (in feature symbols: ``u``, ``u_x``...), with ``parameters``."""
+        back = self.feature_functions()
+        physics = {f: sp.sympify(e).xreplace(back) for f, e in pointwise.items()}
+        return HybridPDE(fields=self.fields,
+                         space=dict(zip(self.lattice.dims, self.lattice.grids)),
+                         physics=physics, boundary=self.boundary_spec(),
+                         parameters=parameters, fixed=self.fixed)
+
     # -- the per-point ODE ---------------------------------------------------------------
     def rhs(self) -> list[sp.Expr]:
         """The known physics of every grid state, finite differences written out."""

@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 import xarray as xr
 
+from ..symbolic.fields import summarize_field
 from .plot import label
 
 __all__ = ["FieldResult"]
@@ -39,10 +40,24 @@ class FieldResult:
     ('time', 'x')
     """
 
-    def __init__(self, inner, data: xr.Dataset):
+    def __init__(self, inner, data: xr.Dataset, refit=None):
         self._inner = inner
         self.data = data
         self.model = inner.model
+        self._fit_from = refit            # sysid.results.result.fit_from (refits)
+
+    def _refit(self, model, data):
+        return self._fit_from(model, data, None, progress=False)
+
+    def symbolic(self, **options):
+        """The local residual as sparse terms in the field and its derivatives, each
+        candidate refit on the data and selected by BIC (:class:`FieldSummary`).
+
+        Options: ``degree`` (2) of the monomials of the network's features,
+        ``max_terms`` (4), ``n_points`` (4000 sampled (time, point) pairs),
+        ``max_candidates`` (6), ``seed``; other keywords go to the refits' ``sysid.fit``.
+        """
+        return summarize_field(self, fit_from=self._fit_from, **options)
 
     def __getattr__(self, name):
         if name.startswith("__"):
@@ -82,10 +97,7 @@ class FieldResult:
         u_xx)`` of the features it reads."""
         model = self.model
         subs = {s: sp.Float(v, 15) for s, v in zip(model.parameters, self.parameters.values())}
-        back = {sp.Symbol(n): f for n, f in zip(model.field_names, model.fields)}
-        for name, (k, orders) in model.features.items():
-            spec = [(s, o) for s, o in zip(model.space_symbols, orders) if o]
-            back[sp.Symbol(name)] = sp.Derivative(model.fields[k], *spec)
+        back = model.feature_functions()
         out = {}
         for f, n in zip(model.fields, model.field_names):
             e = sp.sympify(model.pointwise.get(f, 0)).subs(model.fixed).subs(subs)

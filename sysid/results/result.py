@@ -431,7 +431,7 @@ def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
                     like=None if like is None else like._problem, **options)
     result = FitResult(*trained)
     if field:
-        result = FieldResult(result, data)
+        result = FieldResult(result, data, fit_from)
     if trained.options.throw and not trained.status.success:
         err = FitError(f"{trained.status} The best result so far is attached as err.result.")
         err.result = result
