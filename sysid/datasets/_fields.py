@@ -50,7 +50,7 @@ def _burgers_u0(x):
 
 
 def _heat_u0(x, y):
-    return 0.2 + 0.8 * np.exp(-((x - 0.35) ** 2 + (y - 0.6) ** 2) / 0.04)
+    return 0.2 + 0.8 * np.exp(-((x - 0.4) ** 2 + (y - 0.55) ** 2) / 0.08)
 
 
 FIELDS = {
