@@ -194,3 +194,20 @@ def test_dirichlet_values_are_kept_in_the_imputed_field():
     np.testing.assert_allclose(field["u"].isel(x=0), 0.1)
     np.testing.assert_allclose(field["u"].isel(x=-1), 0.2)
     assert len(result.model.states) == 14
+
+
+def test_a_fitted_field_saves_and_loads_bit_identically(tmp_path):
+    data = sysid.datasets.simulate("fisher_kpp", n_points=16, sensors=4, n_times=12, seed=3)
+    u = sp.Function("u")(x)
+    model = sysid.HybridPDE(fields=[u], space={"x": data["x"].values},
+                            physics={u: D * u.diff(x, 2)}, boundary={"x": {"neumann": 0.0}},
+                            fixed={D: 0.1}, residual=sysid.MLP(4, 1, local=True, inputs=["u"]))
+    result = sysid.fit(model, data, progress=False, throw=False, epochs=5, lbfgs_iterations=5,
+                       polish_iterations=0)
+    path = tmp_path / "field.sysid"
+    result.save(path)
+    again = sysid.load(path)
+    assert isinstance(again, sysid.FieldResult)
+    assert again.model.pointwise == result.model.pointwise
+    np.testing.assert_array_equal(again.impute()["u"].values, result.impute()["u"].values)
+    assert int(again.data["u"].notnull().any("time").sum()) == 4     # the sensors again

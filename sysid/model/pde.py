@@ -373,20 +373,25 @@ class HybridPDE(HybridODE):
         flat = xr.Dataset(out, attrs=dict(ds.attrs))
         return flat.drop_vars([c for c in flat.coords if c in lat.dims], errors="ignore")
 
-    def gather(self, flat: xr.Dataset, template: xr.Dataset | None = None) -> xr.Dataset:
-        """Per-point variables (``u_3``, ``u_3_lower``...) back into fields over space."""
+    def gather(self, flat: xr.Dataset, template: xr.Dataset | None = None,
+               missing: float | None = None) -> xr.Dataset:
+        """Per-point variables (``u_3``, ``u_3_lower``...) back into fields over space;
+        ``missing``: the value of grid points without a variable (the data's sensors
+        only: NaN), else every state must be there (a model's output)."""
         lat = self.lattice
         out, n = {}, len(lat.points)
         for k, name in enumerate(self.field_names):
             states = self.state_names[k * n:(k + 1) * n]
             for suffix in ("", "_lower", "_upper"):
-                if states[0] + suffix not in flat:
+                present = [s for s in states if s + suffix in flat]
+                if not present or (missing is None and states[0] + suffix not in flat):
                     continue
-                first = flat[states[0] + suffix]
+                first = flat[present[0] + suffix]
                 values = np.empty(first.shape + lat.shape)
-                values[...] = lat.boundary_values
+                values[...] = lat.boundary_values if missing is None else missing
                 for p, s in zip(lat.points, states):
-                    values[(Ellipsis,) + p] = flat[s + suffix].values
+                    if s + suffix in flat:
+                        values[(Ellipsis,) + p] = flat[s + suffix].values
                 attrs = dict(first.attrs)
                 if template is not None and name in template:
                     attrs = {**dict(template[name].attrs), **{a: v for a, v in attrs.items()

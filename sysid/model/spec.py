@@ -15,6 +15,7 @@ import sympy as sp
 from ..errors import FileFormatError, SysidError
 from .hybrid import MLP, HybridODE
 from .parser import expr_to_text, parse_expression
+from .pde import HybridPDE
 
 __all__ = ["model_to_spec", "model_from_spec"]
 
@@ -44,7 +45,52 @@ def model_to_spec(model: HybridODE) -> dict:
         "physics": {s.name: expr_to_text(e) for s, e in model.physics.items()},
         "observations": {k: expr_to_text(e) for k, e in model.observations.items()},
         "residual": None if model.residual is None else model.residual.to_dict(),
+        **({"pde": _pde_spec(model)} if isinstance(model, HybridPDE) else {}),
     }
+
+
+#: The most grid points a saved field may declare (a tampered file could ask for more
+#: memory than any machine has).
+MAX_GRID_POINTS = 2 ** 20
+
+
+def _pde_spec(model: HybridPDE) -> dict:
+    lat = model.lattice
+    return {"fields": list(model.field_names),
+            "space": [{**_symbol_spec(s), "grid": [float(v) for v in g]}
+                      for s, g in zip(model.space_symbols, lat.grids)],
+            "boundary": {d: (b if isinstance(b, str) else {k: list(v) for k, v in b.items()})
+                         for d, b in model.boundary_spec().items()},
+            "physics": {model.field_names[model.fields.index(f)]: expr_to_text(e)
+                        for f, e in model.pointwise.items()}}
+
+
+def _pde_from_spec(pde: dict, params, fixed, time, residual) -> HybridPDE:
+    names = pde["fields"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier()
+                                              for n in names):
+        raise FileFormatError(f"Invalid field names in the saved model: {names!r}.")
+    space = [_symbol(e, "space") for e in pde["space"]]
+    grids = [e["grid"] for e in pde["space"]]
+    if not all(isinstance(g, list) for g in grids) or math.prod(len(g) for g in grids) \
+            * max(len(names), 1) > MAX_GRID_POINTS:
+        raise FileFormatError(f"The saved field's grid is invalid or larger than "
+                              f"{MAX_GRID_POINTS:,} points.")
+    fields = [sp.Function(n)(*space) for n in names]
+    grid = {s.name: g for s, g in zip(space, grids)}
+    boundary = {d: b if isinstance(b, str) else {k: tuple(v) for k, v in b.items()}
+                for d, b in pde["boundary"].items()}
+    skeleton = HybridPDE(fields=fields, space=grid, boundary=boundary)
+    back = skeleton.feature_functions()
+    table = {s.name: s for s in [*params, *fixed, *time, *space, *back]}
+    table.setdefault("t", sp.Symbol("t", real=True))
+    physics = {}
+    for name, text in pde["physics"].items():
+        if name not in names:
+            raise FileFormatError(f"The saved physics names {name!r}, which is not a field.")
+        physics[fields[names.index(name)]] = parse_expression(text, table).xreplace(back)
+    return HybridPDE(fields=fields, space=grid, physics=physics, boundary=boundary,
+                     parameters=params, fixed=fixed, residual=residual)
 
 
 def _symbol(entry, where) -> sp.Symbol:
@@ -88,10 +134,12 @@ def model_from_spec(spec: dict) -> HybridODE:
         obs = {k: parse_expression(v, table) for k, v in spec.get("observations", {}).items()}
         res = spec.get("residual")
         residual = None if res is None else MLP(**{k: res[k] for k in (
-            "width", "depth", "states", "inputs", "activation")})
+            "width", "depth", "states", "inputs", "activation")}, local=res.get("local", False))
+        if "pde" in spec:
+            return _pde_from_spec(spec["pde"], params, fixed, time, residual)
     except SysidError:
         raise
-    except (KeyError, TypeError, AttributeError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise FileFormatError(f"The model spec is incomplete or malformed ({err!r}).") from None
     return HybridODE(states=states, physics=physics, parameters=params, residual=residual,
                      inputs=inputs, observations=obs, fixed=fixed)

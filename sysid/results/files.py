@@ -18,6 +18,7 @@ import torch
 import xarray as xr
 
 from ..data.bundle import prepare
+from ..model.pde import local_mlp_inputs
 from ..model.spec import model_from_spec, model_to_spec
 from ..problem.options import FitOptions, FitStatus
 from ..problem.problem import build_problem
@@ -118,6 +119,8 @@ def _check_residual_size(model, state, path) -> None:
     if spec is None:
         return
     n_in, n_out = len(model.residual_inputs), len(model.residual_states)
+    if getattr(spec, "local", False):           # one network per grid point
+        n_in, n_out = len(local_mlp_inputs(model)), len(model.field_names)
     w, d = spec.width, spec.depth
     n_weights = (n_in + 1) * w + (d - 1) * (w + 1) * w + (w + 1) * n_out
     saved = sum(int(v.numel()) for v in state.values())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ..model.hybrid import HybridODE
+from ..model.pde import HybridPDE
+from .field_result import FieldResult
 from .files import read_result
 from .result import FitResult, fit_from
 
@@ -14,11 +16,13 @@ def fit(model: HybridODE, data, **options):
 
     Parameters
     ----------
-    model : HybridODE
-        Known physics plus optional neural residual.
+    model : HybridODE or HybridPDE
+        Known physics plus optional neural residual; a :class:`~sysid.HybridPDE` is a
+        field over space (its result is a :class:`~sysid.FieldResult`).
     data : xarray.Dataset
         Measurements (see the data contract in the user guide): dimension ``time``,
-        optional ``trajectory``, NaN where a channel was not measured.
+        optional ``trajectory``, NaN where a channel was not measured; for a field, the
+        field's variable over ``(time, x)`` (or ``(time, x, y)``), NaN off the sensors.
     seed : int, default 0
         Seeds the network initialisation; same seed and data give the same result.
     epochs : int, optional
@@ -220,4 +224,8 @@ def load(path) -> FitResult:
         ...
     sysid.errors.FileFormatError: ... is not a sysid result file, ...
     """
-    return FitResult(*read_result(path))
+    result = FitResult(*read_result(path))
+    if isinstance(result.model, HybridPDE):      # a field: its outputs over space again
+        data = result.model.gather(result.data, missing=float("nan"))
+        return FieldResult(result, data, fit_from)
+    return result
