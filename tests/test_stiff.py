@@ -108,10 +108,11 @@ def test_stiff_van_der_pol_runs_where_the_explicit_default_runs_out_of_steps():
     model, data, truth = _van_der_pol()
     budget = dict(epochs=0, lbfgs_iterations=0, polish_iterations=0, shooting="single",
                   progress=False)
-    explicit = sysid.fit(model, data, max_steps=20_000, **budget)
+    explicit = sysid.fit(model, data, solver="dopri5", max_steps=20_000, **budget)
     with pytest.raises(SolverError, match="stiff.*solver='rosenbrock23'"):
         explicit.impute()                    # dopri5 needs millions of steps here
-    result = sysid.fit(model, data, solver="rosenbrock23", max_steps=20_000, **budget)
+    result = sysid.fit(model, data, max_steps=20_000, **budget)
+    assert result.options.solver == "rosenbrock23"      # the default, solver="auto", saw it
     imputed = result.impute()
     # the relaxation oscillation, from the data's first sample, followed to 1 %
     assert np.abs(imputed["x"].values - truth[0]).max() < 0.01 * np.abs(truth[0]).max()
@@ -120,3 +121,14 @@ def test_stiff_van_der_pol_runs_where_the_explicit_default_runs_out_of_steps():
 def test_rosenbrock_refuses_the_adjoint():
     with pytest.raises(ValueError, match="rosenbrock23.*adjoint=False"):
         FitOptions(solver="rosenbrock23", adjoint=True)
+
+
+def test_auto_keeps_dopri5_for_a_system_that_is_not_stiff():
+    data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+    x, y = sp.symbols("x y")
+    a, b, c, d = sp.symbols("a b c d", positive=True)
+    model = sysid.HybridODE(states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+                            parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+    result = sysid.fit(model, data, progress=False, epochs=0, lbfgs_iterations=0,
+                       polish_iterations=0)
+    assert result.options.solver == "dopri5"

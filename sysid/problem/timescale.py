@@ -108,17 +108,15 @@ def dynamics_time_scale(bundle) -> float:
 
 
 def residual_time_unit(bundle) -> float:
-    """The time unit of the residual network's output: the dominant period of the
-    measured dynamics (``2 pi`` times :func:`dynamics_time_scale`, the period of a sine
-    whose spread and RMS rate are the data's), at most a tenth of the record's span.
+    """The time unit of the residual network's output: :func:`dynamics_time_scale` (the
+    radian time scale of the measured dynamics, ``1 / omega`` for a sine).
 
-    The cap is the unit used before (issue 24), so a record of fewer than about ten
-    periods keeps it, and only long oscillating records (Silverbox's 400 cycles) get a
-    larger output unit. Measured on the benchmarks: the scale itself (2 pi shorter) gave
-    Silverbox 1.16 mV against 1.08 mV here, but weakened the residual penalty of the
-    25-trajectory pendulum (about two periods per record) 2.4x and moved its omega0 error
-    from 1.2 % to 6 %."""
-    times = np.asarray(bundle.times, float)
-    span = float(times[-1] - times[0]) if times.size > 1 else 1.0
-    span = span if span > 0 else 1.0
-    return float(min(2.0 * np.pi * dynamics_time_scale(bundle), span / 10.0))
+    Measured against the dominant period (``2 pi`` times it, capped at a tenth of the
+    span, which restores the older unit on records of fewer than about ten periods):
+    Silverbox 1.08 against 1.16 mV, Cascaded Tanks 0.232 against 0.228 V, EMPS 6.42
+    against 5.94 mm, the 25-trajectory pendulum's omega0 back to about 1.2 % from 6 %,
+    but the lynx-hare demo's summary then selected lynx**2 and hare**2 for the
+    interactions instead of hare*lynx (as with a tenth of the span before issue 24). The
+    scale itself is kept; the pendulum's and the demo's sensitivity to a 1.1-1.6x change
+    of the unit is a fragility left to issue 27."""
+    return dynamics_time_scale(bundle)

@@ -69,7 +69,8 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
     """A digest of what determines a fit's steps: model, data and options."""
     h = hashlib.sha256()
     h.update(json.dumps(model_to_spec(model), sort_keys=True).encode())
-    settings = {k: v for k, v in opts.to_dict().items() if k not in _RESUMABLE}
+    settings = {k: v for k, v in opts.to_dict().items() if k not in _RESUMABLE
+                and not (k == "max_step" and v is None)}     # (files before max_step)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for arr in (bundle.times, bundle.y, bundle.mask, bundle.u):
         h.update(np.ascontiguousarray(arr).tobytes())
