@@ -15,6 +15,7 @@ import torch
 from ..data.bundle import prepare
 from ..errors import ModelError
 from ..model.hybrid import HybridODE
+from ..model.pde import HybridPDE
 from ..problem.options import PENALTY_SLACK, FitOptions, FitStatus
 from ..problem.placement import check_device, to_device
 from ..problem.problem import build_problem
@@ -57,8 +58,11 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
         check_device(opts.device)            # before any work: a clear error
     start = time.perf_counter()
     n_traj = data.sizes.get("trajectory", 1) if hasattr(data, "sizes") else 1
+    # a field's initial state between its sensors is set by its smoothness prior: the
+    # unknowns the data must carry alone are the parameters and the sensed points
+    n_start = len(data.data_vars) if isinstance(model, HybridPDE) else len(model.states)
     bundle = prepare(model, data, time_unit=opts.time_unit,
-                     n_fitted=len(model.parameters) + n_traj * len(model.states))
+                     n_fitted=len(model.parameters) + n_traj * n_start)
     torch.manual_seed(opts.seed)
     problem = build_problem(model, bundle, opts, like=like)
     opts = problem.options               # solver="auto" made concrete

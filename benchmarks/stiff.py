@@ -1,0 +1,165 @@
+"""Stiff kinetics (issue 25): the forward solve against SciPy, and fits with the default
+solver on Robertson's kinetics and a stiff Van der Pol oscillator.
+
+Run ``python benchmarks/stiff.py`` (a few minutes) and it prints markdown tables (the
+record: ``benchmarks/results/stiff.md``).
+
+* Forward solve: Robertson (k1 = 0.04, k2 = 3e7, k3 = 1e4) from (1, 0, 0) over
+  [0, 1e5] to 40 log-spaced times, sysid's ``rosenbrock23`` against SciPy's Radau and
+  BDF at the same tolerances, median of 5 runs each; accuracy against Radau at rtol
+  1e-12. Target: within 3x of SciPy.
+* Robertson fit: y1 and y3 measured at 40 log-spaced times on [1e-4, 1e5] with 2 %
+  multiplicative noise, y2 never measured, default options (``solver="auto"``) with
+  ``noise="lognormal"``, rate constants guessed a factor 2 off. Targets: every rate
+  constant within 3 %, y2 imputed within 5 % of its own scale, under 2 minutes.
+* Van der Pol, mu = 1000, x only (60 samples over two relaxation periods, 1 % noise),
+  mu guessed 800. Target: mu within 2 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import sympy as sp
+import torch
+import xarray as xr
+from scipy.integrate import solve_ivp
+
+import sysid
+from sysid.data.bundle import prepare
+from sysid.problem.options import FitOptions
+from sysid.problem.problem import build_problem
+from sysid.solve.runge_kutta import solve_intervals
+
+K = (0.04, 3e7, 1e4)
+TIMES = np.logspace(-4, 5, 40)
+
+
+def robertson_rhs(t, y, k=K):
+    k1, k2, k3 = k
+    return [-k1 * y[0] + k3 * y[1] * y[2], k1 * y[0] - k2 * y[1] ** 2 - k3 * y[1] * y[2],
+            k2 * y[1] ** 2]
+
+
+def robertson_model(guesses=K):
+    y1, y2, y3 = sp.symbols("y1 y2 y3", positive=True)
+    k1, k2, k3 = sp.symbols("k1 k2 k3", positive=True)
+    return sysid.HybridODE(
+        states=[y1, y2, y3],
+        physics={y1: -k1 * y1 + k3 * y2 * y3, y2: k1 * y1 - k2 * y2 ** 2 - k3 * y2 * y3,
+                 y3: k2 * y2 ** 2},
+        parameters=dict(zip((k1, k2, k3), guesses)))
+
+
+def reference(times=TIMES):
+    return solve_ivp(robertson_rhs, (0.0, times[-1]), [1.0, 0.0, 0.0], method="Radau",
+                     t_eval=times, rtol=1e-12, atol=1e-16).y
+
+
+def _median_time(fn, n=5):
+    walls = []
+    for _ in range(n):
+        start = time.perf_counter()
+        out = fn()
+        walls.append(time.perf_counter() - start)
+    return float(np.median(walls)), out
+
+
+def forward_rows():
+    ref = reference()
+    scale = np.abs(ref).max(axis=1)
+    data = xr.Dataset({"y1": ("time", ref[0]), "y3": ("time", ref[2])}, coords={"time": TIMES})
+    model = robertson_model()
+    problem = build_problem(model, prepare(model, data),
+                            FitOptions(solver="rosenbrock23", shooting="single"))
+    tau = torch.as_tensor(np.concatenate([[0.0], TIMES]))[None]
+    x0 = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    rows = []
+    for rtol, atol in ((1e-4, 1e-8), (1e-6, 1e-10)):
+        def ours():
+            with torch.no_grad():
+                return solve_intervals(problem.field, x0, tau, None, method="rosenbrock23",
+                                       rtol=rtol, atol=atol, max_steps=200_000,
+                                       failure=RuntimeError)[0, 1:].numpy().T
+        t_ours, y_ours = _median_time(ours)
+        row = {"rtol": f"{rtol:g}", "sysid rosenbrock23 s": f"{t_ours:.3f}"}
+        for method in ("Radau", "BDF"):
+            t_sp, sol = _median_time(lambda m=method: solve_ivp(
+                robertson_rhs, (0.0, TIMES[-1]), [1.0, 0.0, 0.0], method=m, t_eval=TIMES,
+                rtol=rtol, atol=atol))
+            row[f"SciPy {method} s"] = f"{t_sp:.3f}"
+            row[f"ratio to {method}"] = f"{t_ours / t_sp:.1f}"
+        err = (np.abs(y_ours - ref) / scale[:, None]).max(axis=1)
+        row["max error / scale (y1, y2, y3)"] = ", ".join(f"{e:.1e}" for e in err)
+        rows.append(row)
+    return rows
+
+
+def robertson_fit(seed=0):
+    ref = reference()
+    rng = np.random.default_rng(seed)
+    noisy = ref * (1 + 0.02 * rng.standard_normal(ref.shape))
+    data = xr.Dataset({"y1": ("time", noisy[0]), "y3": ("time", noisy[2])},
+                      coords={"time": TIMES})
+    guesses = (K[0] * 2.0, K[1] / 2.0, K[2] * 2.0)
+    start = time.perf_counter()
+    result = sysid.fit(robertson_model(guesses), data, noise="lognormal", progress=False,
+                       throw=False)
+    wall = time.perf_counter() - start
+    errs = {k: abs(result.parameters[k] / v - 1) * 100 for k, v in zip(("k1", "k2", "k3"), K)}
+    y2 = result.impute()["y2"].values
+    y2_err = float(np.max(np.abs(y2 - ref[1])) / np.max(ref[1]))
+    return {"case": f"Robertson, y2 never measured, noise seed {seed}",
+            "solver (auto)": result.options.solver, "fit s": f"{wall:.0f}",
+            "parameter errors": ", ".join(f"{k} {v:.1f} %" for k, v in errs.items()),
+            "unmeasured state": f"y2 max error {y2_err * 100:.1f} % of its peak",
+            "status": result.status.code}
+
+
+def van_der_pol_fit(mu=1000.0, seed=0):
+    t_end = 3000.0
+    t = np.linspace(0.0, t_end, 60)
+    sol = solve_ivp(lambda _, s: [s[1], mu * (1 - s[0] ** 2) * s[1] - s[0]], (0.0, t_end),
+                    [2.0, 0.0], method="Radau", t_eval=t, rtol=1e-10, atol=1e-12)
+    rng = np.random.default_rng(seed)
+    data = xr.Dataset({"x": ("time", sol.y[0] + 0.01 * 2.0 * rng.standard_normal(t.size))},
+                      coords={"time": t})
+    x, v = sp.symbols("x v")
+    m = sp.Symbol("mu", positive=True)
+    model = sysid.HybridODE(states=[x, v], physics={x: v, v: m * (1 - x ** 2) * v - x},
+                            parameters={m: 800.0})
+    start = time.perf_counter()
+    result = sysid.fit(model, data, progress=False, throw=False, max_steps=50_000)
+    wall = time.perf_counter() - start
+    return {"case": f"Van der Pol mu = {mu:g}, x only, noise seed {seed}",
+            "solver (auto)": result.options.solver, "fit s": f"{wall:.0f}",
+            "parameter errors": f"mu {abs(result.parameters['mu'] / mu - 1) * 100:.1f} %",
+            "unmeasured state": "-", "status": result.status.code}
+
+
+def markdown(rows):
+    cols = list(rows[0])
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the forward solve only")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    print(f"# sysid stiff benchmark, torch {torch.__version__}, 1 thread\n")
+    print("## Forward solve, Robertson over [0, 1e5]\n")
+    print(markdown(forward_rows()))
+    if not args.quick:
+        print("\n## Fits with the default solver\n")
+        print(markdown([robertson_fit(0), van_der_pol_fit()]))
+    print(f"\nSuite wall time {time.perf_counter() - start:.0f} s.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
