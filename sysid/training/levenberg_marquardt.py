@@ -63,10 +63,19 @@ class LMReport:
 MAX_JACOBIAN_BYTES = 2 ** 30
 
 
+#: Most states per trajectory for Levenberg-Marquardt: its central-difference Jacobian
+#: solves ``2 (P + n) + 1`` copies of the problem, which grows with the square of the
+#: state size; a field on a 32 x 32 grid (1,024 states) would solve 2,055 copies of 1,024
+#: states per iteration, where L-BFGS's gradient costs about three solves.
+MAX_GAUSS_NEWTON_STATES = 256
+
+
 def supports_gauss_newton(problem) -> bool:
-    """True when ``problem`` has no network and a least-squares noise model."""
+    """True when ``problem`` has no network, a least-squares noise model and at most
+    ``MAX_GAUSS_NEWTON_STATES`` states."""
     return (problem.field.residual is None
             and problem.noise.name in ("gaussian", "lognormal")
+            and problem.z0.shape[-1] <= MAX_GAUSS_NEWTON_STATES
             and not any(p.requires_grad for p in problem.noise.parameters()))
 
 
