@@ -105,14 +105,12 @@ def _samples(result, n_points: int, seed: int):
         feats = net.features(xs)                               # (B, K, F, *shape)
         out = net._on(feats) * net.out_scale.reshape((-1,) + (1,) * len(net.lattice.shape))
     valid = problem.single.valid.numpy()                       # (B, K)
-    nd = len(net.lattice.shape)
     f = feats.movedim(2, -1).numpy()[valid].reshape(-1, feats.shape[2])
     y = out.movedim(2, -1).numpy()[valid].reshape(-1, out.shape[2])
     rng = np.random.default_rng(seed)
     if f.shape[0] > n_points:
         pick = np.sort(rng.choice(f.shape[0], size=n_points, replace=False))
         f, y = f[pick], y[pick]
-    del nd
     return f, y
 
 
