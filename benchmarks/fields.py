@@ -16,7 +16,8 @@ discretisation error. Rows:
   ``-u u_x``.
 * 2-D heat ``u_t = D (u_xx + u_yy) + q - k u^3`` on a 32 x 32 insulated plate, 10
   sensors, D known, the source learnt by a local network reading ``u``; target: the fit
-  under 5 minutes.
+  under 5 minutes (its summary is not run: each candidate's refit of 1,024 states takes
+  minutes).
 
 Field error: RMS over every grid point and sample time of (imputed - true field), over
 the true field's standard deviation.
@@ -125,19 +126,11 @@ def heat(seed):
     start = time.perf_counter()
     result = sysid.fit(model, data, seed=0, progress=False, throw=False)
     wall = time.perf_counter() - start
-    start = time.perf_counter()
-    summary = result.symbolic()
-    swall = time.perf_counter() - start
-    c = coefficients(summary.equations["u"])
-    exact = set(c) == {"1", "u(x, y)**3"}
     return {"case": f"2-D heat 32 x 32 hybrid, 10 sensors, data seed {seed}",
-            "fit s": f"{wall:.0f}", "symbolic s": f"{swall:.0f}",
+            "fit s": f"{wall:.0f}", "symbolic s": "-",
             "hybrid field error": f"{field_error(result, truth):.3f}",
-            "summary": sp.sstr(sp.N(summary.equations["u"], 4)),
-            "exact support": "yes" if exact else "no",
-            "parameter error": f"q {abs(c.get('1', 0) - 0.5) / 0.5 * 100:.1f} %, k "
-                               f"{abs(-c.get('u(x, y)**3', 0) - 1) * 100:.1f} %",
-            "distilled field error": f"{field_error(summary.result, truth):.3f}",
+            "summary": "not run (each candidate's refit of 1,024 states takes minutes)",
+            "exact support": "-", "parameter error": "-", "distilled field error": "-",
             "status": result.status.code}
 
 
@@ -155,12 +148,16 @@ def main(argv=None):
     torch.set_num_threads(1)
     start = time.perf_counter()
     seeds = (0,) if args.quick else (0, 1, 2)
-    rows = [fisher_hybrid(s) for s in seeds] + [fisher_physics(s) for s in seeds]
-    if not args.quick:
-        rows += [burgers(0), heat(0)]
     print(f"# sysid fields benchmark ({'quick' if args.quick else 'full'}), torch "
-          f"{torch.__version__}, 1 thread\n")
-    print(markdown(rows))
+          f"{torch.__version__}, 1 thread\n", flush=True)
+    jobs = [(fisher_physics, s) for s in seeds] + [(fisher_hybrid, s) for s in seeds]
+    if not args.quick:
+        jobs += [(burgers, 0), (heat, 0)]
+    rows = []
+    for fn, seed in jobs:
+        rows.append(fn(seed))
+        print(markdown(rows[-1:]), flush=True)          # each row as it is measured
+    print("\n" + markdown(rows))
     print(f"\nSuite wall time {time.perf_counter() - start:.0f} s.")
 
 
