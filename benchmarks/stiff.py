@@ -169,7 +169,7 @@ def main(argv=None):
     if not args.quick:
         print("\n## Fits with the default solver\n")
         print(markdown([robertson_fit(0, 1.0, shooting="single"), robertson_fit(0),
-                        robertson_fit(0, shooting="single"), van_der_pol_fit()]))
+                        robertson_fit(0, shooting=5), van_der_pol_fit()]))
     print(f"\nSuite wall time {time.perf_counter() - start:.0f} s.")
 
 

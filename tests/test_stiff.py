@@ -132,3 +132,17 @@ def test_auto_keeps_dopri5_for_a_system_that_is_not_stiff():
     result = sysid.fit(model, data, progress=False, epochs=0, lbfgs_iterations=0,
                        polish_iterations=0)
     assert result.options.solver == "dopri5"
+
+
+def test_records_sampled_over_decades_are_fitted_by_single_shooting():
+    # windows hold each state's continuity in one scale: wrong for y2 (1e-8 .. 3.6e-5)
+    from sysid.problem.segments import spans_decades, window_length
+    ref = _reference()
+    data = xr.Dataset({"y1": ("time", ref[0]), "y3": ("time", ref[2])}, coords={"time": TIMES})
+    bundle = prepare(robertson(), data)
+    assert spans_decades(bundle) and window_length(bundle, "auto") is None
+    rng = np.random.default_rng(0)
+    even = xr.Dataset({"y1": ("time", np.ones(40))},
+                      coords={"time": np.sort(rng.uniform(0, 10, 40))})
+    bundle = prepare(robertson(), even)
+    assert not spans_decades(bundle) and window_length(bundle, "auto") == 5

@@ -138,9 +138,15 @@ def window_length(bundle: DataBundle, shooting, field: bool = False) -> int | No
     benchmark, 560 numbers over 10 windows) that only the continuity penalty determines,
     and a hybrid fit on windows imputed the field with 20 % error against 3.7 % by single
     shooting (the dissipative dynamics of diffusion keep single shooting well-behaved).
+
+    So is a record sampled over decades of time (:func:`spans_decades`, e.g. log-spaced
+    kinetics): the continuity penalty measures each state's gaps in one scale, which lets
+    a state that varies over decades (Robertson's y2: 1e-8 late, 3.6e-5 at its peak) jump
+    between windows; Robertson from 2x-off guesses fitted k1 14.8 % off on windows, 6.8 %
+    by single shooting (``benchmarks/results/stiff.md``).
     """
     longest = max(len(r) for r in observed_rows(bundle))
-    if shooting == "single" or (shooting == "auto" and field):
+    if shooting == "single" or (shooting == "auto" and (field or spans_decades(bundle))):
         return None
     if shooting == "auto":
         if longest <= 10:
@@ -148,6 +154,20 @@ def window_length(bundle: DataBundle, shooting, field: bool = False) -> int | No
         spp = samples_per_period(bundle)
         return 5 if spp is None else int(np.clip(1 + spp // 2, 3, 5))
     return int(shooting) if int(shooting) < longest else None
+
+
+def spans_decades(bundle: DataBundle, ratio: float = 100.0) -> bool:
+    """Whether the sampling grows over decades: the median interval of the last quarter of
+    a trajectory's samples is more than ``ratio`` times that of the first quarter (1 for
+    regular or uniformly random sampling; 1e4 for 40 log-spaced times over 9 decades)."""
+    for rows in observed_rows(bundle):
+        gaps = np.diff(bundle.times[rows])
+        q = len(gaps) // 4
+        if q >= 2:
+            first, last = np.median(gaps[:q]), np.median(gaps[-q:])
+            if first > 0 and last / first > ratio:
+                return True
+    return False
 
 
 def samples_per_period(bundle: DataBundle) -> float | None:
