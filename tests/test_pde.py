@@ -179,7 +179,8 @@ def test_local_residual_learns_the_reaction_and_symbolic_finds_it(fisher):
     assert set(coefs) == {"u(x)", "u(x)**2"}    # r u - r u^2, nothing else
     assert coefs["u(x)"] == pytest.approx(1.0, rel=0.06)       # measured 0.962
     assert coefs["u(x)**2"] == pytest.approx(-1.0, rel=0.06)
-    assert "\\frac{\\partial u}{\\partial t}" in summary.to_latex()
+    latex = summary.to_latex()
+    assert "\\frac{\\partial u}{\\partial t}" in latex and "u_{xx}" in latex
 
 
 def test_dirichlet_values_are_kept_in_the_imputed_field():

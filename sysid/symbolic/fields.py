@@ -70,9 +70,12 @@ class FieldSummary:
 
     def to_latex(self) -> str:
         """The distilled model as a LaTeX ``align`` block."""
+        # the field's own notation: u, u_x, u_xx (subscripts), not d/dx of u(x)
+        plain = {f: s for s, f in self.result.model.feature_functions().items()}
         lines = []
         for name, expr in self.model_equations.items():
-            lines.append(rf"\frac{{\partial {name}}}{{\partial t}} &= {sp.latex(expr)}")
+            text = sp.latex(expr.xreplace(plain))
+            lines.append(rf"\frac{{\partial {name}}}{{\partial t}} &= {text}")
         return "\\begin{align}\n" + " \\\\\n".join(lines) + "\n\\end{align}"
 
     def __repr__(self) -> str:
