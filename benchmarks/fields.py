@@ -34,6 +34,7 @@ import sympy as sp
 import torch
 
 import sysid
+from machine import markdown
 
 x, y = sp.symbols("x y")
 
@@ -47,6 +48,23 @@ def coefficients(expr) -> dict[str, float]:
     return {sp.sstr(m): float(c) for m, c in sp.expand(expr).as_coefficients_dict().items()}
 
 
+def fit_and_distil(model, data, truth, case):
+    """The hybrid fit and its summary, timed: the columns every hybrid row shares, and
+    the summary's coefficients by monomial."""
+    start = time.perf_counter()
+    result = sysid.fit(model, data, seed=0, progress=False, throw=False)
+    wall = time.perf_counter() - start
+    start = time.perf_counter()
+    summary = result.symbolic()
+    swall = time.perf_counter() - start
+    row = {"case": case, "fit s": f"{wall:.0f}", "symbolic s": f"{swall:.0f}",
+           "hybrid field error": f"{field_error(result, truth):.3f}",
+           "summary": sp.sstr(sp.N(summary.equations["u"], 4))}
+    tail = {"distilled field error": f"{field_error(summary.result, truth):.3f}",
+            "status": result.status.code}
+    return row, tail, coefficients(summary.equations["u"])
+
+
 def fisher_hybrid(seed):
     data, truth = sysid.datasets.simulate("fisher_kpp", seed=seed, truth=True)
     u = sp.Function("u")(x)
@@ -54,22 +72,11 @@ def fisher_hybrid(seed):
     model = sysid.HybridPDE(fields=[u], space={"x": data["x"].values}, boundary={"x": "periodic"},
                             physics={u: D * u.diff(x, 2)}, fixed={D: 0.1},
                             residual=sysid.MLP(16, 2, local=True, inputs=["u"]))
-    start = time.perf_counter()
-    result = sysid.fit(model, data, seed=0, progress=False, throw=False)
-    wall = time.perf_counter() - start
-    start = time.perf_counter()
-    summary = result.symbolic()
-    swall = time.perf_counter() - start
-    c = coefficients(summary.equations["u"])
-    exact = set(c) == {"u(x)", "u(x)**2"}
+    row, tail, c = fit_and_distil(model, data, truth, f"Fisher-KPP hybrid, data seed {seed}")
     r = c.get("u(x)", float("nan"))
-    return {"case": f"Fisher-KPP hybrid, data seed {seed}", "fit s": f"{wall:.0f}",
-            "symbolic s": f"{swall:.0f}", "hybrid field error": f"{field_error(result, truth):.3f}",
-            "summary": sp.sstr(sp.N(summary.equations["u"], 4)),
-            "exact support": "yes" if exact else "no",
-            "parameter error": f"r {abs(r - 1.0) * 100:.1f} % (-r: {abs(-c.get('u(x)**2', 0) - 1) * 100:.1f} %)",
-            "distilled field error": f"{field_error(summary.result, truth):.3f}",
-            "status": result.status.code}
+    return {**row, "exact support": "yes" if set(c) == {"u(x)", "u(x)**2"} else "no",
+            "parameter error": f"r {abs(r - 1.0) * 100:.1f} % "
+                               f"(-r: {abs(-c.get('u(x)**2', 0) - 1) * 100:.1f} %)", **tail}
 
 
 def fisher_physics(seed):
@@ -98,21 +105,11 @@ def burgers(seed):
     model = sysid.HybridPDE(fields=[u], space={"x": data["x"].values}, boundary={"x": "periodic"},
                             physics={u: nu * u.diff(x, 2)}, fixed={nu: 0.1},
                             residual=sysid.MLP(16, 2, local=True, inputs=["u", "u_x"]))
-    start = time.perf_counter()
-    result = sysid.fit(model, data, seed=0, progress=False, throw=False)
-    wall = time.perf_counter() - start
-    start = time.perf_counter()
-    summary = result.symbolic()
-    swall = time.perf_counter() - start
-    c = coefficients(summary.equations["u"])
+    row, tail, c = fit_and_distil(model, data, truth, f"Burgers hybrid, data seed {seed}")
     key = "u(x)*Derivative(u(x), x)"
-    return {"case": f"Burgers hybrid, data seed {seed}", "fit s": f"{wall:.0f}",
-            "symbolic s": f"{swall:.0f}", "hybrid field error": f"{field_error(result, truth):.3f}",
-            "summary": sp.sstr(sp.N(summary.equations["u"], 4)),
-            "exact support": "yes" if set(c) == {key} else "no",
+    return {**row, "exact support": "yes" if set(c) == {key} else "no",
             "parameter error": f"u u_x coefficient {abs(-c.get(key, 0) - 1) * 100:.1f} %",
-            "distilled field error": f"{field_error(summary.result, truth):.3f}",
-            "status": result.status.code}
+            **tail}
 
 
 def heat(seed):
@@ -132,13 +129,6 @@ def heat(seed):
             "summary": "not run (each candidate's refit of 1,024 states takes minutes)",
             "exact support": "-", "parameter error": "-", "distilled field error": "-",
             "status": result.status.code}
-
-
-def markdown(rows):
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def main(argv=None):

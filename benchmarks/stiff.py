@@ -29,6 +29,7 @@ import xarray as xr
 from scipy.integrate import solve_ivp
 
 import sysid
+from machine import markdown
 from sysid.data.bundle import prepare
 from sysid.problem.options import FitOptions
 from sysid.problem.problem import build_problem
@@ -149,12 +150,6 @@ def van_der_pol_fit(mu=1000.0, seed=0):
             "data limit (Laplace std errors; corr)":
                 f"mu +-{100 * table.loc['mu', 'std_error'] / table.loc['mu', 'value']:.1f} %",
             "status": result.status.code}
-
-
-def markdown(rows):
-    cols = list(rows[0])
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                     + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows])
 
 
 def main(argv=None):

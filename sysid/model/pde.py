@@ -68,6 +68,22 @@ def _side(dim: str, spec) -> Side:
     return Side(spec, *value)
 
 
+def _per_dimension(entries: dict, dims, what: str, kind: str, noun: str, example: str) -> dict:
+    """``entries`` keyed by dimension name (str or Symbol keys), with a ModelError for a
+    key that is not one of ``dims`` or a dimension without an entry (``example``: the fix,
+    with ``{}`` for the first missing dimension's name)."""
+    given = {(k.name if isinstance(k, sp.Symbol) else str(k)): v for k, v in entries.items()}
+    for k in given:
+        if k not in dims:
+            raise ModelError(f"{what} names {k!r}, which is not {kind}.{suggest(k, dims)} "
+                             f"Dimensions: {dims}.")
+    missing = [d for d in dims if d not in given]
+    if missing:
+        raise ModelError(f"{what} has no {noun} for {missing}; give e.g. "
+                         f"{example.format(missing[0])}.")
+    return given
+
+
 class HybridPDE(HybridODE):
     """A field over space: known physics with spatial derivatives plus a local residual.
 
@@ -174,30 +190,15 @@ class HybridPDE(HybridODE):
     def _grids(space, dims):
         if not isinstance(space, dict):
             raise ModelError(f"space must be a dict {{name: grid}}; received {type(space).__name__}.")
-        given = {(k.name if isinstance(k, sp.Symbol) else str(k)): v for k, v in space.items()}
-        for k in given:
-            if k not in dims:
-                raise ModelError(f"space names {k!r}, which is not a space symbol of the "
-                                 f"fields.{suggest(k, dims)} The fields depend on {dims}.")
-        missing = [d for d in dims if d not in given]
-        if missing:
-            raise ModelError(f"space has no grid for {missing}; give space={{'{missing[0]}': "
-                             f"numpy.linspace(...)}}.")
+        given = _per_dimension(space, dims, "space", "a space symbol of the fields", "grid",
+                               "space={{'{}': numpy.linspace(...)}}")
         return [regular_grid(d, given[d]) for d in dims]
 
     @staticmethod
     def _sides(boundary, dims):
-        given = {(k.name if isinstance(k, sp.Symbol) else str(k)): v
-                 for k, v in (boundary or {}).items()}
-        for k in given:
-            if k not in dims:
-                raise ModelError(f"boundary names {k!r}, which is not a space dimension."
-                                 f"{suggest(k, dims)} Dimensions: {dims}.")
-        missing = [d for d in dims if d not in given]
-        if missing:
-            raise ModelError(f"boundary has no condition for {missing}; give e.g. boundary="
-                             f"{{'{missing[0]}': 'periodic'}} ('periodic', 'dirichlet' or "
-                             f"'neumann').")
+        given = _per_dimension(boundary or {}, dims, "boundary", "a space dimension",
+                               "condition", "boundary={{'{}': 'periodic'}} ('periodic', 'dirichlet' or "
+                               "'neumann')")
         return [_side(d, given[d]) for d in dims]
 
     def _pointwise(self, field, expr) -> sp.Expr:
@@ -245,6 +246,14 @@ class HybridPDE(HybridODE):
             spec = [(s, o) for s, o in zip(self.space_symbols, orders) if o]
             out[sp.Symbol(name)] = sp.Derivative(self.fields[k], *spec) if spec else self.fields[k]
         return out
+
+    def field_equations(self, values: dict) -> dict[str, sp.Expr]:
+        """Each field's known physics with fixed constants and the parameter ``values``
+        ({name: value}, those given) substituted, spatial derivatives as ``Derivative``."""
+        subs = {s: sp.Float(values[s.name], 15) for s in self.parameters if s.name in values}
+        back = self.feature_functions()
+        return {n: sp.sympify(self.pointwise.get(f, 0)).subs(self.fixed).subs(subs).xreplace(back)
+                for f, n in zip(self.fields, self.field_names)}
 
     def boundary_spec(self) -> dict:
         """The boundary conditions as given to the constructor."""

@@ -20,7 +20,7 @@ from .compiler import CompiledExprs
 from .field import HybridField, _with_time
 from .hybrid import t as TIME
 from .pde import HybridPDE, feature_name, local_mlp_inputs
-from .residual import _ACTIVATIONS
+from .residual import weight_norm2, zero_start_mlp
 
 __all__ = ["PDEField", "LocalResidualNet", "grid_features"]
 
@@ -110,26 +110,8 @@ class LocalResidualNet(nn.Module):
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float64))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
         self.register_buffer("out_scale", torch.as_tensor(out_scale, dtype=torch.float64))
-        layers: list[nn.Module] = []
-        n_in = len(self.wanted)
-        for _ in range(depth):
-            layers += [nn.Linear(n_in, width, dtype=torch.float64), _ACTIVATIONS[activation]()]
-            n_in = width
-        layers.append(nn.Linear(n_in, len(model.field_names), dtype=torch.float64))
-        self.net = nn.Sequential(*layers)
-        self._init(generator)
-
-    def _init(self, generator):
-        for layer in self.net:
-            if isinstance(layer, nn.Linear):
-                bound = (1.0 / layer.in_features) ** 0.5
-                with torch.no_grad():
-                    layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator,
-                                                   dtype=torch.float64) * 2 - 1) * bound * 1.7)
-                    layer.bias.zero_()
-        with torch.no_grad():     # the untrained model is the physics
-            self.net[-1].weight.zero_()
-            self.net[-1].bias.zero_()
+        self.net = zero_start_mlp(len(self.wanted), len(model.field_names), width=width,
+                                  depth=depth, activation=activation, generator=generator)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The raw features at every point, (..., n_features, *shape)."""
@@ -161,4 +143,4 @@ class LocalResidualNet(nn.Module):
         return self.on_features(self.features(xu))
 
     def weight_norm2(self) -> torch.Tensor:
-        return sum((layer.weight ** 2).sum() for layer in self.net if isinstance(layer, nn.Linear))
+        return weight_norm2(self.net)

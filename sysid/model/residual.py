@@ -5,9 +5,39 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResidualNet"]
+__all__ = ["ResidualNet", "zero_start_mlp", "weight_norm2"]
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def zero_start_mlp(n_in: int, n_out: int, *, width: int, depth: int, activation: str,
+                   generator=None) -> nn.Sequential:
+    """A float64 MLP of ``depth`` hidden layers whose hidden weights are uniform in
+    ``+-1.7 / sqrt(fan_in)`` (from ``generator``) and whose last layer is zero, so that
+    an untrained residual is exactly 0 (the model is its physics)."""
+    layers: list[nn.Module] = []
+    size = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(size, width, dtype=torch.float64), _ACTIVATIONS[activation]()]
+        size = width
+    layers.append(nn.Linear(size, n_out, dtype=torch.float64))
+    net = nn.Sequential(*layers)
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                bound = (1.0 / layer.in_features) ** 0.5
+                layer.weight.copy_(
+                    (torch.rand(layer.weight.shape, generator=generator, dtype=torch.float64)
+                     * 2 - 1) * bound * 1.7)
+                layer.bias.zero_()
+        net[-1].weight.zero_()
+        net[-1].bias.zero_()
+    return net
+
+
+def weight_norm2(net: nn.Sequential) -> torch.Tensor:
+    """The sum of squares of the network's weights (the weight-decay term)."""
+    return sum((layer.weight ** 2).sum() for layer in net if isinstance(layer, nn.Linear))
 
 
 class ResidualNet(nn.Module):
@@ -36,29 +66,9 @@ class ResidualNet(nn.Module):
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float64))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
         self.register_buffer("out_scale", torch.as_tensor(out_scale, dtype=torch.float64))
-        layers: list[nn.Module] = []
-        n_in = len(read_index)
-        for _ in range(depth):
-            layers += [nn.Linear(n_in, width, dtype=torch.float64), _ACTIVATIONS[activation]()]
-            n_in = width
-        layers.append(nn.Linear(n_in, len(write_index), dtype=torch.float64))
-        self.net = nn.Sequential(*layers)
+        self.net = zero_start_mlp(len(read_index), len(write_index), width=width, depth=depth,
+                                  activation=activation, generator=generator)
         self._reads_all = None
-        self._init(generator)
-
-    def _init(self, generator):
-        for layer in self.net:
-            if isinstance(layer, nn.Linear):
-                bound = (1.0 / layer.in_features) ** 0.5
-                with torch.no_grad():
-                    layer.weight.copy_(
-                        (torch.rand(layer.weight.shape, generator=generator, dtype=torch.float64)
-                         * 2 - 1) * bound * 1.7)
-                    layer.bias.zero_()
-        last = self.net[-1]
-        with torch.no_grad():     # the untrained model is the physics
-            last.weight.zero_()
-            last.bias.zero_()
 
     def scaled(self, xu: torch.Tensor) -> torch.Tensor:
         """Network output in units of ``out_scale`` (shape (..., n_written))."""
@@ -78,4 +88,4 @@ class ResidualNet(nn.Module):
         return full.index_copy(-1, self.write_index, out)
 
     def weight_norm2(self) -> torch.Tensor:
-        return sum((layer.weight ** 2).sum() for layer in self.net if isinstance(layer, nn.Linear))
+        return weight_norm2(self.net)

@@ -35,6 +35,7 @@ class FieldPrior:
                   for n, h, s in zip(lattice.shape, lattice.steps, lattice.sides)]
         spacing = float(np.prod(extent) / max(int(n_sensors), 1)) ** (1.0 / nd)
         self.spacing = spacing
+        self._jacobians: dict[int, np.ndarray] = {}
         orders = [tuple(2 if e == d else 0 for e in range(nd)) for d in range(nd)]
         self._wanted = tuple((k, o) for o in orders for k in range(len(lattice.names)))
         unit = [4.0 * max(float(spread[k]), 1e-300) / spacing ** 2 for k, _ in self._wanted]
@@ -49,9 +50,12 @@ class FieldPrior:
         return (curv / self._unit.to(x0)).reshape(-1)
 
     def jacobian(self, n_traj: int) -> np.ndarray:
-        """d rows / d x0 as a dense matrix (R, B n) (the rows are affine in x0)."""
-        n = self.lattice.n_states
-        probe = torch.zeros(1, n, dtype=torch.float64)
-        one = torch.autograd.functional.jacobian(self.rows, probe)
-        one = one.reshape(-1, n).numpy()
-        return np.kron(np.eye(n_traj), one)
+        """d rows / d x0 as a dense matrix (R, B n): constant (the rows are affine in x0),
+        so computed once per number of trajectories."""
+        cached = self._jacobians.get(n_traj)
+        if cached is None:
+            n = self.lattice.n_states
+            probe = torch.zeros(1, n, dtype=torch.float64)
+            one = torch.autograd.functional.jacobian(self.rows, probe).reshape(-1, n).numpy()
+            cached = self._jacobians[n_traj] = np.kron(np.eye(n_traj), one)
+        return cached

@@ -17,7 +17,7 @@ from torch import nn
 from ..data.bundle import DataBundle
 from ..model.field import HybridField
 from ..model.pde import HybridPDE, local_mlp_inputs
-from ..model.pde_field import LocalResidualNet, PDEField, grid_features
+from ..model.pde_field import LocalResidualNet, PDEField
 from ..solve.integrate import SolverFailure, SolverOptions, solve_segments
 from .field_prior import FieldPrior
 from .solver_choice import choose_solver
@@ -199,12 +199,13 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     guesses = [model.parameters[s] for s in syms]
     transform = transform_for(syms, guesses)
     raw = transform.inverse(guesses) if syms else torch.zeros(0, dtype=torch.float64)
-    kind = PDEField if isinstance(model, HybridPDE) else HybridField
+    field_model = isinstance(model, HybridPDE)
+    kind = PDEField if field_model else HybridField
     field = kind(model, bundle.channels, transform, raw, None)
     n = len(model.states)
     if like is not None and tuple(like.z0.shape) != (bundle.n_trajectories, n):
         like = None                      # not the same states on the same data
-    length = window_length(bundle, options.shooting, isinstance(model, HybridPDE))
+    length = window_length(bundle, options.shooting, field_model)
     windows = shooting_windows(bundle, length) if length is not None else None
     later = later_starts(windows) if windows is not None else []
     if windows is not None and not later:
@@ -219,7 +220,7 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
         xw = None
     if later and xw is None:
         xw, _ = initial_states(model, field, bundle, later)
-    options, note = _resolve_solver(options, model, field, bundle, x0, xw, later)
+    options = _resolve_solver(options, model, field, bundle, x0, xw, later)
     if like is None:
         loc, scale = np.zeros(n), np.ones(n)
         sim = _physics_preview(field, x0, bundle, options)
@@ -228,12 +229,14 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                 else sim[..., i]
             loc[i] = float(np.nanmean(series)) if np.isfinite(series).any() else 0.0
             scale[i] = _robust_std(series)
-        if isinstance(model, HybridPDE):     # a field is one quantity: one unit for it
-            loc, scale = _field_units(model, bundle)
+        if field_model:                      # a field is one quantity: one unit for it
+            loc, scale, spreads = _field_units(model, bundle)
         _scale_zero_guesses(field, guesses, bundle, sim, observed, scale)
-    if model.residual is not None and isinstance(model, HybridPDE) and model.residual.local:
+    if field_model and like is not None:          # the same data: the same spreads
+        spreads = _field_units(model, bundle)[2]
+    if model.residual is not None and field_model and model.residual.local:
         field.residual = _build_local_residual(model, bundle, gen,
-                                               sim if like is None else x0[:, None, :])
+                                               sim if like is None else x0[:, None, :], spreads)
     elif model.residual is not None:
         field.residual = _build_residual(model, bundle, loc, scale, gen)
     z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
@@ -254,10 +257,10 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                       options.interpolation, windows=windows, zw=zw,
                       continuity=options.continuity, holdout=holdout,
                       unpinned=_unpinned(model, bundle))
-    if isinstance(model, HybridPDE):
-        problem.prior = FieldPrior(model.lattice, _field_spreads(model, bundle),
+    if field_model:
+        problem.prior = FieldPrior(model.lattice, spreads,
                                    max(1, len(bundle.channels) // len(model.field_names)))
-    problem.options, problem.solver_note = options, note
+    problem.options = options            # solver="auto" made concrete
     return problem
 
 
@@ -274,17 +277,17 @@ def _unpinned(model, bundle) -> list[bool]:
 def _resolve_solver(options, model, field, bundle, x0, xw, later):
     """``solver="auto"`` made concrete (see :mod:`sysid.problem.solver_choice`) from the
     guessed states at the trajectories' starts and the shooting windows' starts; other
-    choices are kept. Returns the options and a note on the choice ("" if not auto)."""
+    choices are kept."""
     if options.solver != "auto":
-        return options, ""
+        return options
     starts = list(enumerate(bundle.t_first)) + list(later)
     states = np.concatenate([x0] + ([xw] if later else []))
     b = np.array([i for i, _ in starts])
     k = np.array([j for _, j in starts])
-    chosen, note = choose_solver(field, states, bundle.times, bundle.times[k], bundle.u[b, k],
-                                 options.solver_options(), isinstance(model, HybridPDE))
+    chosen = choose_solver(field, states, bundle.times, bundle.times[k], bundle.u[b, k],
+                           options.solver_options(), isinstance(model, HybridPDE))
     return dataclasses.replace(options, solver=chosen.method, substeps=chosen.substeps,
-                               max_step=chosen.max_step), note
+                               max_step=chosen.max_step)
 
 
 def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
@@ -303,47 +306,38 @@ def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
                        generator=gen)
 
 
-def _field_spreads(model, bundle) -> list[float]:
-    """Each field's spread over all its sensors' measurements (the data alone, so that
-    the prior and the network's unit do not depend on the parameters' guesses)."""
+def _field_units(model, bundle) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Location and scale of every grid state, and each field's spread: the field's mean
+    and spread over all its sensors' measurements (the data alone, the same for every
+    point of the field, so that the prior and the network's unit do not depend on the
+    parameters' guesses)."""
     n = len(model.lattice.points)
-    out = []
+    loc, scale = np.zeros(model.lattice.n_states), np.ones(model.lattice.n_states)
+    spreads = []
     for k in range(len(model.field_names)):
         mine = set(model.state_names[k * n:(k + 1) * n])
         cols = [j for j, c in enumerate(bundle.channels) if c in mine]
         values = bundle.y[..., cols][bundle.mask[..., cols]] if cols else np.zeros(0)
-        out.append(_robust_std(values) if values.size > 1 else 1.0)
-    return out
-
-
-def _field_units(model, bundle) -> tuple[np.ndarray, np.ndarray]:
-    """Location and scale of every grid state: its field's mean and spread over all the
-    field's sensors (the same for every point of a field, measured or not)."""
-    n = len(model.lattice.points)
-    loc, scale = np.zeros(model.lattice.n_states), np.ones(model.lattice.n_states)
-    for k, spread in enumerate(_field_spreads(model, bundle)):
-        mine = set(model.state_names[k * n:(k + 1) * n])
-        cols = [j for j, c in enumerate(bundle.channels) if c in mine]
-        values = bundle.y[..., cols][bundle.mask[..., cols]] if cols else np.zeros(0)
+        spreads.append(_robust_std(values) if values.size > 1 else 1.0)
         loc[k * n:(k + 1) * n] = float(np.mean(values)) if values.size else 0.0
-        scale[k * n:(k + 1) * n] = spread
-    return loc, scale
+        scale[k * n:(k + 1) * n] = spreads[-1]
+    return loc, scale, spreads
 
 
-def _build_local_residual(model, bundle, gen, states) -> LocalResidualNet:
+def _build_local_residual(model, bundle, gen, states, spreads) -> LocalResidualNet:
     """A :class:`LocalResidualNet` whose features are standardised over ``states``
     ((B, T, n): the untrained physics from the guessed initial field) and whose output
-    unit is each field's typical spread per :func:`residual_time_unit`."""
+    unit is each field's spread (``spreads``) per :func:`residual_time_unit`."""
     spec, lattice = model.residual, model.lattice
-    wanted = local_mlp_inputs(model)
+    wanted = tuple(local_mlp_inputs(model))
     with torch.no_grad():
         x = torch.as_tensor(np.nan_to_num(np.asarray(states, dtype=np.float64)))
-        values = torch.stack(grid_features(lattice, lattice.to_grid(x), wanted), -1)
-        values = values.reshape(-1, len(wanted))
+        values = lattice.features(lattice.to_grid(x), wanted)     # (B, T, F, *shape)
+        values = values.movedim(-1 - len(lattice.shape), -1).reshape(-1, len(wanted))
     shift = values.mean(0)
-    spread = values.std(0)
-    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    deviation = values.std(0)
+    deviation = torch.where(deviation > 0, deviation, torch.ones_like(deviation))
     unit = residual_time_unit(bundle)
-    out = [spread / unit for spread in _field_spreads(model, bundle)]
-    return LocalResidualNet(model, shift, spread, out, width=spec.width, depth=spec.depth,
-                            activation=spec.activation, generator=gen)
+    return LocalResidualNet(model, shift, deviation, [s / unit for s in spreads],
+                            width=spec.width, depth=spec.depth, activation=spec.activation,
+                            generator=gen)

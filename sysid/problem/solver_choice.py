@@ -59,8 +59,7 @@ def spectral_radius(field, t: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
 
 def choose_solver(field, starts: np.ndarray, times: np.ndarray, rows_t: np.ndarray,
                   u: np.ndarray, solver, pde: bool):
-    """The concrete :class:`SolverOptions` for ``solver.method == "auto"`` and a note
-    saying why. ``starts`` (S, n): guessed states at times ``rows_t`` (S,), inputs ``u``
+    """The concrete :class:`SolverOptions` for ``solver.method == "auto"``. ``starts`` (S, n): guessed states at times ``rows_t`` (S,), inputs ``u``
     (S, m) there; ``times``: the record's sample times."""
     steps = np.diff(np.unique(np.asarray(times, float)))
     dt = float(steps.max()) if steps.size else 1.0
@@ -70,14 +69,9 @@ def choose_solver(field, starts: np.ndarray, times: np.ndarray, rows_t: np.ndarr
     rho = float(np.max(rho)) * 1.2 if rho.size and np.isfinite(rho).any() else 0.0
     if pde:
         substeps = max(1, math.ceil(rho * dt / RK4_REACH))
-        if substeps <= STIFF_STEPS:
-            longest = RK4_REACH / rho if rho > 0 else None
-            return (dataclasses.replace(solver, method="rk4", substeps=1, max_step=longest),
-                    f"rk4 with steps of at most {longest:.3g} (the field's Jacobian reaches "
-                    f"|lambda| = {rho:.3g}; rk4 is stable for h |lambda| <= {RK4_REACH})")
+        if substeps <= STIFF_STEPS:       # rk4 steps within its stability limit
+            return dataclasses.replace(solver, method="rk4", substeps=1,
+                                       max_step=RK4_REACH / rho if rho > 0 else None)
     elif rho * dt / DOPRI5_REACH <= STIFF_STEPS:
-        return dataclasses.replace(solver, method="dopri5"), "dopri5 (not stiff)"
-    return (dataclasses.replace(solver, method="rosenbrock23"),
-            f"rosenbrock23: stiff (the Jacobian reaches |lambda| = {rho:.3g}, an explicit "
-            f"method would need about {rho * dt / DOPRI5_REACH:.3g} steps per sample "
-            f"interval of {dt:.3g})")
+        return dataclasses.replace(solver, method="dopri5")
+    return dataclasses.replace(solver, method="rosenbrock23")

@@ -95,17 +95,11 @@ class FieldResult:
         """Each field's fitted ``du/dt`` with spatial derivatives (``Derivative(u(x),
         (x, 2))``) and the fitted parameter values; a local network is ``NN_u(u, u_x,
         u_xx)`` of the features it reads."""
-        model = self.model
-        subs = {s: sp.Float(v, 15) for s, v in zip(model.parameters, self.parameters.values())}
-        back = model.feature_functions()
-        out = {}
-        for f, n in zip(model.fields, model.field_names):
-            e = sp.sympify(model.pointwise.get(f, 0)).subs(model.fixed).subs(subs)
-            out[n] = e.xreplace(back)
+        out = self.model.field_equations(self.parameters)
         net = self._problem.field.residual
         if net is not None and getattr(net, "local", False):
             args = [sp.Symbol(n) for n in net.feature_names]
-            for n in model.field_names:
+            for n in self.model.field_names:
                 out[n] = out[n] + sp.Function(f"NN_{n}")(*args)
         return out
 

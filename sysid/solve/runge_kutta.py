@@ -183,6 +183,25 @@ def _rk4(g, x, substeps):
     return x
 
 
+def _error_ratio(err, x, x_new, rtol, atol) -> float:
+    """The RMS of the local error estimate ``err`` over its tolerance (mixed, from the
+    larger of the step's two ends); the step is accepted at 1 or below. ``err`` is
+    overwritten."""
+    tol = torch.maximum(x.abs(), x_new.abs()).mul_(rtol).add_(atol)
+    return float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(err.numel())
+
+
+def _next_step(h, ratio, proposal, *, safety, order, grow):
+    """The next step from the error ratio of one of ``order`` (error ~ h^order): a fifth
+    after a non-finite estimate; else ``safety * ratio^(-1/order)`` times, within
+    [0.2, ``grow``]. After an accepted step cut short at the interval's end, never below
+    the step proposed before (the cut does not shrink the next interval's steps)."""
+    if not math.isfinite(ratio):
+        return h * 0.2
+    h *= min(grow, max(0.2, safety * ratio ** (-1.0 / order) if ratio > 0 else grow))
+    return max(h, proposal) if ratio <= 1.0 else h
+
+
 def _dopri5(g, x, h, steps, rtol, atol, max_steps, failure, k1=None):
     """One interval; returns (state, next step size, steps, derivative at the end in
     physical time). ``k1``: the first stage if known (first-same-as-last)."""
@@ -200,20 +219,14 @@ def _dopri5(g, x, h, steps, rtol, atol, max_steps, failure, k1=None):
         x_new = _combine(x, h, _B, ks[:6])
         with torch.no_grad():      # (no autograd here: no need to detach)
             err = _combine(ks[0] * (h * _E[0]), h, _E[1:], ks[1:])
-            tol = torch.maximum(x.abs(), x_new.abs()).mul_(rtol).add_(atol)
-            ratio = float(torch.linalg.vector_norm(err.div_(tol))) / math.sqrt(err.numel())
+            ratio = _error_ratio(err, x, x_new, rtol, atol)
         if ratio <= 1.0:
             x, sigma, k1, f_end = x_new, sigma + h, ks[6], last
             steps += 1
             if steps > max_steps:
                 raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps "
                               f"option plus one per sample interval{native.STIFF_HINT})")
-        if not math.isfinite(ratio):
-            h *= 0.2
-        else:
-            h *= min(10.0, max(0.2, 0.9 * ratio ** -0.2 if ratio > 0 else 10.0))
-            if ratio <= 1.0:               # a step cut short at the interval's end
-                h = max(h, proposal)       # does not shrink the next interval's steps
+        h = _next_step(h, ratio, proposal, safety=0.9, order=5, grow=10.0)
         if h < 1e-10:
             if not math.isfinite(ratio):      # shrinking the step did not make it finite
                 raise failure(f"underflow in dt {h:.3g}: the vector field or the state is "
@@ -273,20 +286,14 @@ def _rosenbrock23(g, x, h, steps, rtol, atol, max_steps, failure):
             f2 = g(sigma + h, x_new)
             k3 = solve(f2 - _E32 * (k2 - f1) - 2.0 * (k1 - f0) + (h * _D) * dfdt)
             err = (h / 6.0) * (k1 - 2.0 * k2 + k3)
-            tol = torch.maximum(x.abs(), x_new.abs()).mul_(rtol).add_(atol)
-            ratio = float(torch.linalg.vector_norm(err / tol)) / math.sqrt(err.numel())
+            ratio = _error_ratio(err, x, x_new, rtol, atol)
         if ratio <= 1.0:
             x, sigma = x_new, sigma + h
             steps += 1
             if steps > max_steps:
                 raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps "
                               f"option plus one per sample interval)")
-        if not math.isfinite(ratio):
-            h *= 0.2
-        else:
-            h *= min(5.0, max(0.2, 0.8 * ratio ** (-1.0 / 3.0) if ratio > 0 else 5.0))
-            if ratio <= 1.0:
-                h = max(h, proposal)
+        h = _next_step(h, ratio, proposal, safety=0.8, order=3, grow=5.0)
         if h < 1e-12:
             raise failure(f"underflow in dt {h:.3g}: the state or the vector field is not "
                           f"finite (NaN or inf), or the system is stiffer than "

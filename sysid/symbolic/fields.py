@@ -205,17 +205,8 @@ def _distilled(model, chosen, terms, names):
 
 
 def _residual_terms(model, refit) -> dict[str, sp.Expr]:
-    """Per field, the distilled terms (the refit's physics minus the known part), with
-    the refit's values and spatial derivatives."""
+    """Per field, the distilled terms (the refit's physics minus the original model's
+    known part, both with the refit's values), with spatial derivatives."""
     full = refit.equations
-    known = {n: e for n, e in zip(model.field_names, _known(model, refit))}
+    known = model.field_equations(refit.parameters)
     return {n: sp.expand(full[n] - known[n]) for n in model.field_names}
-
-
-def _known(model, refit):
-    """The original model's known physics with the refit's values of its parameters."""
-    subs = {s: sp.Float(refit.parameters[s.name], 15) for s in model.parameters
-            if s.name in refit.parameters}
-    back = model.feature_functions()
-    return [sp.sympify(model.pointwise.get(f, 0)).subs(model.fixed).subs(subs).xreplace(back)
-            for f in model.fields]
