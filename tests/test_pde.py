@@ -212,3 +212,39 @@ def test_a_fitted_field_saves_and_loads_bit_identically(tmp_path):
     assert again.model.pointwise == result.model.pointwise
     np.testing.assert_array_equal(again.impute()["u"].values, result.impute()["u"].values)
     assert int(again.data["u"].notnull().any("time").sum()) == 4     # the sensors again
+
+
+def test_more_mistakes_get_errors_that_say_what_to_do():
+    u = sp.Function("u")(x)
+    grid = np.linspace(0, 1, 10)
+    ok = dict(fields=[u], space={"x": grid}, boundary={"x": "periodic"},
+              physics={u: D * u.diff(x, 2)}, parameters={D: 0.1})
+    with pytest.raises(ModelError, match="space has no grid for \\['x'\\].*linspace"):
+        sysid.HybridPDE(**{**ok, "space": {}})
+    with pytest.raises(ModelError, match="space names 'k', which is not a space symbol"):
+        sysid.HybridPDE(**{**ok, "space": {"x": grid, "k": grid}})
+    with pytest.raises(ModelError, match="periodic boundary takes no values"):
+        sysid.HybridPDE(**{**ok, "boundary": {"x": {"periodic": 1.0}}})
+    with pytest.raises(ModelError, match="must be a number or a \\(left, right\\) pair"):
+        sysid.HybridPDE(**{**ok, "boundary": {"x": {"dirichlet": "hot"}}})
+    with pytest.raises(ModelError, match="states= does not apply"):
+        sysid.HybridPDE(**{**ok, "residual": sysid.MLP(4, 1, local=True, states=["u_1"])})
+    model = sysid.HybridPDE(**ok)
+    data = sysid.datasets.simulate("fisher_kpp", n_points=10, sensors=3, n_times=6)
+    with pytest.raises(DataError, match="no measurement of the fields \\['u'\\]"):
+        sysid.fit(model, data.rename(u="v").assign_coords(x=grid), progress=False)
+
+
+def test_a_saved_field_that_declares_a_huge_grid_is_refused():
+    from sysid.errors import FileFormatError
+    from sysid.model.spec import model_from_spec, model_to_spec
+
+    u = sp.Function("u")(x)
+    model = sysid.HybridPDE(fields=[u], space={"x": np.linspace(0, 1, 8)},
+                            boundary={"x": "periodic"}, physics={u: D * u.diff(x, 2)},
+                            parameters={D: 0.1})
+    spec = model_to_spec(model)
+    assert model_from_spec(spec).pointwise == model.pointwise       # the round trip
+    spec["pde"]["space"][0]["grid"] = [0.0] * (2 ** 21)
+    with pytest.raises(FileFormatError, match="larger than 1,048,576 points"):
+        model_from_spec(spec)

@@ -55,8 +55,8 @@ for xs in sensors:
     series = data["u"].sel(x=xs)
     axes[1].plot(series["time"], series, ".", label=f"x = {xs:.1f}")
 axes[1].set_title("what the sensors report")
-axes[0].set_xlabel("x (km)"), axes[0].set_ylabel("time")
-axes[1].set_xlabel("time"), axes[1].set_ylabel("density")
+axes[0].set_xlabel("x (km)"), axes[0].set_ylabel("time (years)")
+axes[1].set_xlabel("time (years)"), axes[1].set_ylabel("density")
 fig.tight_layout()
 
 # %% [markdown]

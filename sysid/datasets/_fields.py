@@ -58,20 +58,22 @@ FIELDS = {
         "fisher_kpp", "Fisher-KPP reaction-diffusion (a population spreading and growing)",
         "du/dt = D*u_xx + r*u*(1 - u)", {"D": 0.1, "r": 1.0}, (10.0,), "periodic", 5.0,
         64, 8, lambda u, ux, p: p["r"] * u * (1 - u), _fisher_u0,
-        {"u": ("1", "population density"), "x": ("m", "position")},
+        {"u": ("1", "population density"), "x": ("km", "position along the coast"),
+         "time": ("years", "time")},
         "R. A. Fisher, The wave of advance of advantageous genes, Ann. Eugenics 7 (1937)"),
     "burgers": FieldSystem(
         "burgers", "viscous Burgers equation (nonlinear advection with diffusion)",
         "du/dt = nu*u_xx - u*u_x", {"nu": 0.1}, (2 * np.pi,), "periodic", 2.0, 64, 12,
         lambda u, ux, p: -u * ux, _burgers_u0,
-        {"u": ("m/s", "velocity"), "x": ("m", "position")},
+        {"u": ("m/s", "velocity"), "x": ("m", "position"), "time": ("s", "time")},
         "J. M. Burgers, A mathematical model illustrating the theory of turbulence (1948)"),
     "heat_2d": FieldSystem(
         "heat_2d", "2-D heat conduction in an insulated plate with a nonlinear source",
         "du/dt = D*(u_xx + u_yy) + q - k*u**3", {"D": 0.01, "q": 0.5, "k": 1.0},
         (1.0, 1.0), "neumann", 3.0, 32, 10,
         lambda u, ux, p: p["q"] - p["k"] * u ** 3, _heat_u0,
-        {"u": ("1", "temperature"), "x": ("m", "position x"), "y": ("m", "position y")},
+        {"u": ("1", "temperature"), "x": ("m", "position x"), "y": ("m", "position y"),
+         "time": ("s", "time")},
         "a synthetic case of sysid (issue 25)"),
 }
 
@@ -151,7 +153,7 @@ def simulate_field(name, *, n_points=None, sensors=None, n_times=40, t_end=None,
     obs = values.reshape(len(times), -1)
     obs[:, where] = flat[:, where] + std * rng.standard_normal((len(times), where.size))
     units = system.units
-    coords = {"time": ("time", times, {"units": "s", "long_name": "time"})}
+    coords = {"time": ("time", times, {"units": units["time"][0], "long_name": units["time"][1]})}
     for d, g in zip(dims[1:], grids):
         coords[d] = (d, g, {"units": units[d][0], "long_name": units[d][1]})
     attrs = {"title": f"{system.title} (synthetic, {n_sensors} sensors)", "system": name,
