@@ -55,6 +55,19 @@ def objective_and_weights(problem, flat: torch.Tensor):
     return f, w
 
 
+def _steps(problem, starts: torch.Tensor, P: int, step: float) -> torch.Tensor:
+    """Central-difference step of each column and segment, (P + n, S): ``step`` for the
+    raw parameters; for a start state, ``step`` in scaled units, shortened where the
+    state itself is much smaller than its scale (at most ``100 |x| / scale`` of it, at
+    least ``1e-6``). A state observed over decades (Robertson's y3 starts at 1.6e-8
+    with a scale of 0.36) would otherwise be moved by 3.6e-6, two hundred times its
+    own size, and through a log-normal likelihood the difference is meaningless."""
+    S, n = starts.shape
+    size = (problem.loc + problem.scale * starts).abs() / problem.scale     # (S, n)
+    state = step * torch.clamp(100.0 * size, 1e-6, 1.0)
+    return torch.cat([torch.full((P, S), step, dtype=torch.float64), state.T])
+
+
 def linearise(problem, step: float = STEP):
     """Objective ``f``, weighted residuals ``r`` (N,) and their Jacobian (N, P + M n) in
     the raw parameters and the (scaled) start states, row-major: the initial states
@@ -69,7 +82,8 @@ def linearise(problem, step: float = STEP):
     component of every segment's start at once (a segment's residuals depend on its own
     start only). All copies share the adaptive solver's steps, so the differences are
     those of one smooth discrete solution map (no step-size noise), accurate to about
-    ``step ** 2``. Raw parameters and scaled states are of order one, which sets ``step``.
+    ``step ** 2``. Raw parameters and scaled states are of order one, which sets ``step``
+(shorter for a start far smaller than its state's scale, :func:`_steps`).
     (Forward-mode automatic differentiation gives the same columns to 1e-13 but ran 15x
     slower here: dual tensors go through Python-level decompositions.)
     """
@@ -85,12 +99,13 @@ def linearise(problem, step: float = STEP):
     copies = 2 * K + 1
     raw = field.raw.detach().expand(copies, S, P).clone()
     starts = z[source].expand(copies, S, n).clone()
+    h = _steps(problem, z[source], P, step)                        # (K, S)
     for k in range(P):
-        raw[2 * k + 1, :, k] += step
-        raw[2 * k + 2, :, k] -= step
+        raw[2 * k + 1, :, k] += h[k]
+        raw[2 * k + 2, :, k] -= h[k]
     for i in range(n):
-        starts[2 * (P + i) + 1, :, i] += step
-        starts[2 * (P + i) + 2, :, i] -= step
+        starts[2 * (P + i) + 1, :, i] += h[P + i]
+        starts[2 * (P + i) + 2, :, i] -= h[P + i]
     rows = torch.arange(S).repeat(copies)
     with torch.no_grad(), field.per_row_parameters(field.transform.forward(
             raw.reshape(copies * S, P))):
@@ -101,7 +116,7 @@ def linearise(problem, step: float = STEP):
         res = problem.noise.residuals(pred, seg.y[rows], seg.mask[rows])
     res = res.reshape(copies, S, *res.shape[1:])
     primal = res[0]
-    tangent = (res[1::2] - res[2::2]) / (2.0 * step)
+    tangent = (res[1::2] - res[2::2]) / (2.0 * h.view(K, S, *([1] * (res.dim() - 2))))
     mask = seg.mask
     primal = torch.where(mask, primal, torch.zeros((), dtype=primal.dtype))
     flat = primal.reshape(-1, primal.shape[-1])
@@ -126,7 +141,7 @@ def linearise(problem, step: float = STEP):
     unit = problem.gap_unit(problem.loc + problem.scale * z)     # (n,)
     width = problem.continuity * unit
     gap = ((ends[0] - problem.loc - problem.scale * z[source[b]]) / width).numpy()
-    d_end = ((ends[1::2] - ends[2::2]) / (2.0 * step) / width).numpy()   # (K, G, n)
+    d_end = ((ends[1::2] - ends[2::2]) / (2.0 * h[:, a, None]) / width).numpy()  # (K, G, n)
     G = gap.shape[0]
     Jg = np.zeros((G * n, P + M * n))
     rows_g = np.arange(G)[:, None] * n + np.arange(n)[None, :]   # (G, n) row of (g, i)

@@ -177,10 +177,26 @@ def _iterate(problem, iterations: int, lam: float, on_accept, tolerance: float =
         if on_accept is not None and on_accept(f, lam):
             return LMReport(True, it, evaluations, f, f"stopped by the caller after {it} "
                             f"iterations")
-        if gain < max(F_TOLERANCE * max(1.0, abs(f)), tolerance):
+        threshold = max(F_TOLERANCE * max(1.0, abs(f)), tolerance)
+        if gain < threshold and _remaining(J[:, columns], r) < threshold:
             return LMReport(True, it, evaluations, f, f"converged in {it} iterations")
     return LMReport(False, int(iterations), evaluations, f,
                     f"stopped after {int(iterations)} iterations")
+
+
+def _remaining(J: np.ndarray, r: np.ndarray) -> float:
+    """The decrease the undamped Gauss-Newton model still predicts from here,
+    ``1/2 g^T (J^T J)^+ g`` with ``g = J^T r`` (log-likelihood units).
+
+    A small accepted step alone does not mean a minimum: in a curved valley of two
+    correlated parameters (Robertson's k2 and k3 seen through y1 and y3 only) the damped
+    steps can gain little each while the valley floor still falls a long way. The fit
+    has converged when the step gained little *and* the model sees little left to gain.
+    """
+    if not (np.all(np.isfinite(J)) and np.all(np.isfinite(r))):
+        return float("inf")
+    step, *_ = np.linalg.lstsq(J, -r, rcond=None)
+    return 0.5 * float(np.sum((J @ step) ** 2))
 
 
 def _assign(params, saved, sizes, step) -> None:
