@@ -146,3 +146,37 @@ def test_records_sampled_over_decades_are_fitted_by_single_shooting():
                       coords={"time": np.sort(rng.uniform(0, 10, 40))})
     bundle = prepare(robertson(), even)
     assert not spans_decades(bundle) and window_length(bundle, "auto") == 5
+
+
+def test_robertson_rates_and_the_unmeasured_y2_recovered_from_y1_and_y3():
+    # the target case: y1 and y3 at 40 log-spaced times, 2 % log-normal noise, y2
+    # never measured, every guess 2x off; the data limit (Laplace) is about 1 / 3 / 1 %
+    ref = _reference()
+    rng = np.random.default_rng(0)
+    noisy = ref * (1 + 0.02 * rng.standard_normal(ref.shape))
+    data = xr.Dataset({"y1": ("time", noisy[0]), "y3": ("time", noisy[2])},
+                      coords={"time": TIMES})
+    result = sysid.fit(robertson((K[0] * 2, K[1] / 2, K[2] * 2)), data, noise="lognormal",
+                       progress=False)
+    assert result.options.solver == "rosenbrock23" and result.status.code == "converged"
+    for name, truth in zip(("k1", "k2", "k3"), K):
+        assert abs(result.parameters[name] / truth - 1) < 0.03, (name, result.parameters)
+    y2 = result.impute()["y2"].values
+    assert np.abs(y2 - ref[1]).max() < 0.05 * ref[1].max()
+    table = result.parameter_table(0.9)
+    assert (table["std_error"] / table["value"]).max() < 0.06      # identified, not flat
+
+
+def test_jacobian_step_of_a_start_far_below_its_scale_stays_inside_its_size():
+    from sysid.problem.jacobian import STEP, _steps
+    ref = _reference()
+    data = xr.Dataset({"y1": ("time", ref[0]), "y3": ("time", ref[2])},
+                      coords={"time": TIMES})
+    model = robertson()
+    problem = build_problem(model, prepare(model, data), FitOptions())
+    h = _steps(problem, problem.z0.detach(), 3, STEP)
+    assert h.shape == (6, 1) and torch.all(h[:3] == STEP)
+    x0 = problem.x0().detach()[0]
+    moved = h[3:, 0] * problem.scale                    # physical change of each start
+    assert moved[2] < 0.01 * x0[2]                      # y3(1e-4) = 1.6e-8, scale 0.36
+    assert moved[0] == STEP * problem.scale[0]          # y1 ~ 1: the usual step
