@@ -163,8 +163,8 @@ def main(argv=None):
     print(markdown(forward_rows()))
     if not args.quick:
         print("\n## Fits with the default solver\n")
-        print(markdown([robertson_fit(0, 1.0, shooting="single"), robertson_fit(0),
-                        robertson_fit(0, shooting=5), van_der_pol_fit()]))
+        print(markdown([robertson_fit(0, 1.0), robertson_fit(0), robertson_fit(1),
+                        robertson_fit(2), robertson_fit(0, shooting=5), van_der_pol_fit()]))
     print(f"\nSuite wall time {time.perf_counter() - start:.0f} s.")
 
 

@@ -165,6 +165,15 @@ def test_robertson_rates_and_the_unmeasured_y2_recovered_from_y1_and_y3():
     assert np.abs(y2 - ref[1]).max() < 0.05 * ref[1].max()
     table = result.parameter_table(0.9)
     assert (table["std_error"] / table["value"]).max() < 0.06      # identified, not flat
+    # drawn on a log time axis (the record spans nine decades); y3 (1e-8 to 1) on a log
+    # value axis, y1 (0.02 to 1) and y2 (its curve from 4e-6 to 3.6e-5 ... 1e-8) as needed
+    import matplotlib.pyplot as plt
+    fig = result.plot()
+    try:
+        assert [ax.get_xscale() for ax in fig.axes] == ["log"] * 3
+        assert [ax.get_yscale() for ax in fig.axes][::2] == ["linear", "log"]
+    finally:
+        plt.close(fig)
 
 
 def test_jacobian_step_of_a_start_far_below_its_scale_stays_inside_its_size():

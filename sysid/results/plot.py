@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..problem.segments import spans_decades
 from .outputs import measured_by
 
 __all__ = ["plot_result", "label"]
@@ -25,7 +26,10 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
 
     data, bundle = result.data, result._bundle
     times = bundle.times
-    dense = np.linspace(times[0], times[-1], max(200, 4 * len(times)))
+    # a record sampled over decades (log-spaced kinetics) is drawn on a log time axis
+    log_time = (not result._is_datetime() and times[0] > 0 and spans_decades(bundle))
+    grid = np.geomspace if log_time else np.linspace
+    dense = grid(times[0], times[-1], max(200, 4 * len(times)))
     if result._is_datetime():
         dense = result._to_datetime(dense)
     fit = result.impute(dense)
@@ -59,9 +63,24 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
                         lw=1.4, label=f"forecast{tag}" if b < 3 else None)
         attrs = fit[name].attrs if name in fit else {}
         ax.set_ylabel(label(attrs, name))
+        if log_time:
+            ax.set_xscale("log")
+            if _spans_decades_in_value(ax):
+                ax.set_yscale("log")
         ax.legend(fontsize=8, loc="best")
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel(label(dict(data["time"].attrs), "time"))
     fig.suptitle(f"sysid fit ({result.status.code})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _spans_decades_in_value(ax, decades: float = 3.0) -> bool:
+    """Whether everything drawn on ``ax`` is positive and spans more than ``decades``
+    decades (then a log value axis shows it; a linear one hides all but the largest)."""
+    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float).ravel()
+                             for line in ax.get_lines()] or [np.zeros(0)])
+    values = values[np.isfinite(values)]
+    if values.size == 0 or values.min() <= 0:
+        return False
+    return bool(np.log10(values.max() / values.min()) > decades)
