@@ -305,3 +305,55 @@ def test_a_kernel_built_before_the_network_is_attached_is_not_reused():
         xs_c = solve_intervals(field, x0, seg.tau, seg.inputs, compiled=True)
         xs_t = solve_intervals(field, x0, seg.tau, seg.inputs, compiled=False)
     np.testing.assert_allclose(xs_c.numpy(), xs_t.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def _forward(problem, use_native, method):
+    field = problem.field
+    seg = problem.windows if problem.active else problem.single
+    inputs = seg.inputs if field.model.inputs else None
+    x0 = torch.cat([problem.z0, problem.zw])[problem.source] if problem.active else problem.z0
+    with torch.no_grad():
+        return solve_intervals(field, problem.loc + problem.scale * x0, seg.tau, inputs,
+                               method=method, rtol=1e-7, atol=1e-9, max_steps=5000,
+                               failure=RuntimeError, compiled=use_native)
+
+
+@pytest.mark.parametrize("case", ["forced_tanks", "forced_pendulum", "robertson"])
+def test_native_rosenbrock23_forward_solves_equal_the_pytorch_solver(case):
+    # forward solves only (imputation, Levenberg-Marquardt's residuals and its Jacobian's
+    # differences); the same steps to rounding: the LU factorisations differ (LAPACK
+    # against the kernel's loops), so the states agree to well inside the tolerance
+    if case == "robertson":
+        from test_stiff import TIMES, _reference, robertson
+        ref = _reference()
+        model = robertson()
+        data = xr.Dataset({"y1": ("time", ref[0]), "y3": ("time", ref[2])},
+                          coords={"time": TIMES})
+        problem = build_problem(model, prepare(model, data), FitOptions(shooting="single"))
+    else:
+        model, data = {"forced_tanks": _forced_tanks, "forced_pendulum": _forced_pendulum}[case]()
+        problem = _problem(model, data, True)
+    calls = []
+    solve = native.solve_native
+    try:
+        native.solve_native = lambda *a, **k: calls.append(k["method"]) or solve(*a, **k)
+        xs_c = _forward(problem, True, "rosenbrock23")
+    finally:
+        native.solve_native = solve
+    assert calls == ["rosenbrock23"]                # the C solver ran
+    xs_t = _forward(problem, False, "rosenbrock23")
+    scale = xs_t.abs().amax(dim=1, keepdim=True)
+    assert float(((xs_c - xs_t).abs() / scale).max()) < 1e-8
+
+
+def test_the_native_rosenbrock23_leaves_solves_with_gradients_to_the_pytorch_solver():
+    model, data = _forced_tanks()
+    problem = _problem(model, data, True)
+    calls = []
+    solve = native.solve_native
+    try:
+        native.solve_native = lambda *a, **k: calls.append(k["method"]) or solve(*a, **k)
+        _, grads, _ = _solve_and_gradients(problem, True, "rosenbrock23")
+    finally:
+        native.solve_native = solve
+    assert calls == [] and all(torch.isfinite(g).all() for g in grads)

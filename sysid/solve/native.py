@@ -115,6 +115,9 @@ def _load(library, digest):
     lib.rk4_backward.restype = None
     lib.rk4_backward.argtypes = [model, inputs, c_int, c_int, _D, _D, _D, c_long, c_int, _D,
                                  _D, _D]
+    lib.rosenbrock23_forward.restype = c_long
+    lib.rosenbrock23_forward.argtypes = [model, inputs, c_int, c_int, _D, _D, ctypes.c_double,
+                                         ctypes.c_double, c_long, _D, _L]
     lib.field_eval_vjp.restype = None
     lib.field_eval_vjp.argtypes = [model, c_int, _D, _D, _D, _D, _D, _D, _D, _D]
     _LOADED[digest] = lib
@@ -322,11 +325,44 @@ def _dopri5_forward(kernel, model, inputs, tau_np, x0_np, xs, how, failure):
 def solve_native(field, kernel, x0, tau, *, method="dopri5", rtol=1e-6, atol=1e-8,
                  max_steps=20_000, substeps=4, failure=RuntimeError, lines=None, reuse=True):
     """States (B, K, n) at ``tau``, as ``solve_intervals`` computes them with ``method``
-    ("dopri5" or "rk4"), differentiable in ``x0``, the physical parameters and the
+    ("dopri5" or "rk4", differentiable; "rosenbrock23": forward solves only), differentiable in ``x0``, the physical parameters and the
     network's weights. ``lines``: the inputs along the intervals, ``(start, rise)`` as
     :meth:`~sysid.solve.integrate.InputSignal.on_intervals` gives them (exact on every
     interval), or None without inputs; ``reuse``: first-same-as-last across intervals."""
     p = field.parameter_values()
+    if method == "rosenbrock23":
+        return _rosenbrock23(field, kernel, p, x0, tau, rtol, atol, max_steps, failure, lines)
     how = dict(method=method, rtol=float(rtol), atol=float(atol), max_steps=int(max_steps),
                substeps=int(substeps), lines=lines, reuse=bool(reuse))
     return _NativeSolve.apply(x0, p, kernel.weights(), tau, field, kernel, how, failure)
+
+
+#: The native rosenbrock23 factors a dense n x n matrix per row and step with plain loops;
+#: above this many states LAPACK's blocked LU in the eager solver is the faster one.
+MAX_IMPLICIT_STATES = 64
+
+
+def _rosenbrock23(field, kernel, p, x0, tau, rtol, atol, max_steps, failure, lines):
+    """The forward solve of ``rosenbrock23`` in C (no gradient: under ``torch.no_grad()``)."""
+    if torch.is_grad_enabled() and (x0.requires_grad or p.requires_grad):
+        raise RuntimeError("the native rosenbrock23 is a forward solve: call it under "
+                           "torch.no_grad() (solves with gradients run the eager steps)")
+    B, K = tau.shape
+    n = x0.shape[1]
+    tau_np, x0_np = _as_c(tau), _as_c(x0)
+    model, arrays = kernel.prepare(p, kernel.weights())
+    inputs, input_arrays = _inputs(lines, K)
+    xs = np.zeros((B, K, n))
+    nfe = ctypes.c_long(0)
+    steps = kernel.lib.rosenbrock23_forward(
+        ctypes.byref(model), ctypes.byref(inputs), B, K, _ptr(tau_np), _ptr(x0_np),
+        float(rtol), float(atol), int(max_steps), _ptr(xs), ctypes.byref(nfe))
+    field.__dict__["nfe"] += int(nfe.value)
+    if steps == -2:
+        raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps option "
+                      f"plus one per sample interval)")
+    if steps == -4:
+        raise failure(f"underflow in dt: the state or the vector field is not finite (NaN "
+                      f"or inf), or the system is stiffer than rosenbrock23 can follow at "
+                      f"rtol={rtol}")
+    return torch.from_numpy(xs)
