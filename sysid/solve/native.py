@@ -9,7 +9,11 @@ control and first-same-as-last reuse; ``rk4``: the same fixed steps), with input
 the straight lines (or held values) along each interval that
 :meth:`~sysid.solve.integrate.InputSignal.on_intervals` gives; its gradient is the
 discrete adjoint of those steps, as autograd computes it through the eager solver: the
-step sizes are constants.
+step sizes are constants. ``rosenbrock23`` runs natively in forward solves only (no
+gradient; up to :data:`MAX_IMPLICIT_STATES` states): the same stages, error estimate and
+step control as :func:`sysid.solve.runge_kutta.solve_intervals`, with the Jacobian by
+central differences of the compiled field and an LU factorisation with partial pivoting
+per step; solves that need gradients stay on the PyTorch solver.
 
 Where the native path does not apply (no C compiler, an unsupported function),
 :func:`kernel_for` returns None; the caller also keeps CUDA tensors, per-row parameters
