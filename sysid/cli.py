@@ -162,13 +162,14 @@ def _demo(args) -> int:
     fast = {"epochs": 30, "lbfgs_iterations": 40, "polish_iterations": 5} if args.fast else {}
     result = fit(model, data, seed=args.seed, noise="lognormal", progress=None, **fast)
     out = Path(args.out)
-    files = write_outputs(result, out, horizon=10.0)
-    _print_summary(result, out, files)
+    out.mkdir(parents=True, exist_ok=True)
     print("(a free network can take over part of alpha*hare and gamma*lynx; the symbolic "
           "refit below hands such terms back to the parameters)")
     _write_symbolic(result, out, degree=2)
     print("reference (Carpenter 2018, Stan, full Lotka-Volterra): alpha 0.55, beta 0.028, "
           "gamma 0.80, delta 0.024")
+    files = write_outputs(result, out, horizon=10.0)     # fit.png shows the distilled model
+    _print_summary(result, out, files)
     return 0
 
 
@@ -176,7 +177,11 @@ def _write_symbolic(result, out: Path, **options) -> None:
     """Distil the residual into equations; print them and write symbolic.txt/.tex."""
     import sympy as sp
 
-    summary = result.symbolic(**options)
+    try:
+        summary = result.symbolic(**options)
+    except SysidError as err:       # the fit's own outputs are still written after this
+        print(f"no symbolic summary: {err}")
+        return
     print("discovered equations (residual distilled and refit against the data):")
     for k, v in summary.model_equations.items():
         print(f"  d{k}/dt = {sp.N(v, 4)}")
@@ -201,10 +206,11 @@ def _fit(args) -> int:
     options = dict(spec.get("fit", {}))
     result = fit(model, data, **options)
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if spec.get("output", {}).get("symbolic") and model.residual is not None:
+        _write_symbolic(result, out)        # before the figure, which then shows it
     files = write_outputs(result, out, horizon=spec.get("output", {}).get("forecast_horizon"))
     _print_summary(result, out, files)
-    if spec.get("output", {}).get("symbolic") and model.residual is not None:
-        _write_symbolic(result, out)
     return 0
 
 

@@ -20,8 +20,39 @@ def label(attrs: dict, name: str, width: int = 28) -> str:
     return "\n".join(textwrap.wrap(text, width)) or name
 
 
-def plot_result(result, *, forecast=None, states=None, figsize=None):
-    """One panel per state (and per observed channel that is not a state)."""
+#: units of a time coordinate counted in years
+_YEARS = ("year", "years", "yr", "yrs", "a")
+
+
+def calendar_offset(attrs: dict) -> float | None:
+    """The calendar year at time 0 of a float time coordinate counted in years from a year
+    (``units`` "years" and ``time_origin`` "1900" or "1900-01-01"), else None: then the
+    axis shows the years themselves.
+
+    >>> calendar_offset({"units": "years", "time_origin": "1900"})
+    1900.0
+    >>> calendar_offset({"units": "days", "time_origin": "1900"}) is None
+    True
+    """
+    if str(attrs.get("units", "")).strip().lower() not in _YEARS:
+        return None
+    origin = str(attrs.get("time_origin", "")).strip()
+    head = origin.split("-")[0] if origin[:1].isdigit() else ""
+    if not (head.isdigit() and len(head) == 4):
+        return None
+    try:
+        start = np.datetime64(origin, "D")
+    except ValueError:
+        return None
+    year = np.datetime64(head, "Y")
+    days = (start - year.astype("datetime64[D]")).astype(float)
+    length = ((year + 1).astype("datetime64[D]") - year.astype("datetime64[D]")).astype(float)
+    return float(float(head) + days / length)
+
+
+def plot_result(result, *, forecast=None, states=None, figsize=None, summary=None):
+    """One panel per state (and per observed channel that is not a state); ``summary``: a
+    :class:`~sysid.symbolic.summary.SymbolicSummary` whose distilled model is drawn too."""
     import matplotlib.pyplot as plt
 
     data, bundle = result.data, result._bundle
@@ -34,6 +65,11 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
         dense = result._to_datetime(dense)
     fit = result.impute(dense)
     fc = result.forecast(horizon=forecast) if forecast else None
+    distilled = _distilled_curves(summary, dense, forecast)
+    shift = None if result._is_datetime() else calendar_offset(dict(data["time"].attrs))
+
+    def when(values):
+        return values + shift if shift is not None else values
     names = list(states) if states is not None else result.model.state_names + [
         c for c in bundle.channels if c not in result.model.state_names]
     has_traj = "trajectory" in data.dims
@@ -53,14 +89,21 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
             tag = f" (trajectory {data['trajectory'].values[b]})" if has_traj else ""
             for c in shown:
                 what = "data" if c == name else f"data ({c})"
-                ax.plot(data["time"].values, data[c].isel(sel).values, "o", ms=3.5,
+                ax.plot(when(data["time"].values), data[c].isel(sel).values, "o", ms=3.5,
                         color=color, alpha=0.7, label=f"{what}{tag}" if b < 3 else None)
             measured = bool(direct)
-            ax.plot(fit["time"].values, fit[name].isel(sel).values, "-", color=color, lw=1.6,
-                    label=("fit" if measured else "imputed") + tag if b < 3 else None)
+            what = "hybrid fit" if distilled else "fit"
+            ax.plot(when(fit["time"].values), fit[name].isel(sel).values, "-", color=color,
+                    lw=1.6, label=(what if measured else "imputed") + tag if b < 3 else None)
             if fc is not None:
-                ax.plot(fc["time"].values, fc[name].isel(sel).values, "--", color=color,
+                ax.plot(when(fc["time"].values), fc[name].isel(sel).values, "--", color=color,
                         lw=1.4, label=f"forecast{tag}" if b < 3 else None)
+            for k, curve in enumerate(distilled):
+                if name in curve:
+                    ax.plot(when(curve["time"].values), curve[name].isel(sel).values,
+                            ":" if k else "-.", color="0.25", lw=1.4,
+                            label=(("distilled equations" if not k else
+                                    "distilled, forecast") + tag) if b < 3 else None)
         attrs = fit[name].attrs if name in fit else {}
         ax.set_ylabel(label(attrs, name))
         if log_time:
@@ -69,10 +112,26 @@ def plot_result(result, *, forecast=None, states=None, figsize=None):
                 ax.set_yscale("log")
         ax.legend(fontsize=8, loc="best")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel(label(dict(data["time"].attrs), "time"))
+    axes[-1, 0].set_xlabel("year" if shift is not None
+                           else label(dict(data["time"].attrs), "time"))
     fig.suptitle(f"sysid fit ({result.status.code})", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _distilled_curves(summary, dense, forecast) -> list:
+    """The distilled model's states over the data (and its forecast), or [] where there
+    is no summary or its model cannot be simulated."""
+    if summary is None:
+        return []
+    fitted = summary.result
+    try:
+        curves = [fitted.impute(dense)]
+        if forecast:
+            curves.append(fitted.forecast(horizon=forecast))
+    except (RuntimeError, ValueError):      # a distilled model that blows up: not drawn
+        return []
+    return curves
 
 
 def _spans_decades_in_value(ax, decades: float = 3.0) -> bool:

@@ -295,12 +295,16 @@ class FitResult(Trajectories):
         return parameter_correlation(self, network=network)
 
     # -- plotting and files --------------------------------------------------------------
-    def plot(self, *, forecast=None, states=None, figsize=None):
+    def plot(self, *, forecast=None, states=None, figsize=None, summary="latest"):
         """Data, fit and imputed states (and a forecast ``horizon``) per state and channel.
 
         One panel per state (observed or not) and per observed channel that is not a
         state; several trajectories share a panel, one colour each (up to 10). Axes are
-        labelled from the data's ``long_name`` and ``units`` attrs.
+        labelled from the data's ``long_name`` and ``units`` attrs. Time counted in
+        years from a year (``units="years"``, ``time_origin="1900"``) is drawn as
+        calendar years; ``datetime64`` time as dates. Where a symbolic summary exists,
+        its distilled equations (physics plus the selected terms, no network) are drawn
+        too, in grey, with their forecast.
 
         Parameters
         ----------
@@ -310,6 +314,9 @@ class FitResult(Trajectories):
             Only these states and channels.
         figsize : tuple, optional
             Figure size in inches (default: 8 wide, 2.4 per panel).
+        summary : SymbolicSummary, "latest" or None
+            The summary whose distilled model is drawn; ``"latest"`` (the default): the
+            one the last ``result.symbolic()`` call returned, if any; None: none.
 
         Returns
         -------
@@ -329,7 +336,13 @@ class FitResult(Trajectories):
         ['prey population [1]', 'predator population [1]']
         >>> plt.close(fig)
         """
-        return plot_result(self, forecast=forecast, states=states, figsize=figsize)
+        if isinstance(summary, str):
+            if summary != "latest":
+                raise ValueError(f"plot(summary=...) takes a SymbolicSummary, 'latest' or "
+                                 f"None; received {summary!r}.")
+            summary = getattr(self, "_summary", None)
+        return plot_result(self, forecast=forecast, states=states, figsize=figsize,
+                           summary=summary)
 
     def save(self, path) -> None:
         """Write the result to ``path``, a single file that :func:`sysid.load` reads back.
@@ -393,7 +406,8 @@ class FitResult(Trajectories):
         >>> summary.model_equations["x"]
         -0.899...*x*y + 1.30...*x
         """
-        return summarize(self, fit_from=fit_from, **options)
+        self._summary = summarize(self, fit_from=fit_from, **options)
+        return self._summary
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v:.4g}" for k, v in self.parameters.items())

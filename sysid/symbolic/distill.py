@@ -41,7 +41,8 @@ from ..uncertainty.laplace import gauss_newton
 from .sparse_regression import (forward_path, inclusion, single_terms, threshold_path)
 from .library import (FORWARD_TERMS, SINGLE_TERMS, _candidates, _conditioning, _evaluate,
                       _functions, _library_terms, _name, _physics_mask, _samples, _symbol_of)
-from .scoring import BIC_TIE, SCORE, _sparsest_close, _support_sets, _with_values
+from .alternatives import alternatives as _alternatives, describe
+from .scoring import SCORE, _sparsest_close, _with_values
 from .search import _Search
 from .summary import SymbolicSummary
 
@@ -256,7 +257,11 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
             f"None of the {len(rows)} candidate symbolic models could be refit to the data "
             f"(statuses: {sorted({r['status'] for r in rows})}). Check that the hybrid fit "
             f"itself succeeded (result.status), or try other thresholds or a lower degree.")
-    best = _select(rows, bic, states, notes)
+    best = _sparsest_close(rows, bic)
+    time_of = ((lambda v: result._to_datetime(np.array([v]))[0]) if result._is_datetime()
+               else None)
+    alternatives = _alternatives(rows, fits, best, states, terms, result.model, samples,
+                                 time_of)
     path = pd.DataFrame(rows)
     path.insert(path.columns.get_loc(SCORE) + 1, "dEBIC", bic - np.min(bic))
     path["selected"] = np.arange(len(rows)) == best
@@ -267,6 +272,12 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
              for s in states}
     equations = {s.name: sp.Add(*[sp.Float(values[c], 15) * term for c, term in coefs[s]])
                  for s in states}
+    for s in states:
+        shown = [n for n in model.state_names + model.input_names
+                 if any(sp.Symbol(n) in a["expression"].free_symbols | equations[s.name].free_symbols
+                        for a in alternatives[s.name][:1])]
+        notes.extend(describe(s.name, equations[s.name], a, shown)
+                     for a in alternatives[s.name])
     with torch.no_grad():
         tt, xt, ut = (torch.as_tensor(a, dtype=torch.float64)
                       for a in (samples.t, samples.x, samples.u))
@@ -279,16 +290,20 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
         ss = float(np.sum((target - target.mean()) ** 2))
         fidelity[s.name] = 1.0 - float(np.sum(err ** 2)) / ss if ss > 0 else float("nan")
         if np.isfinite(fidelity[s.name]) and fidelity[s.name] < 0.9:
+            share = (f"it reproduces {100 * fidelity[s.name]:.0f} % of the network's "
+                     f"correction to {s.name} along the data" if fidelity[s.name] > 0 else
+                     f"it does not reproduce the network's correction to {s.name} along "
+                     f"the data")
             notes.append(
-                f"The distilled model reproduces only R^2 = {fidelity[s.name]:.3f} of the "
-                f"network residual of {s.name} along the data. Either the network holds "
-                f"structure the selected terms lack (terms outside the library: try a "
-                f"higher degree, functions=[...] or library=[...]), or the network itself "
-                f"is off where the data are noisy and the data preferred these terms "
-                f"(compare the candidates' BIC in .path, and .terms).")
+                f"The equation found for {s.name} differs from what the network learned: "
+                f"{share} (R^2 = {fidelity[s.name]:.3f}, .fidelity). The equation was chosen because it explains the "
+                f"measurements best, so either the network learned part of the noise, or "
+                f"it learned a shape that none of the candidate terms has: to test the "
+                f"second, try result.symbolic(degree=3) or add terms with functions=[...] "
+                f"or library=[...].")
     if refit.status.code != "converged":
-        notes.append(f"The refit of the selected model ended with status "
-                     f"{refit.status.code!r}: {refit.status.message}")
+        notes.append(f"The refit of the selected equations did not converge "
+                     f"({refit.status.code}): {refit.status.message}")
     library = {s.name: [t for t, k in zip(terms, keep[s]) if not k] for s in states}
     table = _term_table(search, states, terms, keep, supports, coefs, ensemble,
                         options["seed"])
@@ -296,6 +311,7 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
         equations=equations, model_equations=refit.equations,
         coefficients={c: float(values[c]) for s in states for c, _ in coefs[s]},
         fidelity=fidelity, domain=samples.domain, warnings=notes, path=path, result=refit,
+        alternatives=alternatives,
         model=_with_values(distilled, values), library=library, options=options,
         terms=table, uncertainty=_curvature(refit, notes), fit_from=search.fit)
 
@@ -335,19 +351,3 @@ def _term_table(search, states, terms, keep, supports, coefs, ensemble, seed):
                          "coefficient": names.get(j, ""), "inclusion": float(prob[j]),
                          "weight": weight})
     return pd.DataFrame(rows)
-
-
-def _select(rows, bic, states, notes) -> int:
-    """The sparsest candidate among those within BIC_TIE of the lowest EBIC."""
-    best = _sparsest_close(rows, bic)
-    close = [i for i in np.flatnonzero(bic <= float(np.min(bic)) + BIC_TIE)]
-    others = [i for i in close if i != best]
-    if others:
-        text = "; ".join(_support_sets(rows[i], states) + f" ({SCORE} {bic[i]:.1f})"
-                         for i in others)
-        notes.append(
-            f"Other candidates are within {BIC_TIE:g} {SCORE} units of the selected one "
-            f"({SCORE} {bic[best]:.1f}), so these data support them about equally: {text}. "
-            f"The one with the fewest parameters was selected; compare them in .path (and "
-            f"the held-out errors there), or collect more informative data.")
-    return best

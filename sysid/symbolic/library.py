@@ -183,15 +183,18 @@ def _conditioning(theta_n, terms) -> list[str]:
     if pairs:
         more = f" and {len(pairs) - 5} more pairs" if len(pairs) > 5 else ""
         notes.append(
-            f"Nearly collinear candidate terms on the data (|correlation| > {COLLINEAR}): "
-            f"{'; '.join(pairs[:5])}{more}. Their coefficients are poorly determined by these "
-            f"trajectories; lower the degree or add more varied data.")
+            f"Some candidate terms have almost the same shape along these data "
+            f"(|correlation| > {COLLINEAR}): {'; '.join(pairs[:5])}{more}. The data cannot "
+            f"tell such terms apart, so where the summary uses one its coefficient is poorly "
+            f"determined. Data over a wider range of the states would separate them; a "
+            f"lower degree leaves the higher powers out.")
     s = np.linalg.svd(theta_n / np.sqrt(N), compute_uv=False)
     if len(s) and s[-1] < RANK_TOL * s[0]:
         notes.append(
-            f"The candidate library is nearly rank deficient on the data (smallest/largest "
-            f"singular value {s[-1] / s[0]:.1e}): some combination of terms is almost zero "
-            f"along the trajectories, so it cannot be identified there; lower the degree.")
+            f"Some combination of the candidate terms is almost zero along these data "
+            f"(the library is nearly rank deficient: smallest/largest singular value "
+            f"{s[-1] / s[0]:.1e}), so the data cannot identify it. Data over a wider range "
+            f"of the states would; a lower degree leaves the higher powers out.")
     return notes
 
 

@@ -40,7 +40,17 @@ class SymbolicSummary:
         Range of each state and input along the fitted trajectories: where the summary is
         supported by data. Outside it, the equations are an extrapolation.
     warnings : list[str]
-        Collinear candidates, poorly reproduced residuals, refit problems.
+        In plain words, each with what to do next: equations the data cannot tell apart
+        (one sentence per alternative), equations that reproduce the network poorly,
+        collinear candidate terms, refit problems.
+    alternatives : dict[str, list[dict]]
+        Per state, the other supports that the data support about as well: every
+        candidate whose EBIC is within ``ALTERNATIVE_GAP`` (6) units of the selected one
+        (supersets of the selected support that score worse left out), closest first,
+        each with ``terms``, ``expression``, ``equation``, ``coefficients``, ``gap``
+        (EBIC above the selected), ``candidate`` (row of :attr:`path`), ``refit`` and
+        ``where`` (the time and states where it differs most from the selected equation
+        along the data). Empty lists where the data decide.
     path : pandas.DataFrame
         Every candidate: ``method`` that proposed it (``forward``, ``STLSQ``, ``search``),
         relative STLSQ ``threshold``, ``support_<state>``, ``n_terms``, ``complexity``
@@ -110,7 +120,7 @@ class SymbolicSummary:
 
     def __init__(self, *, equations, model_equations, coefficients, fidelity, domain,
                  warnings, path, result, model, library, options, terms=None,
-                 uncertainty=None, fit_from=None):
+                 uncertainty=None, fit_from=None, alternatives=None):
         self.equations = equations
         self.model_equations = model_equations
         self.coefficients = coefficients
@@ -122,6 +132,8 @@ class SymbolicSummary:
         self.model = model
         self.library = library
         self.terms = terms
+        self.alternatives = alternatives if alternatives is not None else \
+            {name: [] for name in equations}
         self._uncertainty = uncertainty
         self._options = dict(options)
         self._fit_from = fit_from
@@ -202,8 +214,13 @@ class SymbolicSummary:
         return self._fit_from(self.model, data, None,
                               **{**self._options, "throw": True, **options})
 
-    def to_latex(self, uncertainty: bool = True, digits: int = 4) -> str:
+    def to_latex(self, uncertainty: bool = True, digits: int = 4,
+                 alternatives: bool = True) -> str:
         r"""The model equations as a LaTeX ``align`` block.
+
+        With ``alternatives=True`` the terms the data support about as well
+        (:attr:`alternatives`) follow the block as LaTeX comments (``%`` lines), which
+        a document ignores and a reader of the source sees.
 
         Every fitted number is rounded to the precision its standard error supports (two
         significant figures of the standard error), so the rounding never hides the
@@ -245,7 +262,13 @@ class SymbolicSummary:
                 body += (f"{'-' if sign == '-' else ''}{text}" if not body
                          else f" {sign} {text}")
             lines.append(rf"\frac{{d {sp.latex(s)}}}{{d t}} &= {body or '0'}")
-        return "\\begin{align}\n" + " \\\\\n".join(lines) + "\n\\end{align}"
+        text = "\\begin{align}\n" + " \\\\\n".join(lines) + "\n\\end{align}"
+        notes = [f"% alternative for d{name}/dt (EBIC {a['gap']:+.1f}): residual "
+                 f"{_rounded(a['expression'], 3)} instead of {_rounded(self.equations[name], 3)}"
+                 for name, alts in self.alternatives.items() for a in alts] \
+            if alternatives else []
+        return text + ("\n% the data support these about as well:\n" + "\n".join(notes)
+                       if notes else "")
 
     def plot(self, ax=None):
         """The selection path: BIC of every refit candidate against its number of terms,
@@ -274,7 +297,9 @@ class SymbolicSummary:
         res = [f"{n}: {_rounded(e, 4)} (R^2 vs network {self.fidelity[n]:.3f})"
                for n, e in self.equations.items()]
         row = self.path[self.path["selected"]].iloc[0]
-        lines = eqs + ["symbolic residual: " + "; ".join(res),
+        alts = [f"  alternative for {n}: {_rounded(a['expression'], 4) or 0} "
+                f"(EBIC {a['gap']:+.1f})" for n, al in self.alternatives.items() for a in al]
+        lines = eqs + ["symbolic residual: " + "; ".join(res)] + alts + [
                        f"selected by {SCORE} = {row[SCORE]:.1f} among {len(self.path)} "
                        f"candidates"
                        + (f"; {len(self.warnings)} warning(s)" if self.warnings else "")]
