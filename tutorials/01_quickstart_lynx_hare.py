@@ -174,6 +174,28 @@ print(summary.to_latex())
 summary.parameter_table()
 
 # %% [markdown]
+# ## What the data cannot decide
+#
+# `summary.alternatives` lists, for each equation, the other sets of terms whose refit
+# scores within 6 EBIC units of the selected one (below 6 the data give at most
+# "positive", not "strong", evidence between two models), with their coefficients and
+# gap. `summary.warnings` says the same in sentences, with where along the data the
+# candidates differ most, that is, what data would separate them.
+
+# %%
+for note in summary.warnings:
+    print("-", note, "\n")
+{state: [(alt["terms"], round(alt["gap"], 1)) for alt in alts]
+ for state, alts in summary.alternatives.items()}
+
+# %% [markdown]
+# Once a summary exists, `result.plot()` draws its distilled equations (grey: the physics
+# plus the selected terms, no network) next to the hybrid fit, with their forecast:
+
+# %%
+fig = result.plot(forecast=10.0)
+
+# %% [markdown]
 # Each candidate the summary refit is listed in `summary.path` with its score (`EBIC`,
 # lower is better; `dEBIC` above the best); `summary.plot()` draws the scores against the
 # number of terms, the selected model marked.

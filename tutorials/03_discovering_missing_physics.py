@@ -108,8 +108,10 @@ for state, rhs in summary.model_equations.items():
 print(summary.to_latex())
 
 # %% [markdown]
-# Every candidate that was refit is in `summary.path`, with its score. A gap of more than
-# about 10 units of EBIC is strong evidence against a candidate.
+# Every candidate that was refit is in `summary.path`, with its score. A gap of 6 units of
+# EBIC or more is strong evidence against a candidate (10 or more, very strong: Kass and
+# Raftery 1995); closer ones, if any, are listed in `summary.alternatives` and, in a
+# sentence each, in `summary.warnings`.
 
 # %%
 path = summary.path

@@ -210,5 +210,8 @@ class FitStatus:
         return _MESSAGES[self.code][1]
 
     def __str__(self) -> str:
-        return f"{self.code}: {self.message}" + (f" {self.advice}" if self.advice else "")
+        """The code and its meaning in words, with advice; a failure also says where it
+        failed (``detail``), a success leaves the training loop's report to ``detail``."""
+        text = self.message if not self.success else _MESSAGES[self.code][0]
+        return f"{self.code}: {text}" + (f" {self.advice}" if self.advice else "")
 
