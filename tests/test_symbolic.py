@@ -301,6 +301,17 @@ def test_parameter_table_refuses_a_bad_level(summary):
         summary.parameter_table(level=1.5)
 
 
+def _benchmark_summary(times, values, seed):
+    """benchmarks/symbolic.py's Lotka-Volterra summary: a and d known, the interactions
+    left to a default network, fitted to x and y (NaN where not measured)."""
+    data = xr.Dataset({"x": ("time", values[:, 0]), "y": ("time", values[:, 1])},
+                      coords={"time": times})
+    x, y = sp.symbols("x y")
+    model = sysid.HybridODE(states=[x, y], physics={x: 1.3 * x, y: -1.8 * y},
+                            residual=sysid.MLP())
+    return sysid.fit(model, data, seed=seed, progress=False).symbolic()
+
+
 def test_a_sparsely_measured_channel_is_not_interpolated_by_a_dense_candidate():
     # Lotka-Volterra, 1 % noise, prey at all 31 samples, predator at every 5th (7
     # samples): with the noise level profiled per candidate, a 7-term predator residual
@@ -312,12 +323,8 @@ def test_a_sparsely_measured_channel_is_not_interpolated_by_a_dense_candidate():
     rng = np.random.default_rng(1)
     noisy = clean + 0.01 * clean.mean(axis=0) * rng.standard_normal(clean.shape)
     noisy[np.arange(31) % 5 != 0, 1] = np.nan
-    data = xr.Dataset({"x": ("time", noisy[:, 0]), "y": ("time", noisy[:, 1])},
-                      coords={"time": times})
+    summary = _benchmark_summary(times, noisy, seed=1)
     x, y = sp.symbols("x y")
-    model = sysid.HybridODE(states=[x, y], physics={x: 1.3 * x, y: -1.8 * y},
-                            residual=sysid.MLP())
-    summary = sysid.fit(model, data, seed=1, progress=False).symbolic()
     assert sorted(sp.Poly(summary.equations["x"], x, y).monoms()) == [(1, 1)]
     assert sorted(sp.Poly(summary.equations["y"], x, y).monoms()) == [(1, 1)]
     c = float(sp.Poly(summary.equations["y"], x, y).coeffs()[0])
@@ -459,12 +466,7 @@ def test_where_the_data_prefer_a_wrong_support_the_truth_is_listed_as_an_alterna
     from sysid.symbolic.alternatives import ALTERNATIVE_GAP
 
     times, values, _ = baselines.lv_data(8, 0.05)
-    data = xr.Dataset({"x": ("time", values[:, 0]), "y": ("time", values[:, 1])},
-                      coords={"time": times})
-    x, y = sp.symbols("x y")
-    model = sysid.HybridODE(states=[x, y], physics={x: 1.3 * x, y: -1.8 * y},
-                            residual=sysid.MLP())
-    summary = sysid.fit(model, data, seed=8, progress=False).symbolic()
+    summary = _benchmark_summary(times, values, seed=8)
     assert _only_xy(summary.equations["x"]) and not _only_xy(summary.equations["y"])
     truth = [a for a in summary.alternatives["y"] if _only_xy(a["expression"])]
     assert len(truth) == 1

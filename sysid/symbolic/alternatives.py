@@ -102,7 +102,7 @@ def _number(value: float) -> str:
     return f"{float(f'{value:.3g}'):g}"
 
 
-def describe(state: str, selected, alternative: dict, variables=None) -> str:
+def describe(state: str, selected, alternative: dict) -> str:
     """One sentence: which terms the data cannot tell apart, by how much, and what data
     would separate them.
 
@@ -110,8 +110,8 @@ def describe(state: str, selected, alternative: dict, variables=None) -> str:
     >>> x, y = sp.symbols("x y")
     >>> alt = {"expression": 0.0965 * y**2, "gap": 1.7,
     ...        "where": {"time": 12.5, "x": 0.41, "y": 2.3}}
-    >>> print(describe("y", 0.8 * x * y, alt, ["y"]))
-    For y, 0.8*x*y and 0.0965*y**2 explain the data about equally well (a difference of 1.7 in EBIC; 6 or more would be strong evidence). They differ most near time 12.5, where y = 2.3: more measurements there, or an experiment that starts elsewhere, would separate them.
+    >>> print(describe("y", 0.8 * x * y, alt))
+    For y, 0.8*x*y and 0.0965*y**2 explain the data about equally well (a difference of 1.7 in EBIC; 6 or more would be strong evidence). They differ most near time 12.5, where x = 0.41, y = 2.3: more measurements there, or an experiment that starts elsewhere, would separate them.
     """
     gap = alternative["gap"]
     sel = _rounded(selected) or 0
@@ -129,8 +129,9 @@ def describe(state: str, selected, alternative: dict, variables=None) -> str:
                 f"{sel} (a difference of {gap:.1f} in EBIC; {strong}).")
     where = alternative.get("where")
     if where:
-        shown = [n for n in (variables or []) if n in where] or \
-            [n for n in where if n != "time"]
+        used = {s.name for s in sp.sympify(selected).free_symbols
+                | alternative["expression"].free_symbols}      # the variables of the terms
+        shown = [n for n in where if n in used] or [n for n in where if n != "time"]
         values = ", ".join(f"{n} = {_number(where[n])}" for n in shown)
         when = where["time"]
         when = _number(when) if isinstance(when, (float, int, np.floating)) else str(when)

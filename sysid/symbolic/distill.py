@@ -272,12 +272,8 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
              for s in states}
     equations = {s.name: sp.Add(*[sp.Float(values[c], 15) * term for c, term in coefs[s]])
                  for s in states}
-    for s in states:
-        shown = [n for n in model.state_names + model.input_names
-                 if any(sp.Symbol(n) in a["expression"].free_symbols | equations[s.name].free_symbols
-                        for a in alternatives[s.name][:1])]
-        notes.extend(describe(s.name, equations[s.name], a, shown)
-                     for a in alternatives[s.name])
+    notes.extend(describe(s.name, equations[s.name], a)
+                 for s in states for a in alternatives[s.name])
     with torch.no_grad():
         tt, xt, ut = (torch.as_tensor(a, dtype=torch.float64)
                       for a in (samples.t, samples.x, samples.u))
@@ -296,10 +292,10 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
                      f"the data")
             notes.append(
                 f"The equation found for {s.name} differs from what the network learned: "
-                f"{share} (R^2 = {fidelity[s.name]:.3f}, .fidelity). The equation was chosen because it explains the "
-                f"measurements best, so either the network learned part of the noise, or "
-                f"it learned a shape that none of the candidate terms has: to test the "
-                f"second, try result.symbolic(degree=3) or add terms with functions=[...] "
+                f"{share} (R^2 = {fidelity[s.name]:.3f}, .fidelity). The equation was "
+                f"chosen because it explains the measurements best, so either the "
+                f"network learned part of the noise, or it learned a shape that none of "
+                f"the candidate terms has: to test the second, try result.symbolic(degree=3) or add terms with functions=[...] "
                 f"or library=[...].")
     if refit.status.code != "converged":
         notes.append(f"The refit of the selected equations did not converge "
