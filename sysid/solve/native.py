@@ -9,11 +9,12 @@ control and first-same-as-last reuse; ``rk4``: the same fixed steps), with input
 the straight lines (or held values) along each interval that
 :meth:`~sysid.solve.integrate.InputSignal.on_intervals` gives; its gradient is the
 discrete adjoint of those steps, as autograd computes it through the eager solver: the
-step sizes are constants. ``rosenbrock23`` runs natively in forward solves only (no
-gradient; up to :data:`MAX_IMPLICIT_STATES` states): the same stages, error estimate and
-step control as :func:`sysid.solve.runge_kutta.solve_intervals`, with the Jacobian by
-central differences of the compiled field and an LU factorisation with partial pivoting
-per step; solves that need gradients stay on the PyTorch solver.
+step sizes are constants. ``rosenbrock23`` (up to :data:`MAX_IMPLICIT_STATES` states)
+takes the same stages, error estimate and step control as
+:func:`sysid.solve.runge_kutta.solve_intervals`, with the Jacobian by forward
+differences of the compiled field and an LU factorisation with partial pivoting per step,
+and its gradient is the discrete adjoint of those steps
+(:mod:`sysid.solve.native_implicit`).
 
 Where the native path does not apply (no C compiler, an unsupported function),
 :func:`kernel_for` returns None; the caller also keeps CUDA tensors, per-row parameters
@@ -121,7 +122,10 @@ def _load(library, digest):
                                  _D, _D]
     lib.rosenbrock23_forward.restype = c_long
     lib.rosenbrock23_forward.argtypes = [model, inputs, c_int, c_int, _D, _D, ctypes.c_double,
-                                         ctypes.c_double, c_long, _D, _L]
+                                         ctypes.c_double, c_long, _D, _D, _D, _I, c_long, _L]
+    lib.rosenbrock23_backward.restype = None
+    lib.rosenbrock23_backward.argtypes = [model, inputs, c_int, c_int, _D, _D, _D, _D, _I,
+                                          c_long, _D, _D, _D, _L]
     lib.field_eval_vjp.restype = None
     lib.field_eval_vjp.argtypes = [model, c_int, _D, _D, _D, _D, _D, _D, _D, _D]
     _LOADED[digest] = lib
@@ -254,6 +258,9 @@ class _NativeSolve(torch.autograd.Function):
         xs = np.zeros((B, K, n))
         if how["method"] == "rk4":
             tape = _rk4_forward(kernel, model, inputs, tau_np, x0_np, xs, how["substeps"])
+        elif how["method"] == "rosenbrock23":
+            tape = _rosenbrock23_forward(kernel, model, inputs, tau_np, x0_np, xs, how,
+                                         failure, taped=any(ctx.needs_input_grad[:3]))
         else:
             tape = _dopri5_forward(kernel, model, inputs, tau_np, x0_np, xs, how, failure)
         field.__dict__["nfe"] += tape[-1]        # the evaluations of the solve kept
@@ -270,14 +277,20 @@ class _NativeSolve(torch.autograd.Function):
         B, K, n = gxs.shape
         g = _as_c(gxs)
         gx0, gp, gw = np.zeros((B, n)), np.zeros(arrays[0].size), np.zeros(arrays[1].size)
+        nfe = ctypes.c_long(0)
         if how["method"] == "rk4":
             tape_x, steps, _ = tape
             kernel.lib.rk4_backward(ctypes.byref(model), ctypes.byref(inputs), B, K,
                                     _ptr(tau_np), _ptr(g), _ptr(tape_x), steps,
                                     how["substeps"], _ptr(gx0), _ptr(gp), _ptr(gw))
+        elif how["method"] == "rosenbrock23":
+            tape_x, tape_s, tape_i, steps, _ = tape
+            kernel.lib.rosenbrock23_backward(ctypes.byref(model), ctypes.byref(inputs), B, K,
+                                             _ptr(tau_np), _ptr(g), _ptr(tape_x),
+                                             _ptr(tape_s), tape_i.ctypes.data_as(_I), steps,
+                                             _ptr(gx0), _ptr(gp), _ptr(gw), ctypes.byref(nfe))
         else:
             tape_x, tape_s, tape_i, steps, _ = tape
-            nfe = ctypes.c_long(0)
             kernel.lib.dopri5_backward(ctypes.byref(model), ctypes.byref(inputs), B, K,
                                        _ptr(tau_np), _ptr(g), _ptr(tape_x), _ptr(tape_s),
                                        tape_i.ctypes.data_as(_I), steps, _ptr(gx0), _ptr(gp),
@@ -329,13 +342,11 @@ def _dopri5_forward(kernel, model, inputs, tau_np, x0_np, xs, how, failure):
 def solve_native(field, kernel, x0, tau, *, method="dopri5", rtol=1e-6, atol=1e-8,
                  max_steps=20_000, substeps=4, failure=RuntimeError, lines=None, reuse=True):
     """States (B, K, n) at ``tau``, as ``solve_intervals`` computes them with ``method``
-    ("dopri5" or "rk4", differentiable; "rosenbrock23": forward solves only), differentiable in ``x0``, the physical parameters and the
+    ("dopri5", "rk4" or "rosenbrock23"), differentiable in ``x0``, the physical parameters and the
     network's weights. ``lines``: the inputs along the intervals, ``(start, rise)`` as
     :meth:`~sysid.solve.integrate.InputSignal.on_intervals` gives them (exact on every
     interval), or None without inputs; ``reuse``: first-same-as-last across intervals."""
     p = field.parameter_values()
-    if method == "rosenbrock23":
-        return _rosenbrock23(field, kernel, p, x0, tau, rtol, atol, max_steps, failure, lines)
     how = dict(method=method, rtol=float(rtol), atol=float(atol), max_steps=int(max_steps),
                substeps=int(substeps), lines=lines, reuse=bool(reuse))
     return _NativeSolve.apply(x0, p, kernel.weights(), tau, field, kernel, how, failure)
@@ -346,27 +357,30 @@ def solve_native(field, kernel, x0, tau, *, method="dopri5", rtol=1e-6, atol=1e-
 MAX_IMPLICIT_STATES = 64
 
 
-def _rosenbrock23(field, kernel, p, x0, tau, rtol, atol, max_steps, failure, lines):
-    """The forward solve of ``rosenbrock23`` in C (no gradient: under ``torch.no_grad()``)."""
-    if torch.is_grad_enabled() and (x0.requires_grad or p.requires_grad):
-        raise RuntimeError("the native rosenbrock23 is a forward solve: call it under "
-                           "torch.no_grad() (solves with gradients run the eager steps)")
-    B, K = tau.shape
-    n = x0.shape[1]
-    tau_np, x0_np = _as_c(tau), _as_c(x0)
-    model, arrays = kernel.prepare(p, kernel.weights())
-    inputs, input_arrays = _inputs(lines, K)
-    xs = np.zeros((B, K, n))
+def _rosenbrock23_forward(kernel, model, inputs, tau_np, x0_np, xs, how, failure, taped):
+    """The forward solve of ``rosenbrock23`` in C, with a tape of each accepted step's
+    start state where a gradient will be asked for (``taped``)."""
+    B, K, n = xs.shape
+    capacity = 64 + 4 * K if taped else 0
     nfe = ctypes.c_long(0)
-    steps = kernel.lib.rosenbrock23_forward(
-        ctypes.byref(model), ctypes.byref(inputs), B, K, _ptr(tau_np), _ptr(x0_np),
-        float(rtol), float(atol), int(max_steps), _ptr(xs), ctypes.byref(nfe))
-    field.__dict__["nfe"] += int(nfe.value)
+    while True:            # a tape too short for the steps: solve again with a longer one
+        tape_x = np.zeros((max(capacity, 1), B, n))
+        tape_s = np.zeros((max(capacity, 1), 2))
+        tape_i = np.zeros(max(capacity, 1), dtype=np.intc)
+        steps = kernel.lib.rosenbrock23_forward(
+            ctypes.byref(model), ctypes.byref(inputs), B, K, _ptr(tau_np), _ptr(x0_np),
+            how["rtol"], how["atol"], how["max_steps"], _ptr(xs),
+            _ptr(tape_x) if taped else None, _ptr(tape_s), tape_i.ctypes.data_as(_I),
+            capacity, ctypes.byref(nfe))
+        if steps != -1:
+            break
+        capacity *= 4
     if steps == -2:
-        raise failure(f"max_num_steps exceeded ({max_steps} steps: the max_steps option "
-                      f"plus one per sample interval)")
+        raise failure(f"max_num_steps exceeded ({how['max_steps']} steps: the max_steps "
+                      f"option plus one per sample interval)")
     if steps == -4:
         raise failure(f"underflow in dt: the state or the vector field is not finite (NaN "
                       f"or inf), or the system is stiffer than rosenbrock23 can follow at "
-                      f"rtol={rtol}")
-    return torch.from_numpy(xs)
+                      f"rtol={how['rtol']}")
+    kept = max(steps, 0) if taped else 0
+    return tape_x[:kept], tape_s[:kept], tape_i[:kept], steps, int(nfe.value)

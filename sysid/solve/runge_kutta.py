@@ -133,8 +133,7 @@ def solve_intervals(field, x0, tau, inputs, *, method="dopri5", rtol=1e-6, atol=
         per = [max(int(substeps), int(v)) for v in need.cpu().tolist()]
     else:
         per = [int(substeps)] * (K - 1)
-    implicit = method == "rosenbrock23" and not torch.is_grad_enabled() \
-        and x0.shape[-1] <= native.MAX_IMPLICIT_STATES
+    implicit = method == "rosenbrock23" and x0.shape[-1] <= native.MAX_IMPLICIT_STATES
     if compiled and (method in ("dopri5", "rk4") or implicit) and (not signal or all(exact)) \
             and x0.device.type == "cpu" \
             and (getattr(field, "_rows", None) is None or not torch.is_grad_enabled()) \

@@ -149,9 +149,7 @@ def _iterate(problem, iterations: int, lam: float, on_accept, tolerance: float =
             except np.linalg.LinAlgError:
                 lam, nu = lam * nu, nu * 2
                 continue
-            longest = float(np.max(np.abs(step)))
-            if longest > MAX_STEP:      # raw units are order one: a longer step is a leap
-                step = step * (MAX_STEP / longest)
+            step = np.clip(step, -MAX_STEP, MAX_STEP)
             predicted = -float(g @ step) - 0.5 * float(step @ A @ step)
             if not predicted > 0:
                 break
