@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import sympy as sp
 
 from .functions import check_expression
@@ -364,6 +365,33 @@ class HybridODE:
                     f"{value}; give a negative initial guess.")
 
     # -- derived -------------------------------------------------------------------------
+    def with_parameters(self, values: dict) -> "HybridODE":
+        """The same model with the parameters' guesses replaced by ``values`` (name ->
+        value; parameters not named keep theirs). A positive or non-negative parameter's
+        value that underflowed to 0 is kept at the smallest positive float, so that it
+        stays a valid guess.
+
+        Examples
+        --------
+        >>> import sympy as sp, sysid
+        >>> x = sp.Symbol("x")
+        >>> k = sp.Symbol("k", positive=True)
+        >>> sysid.HybridODE(states=[x], physics={x: -k * x}, parameters={k: 1.0}) \\
+        ...     .with_parameters({"k": 0.25}).parameters
+        {k: 0.25}
+        """
+        tiny = np.finfo(float).tiny
+        new = {}
+        for p, guess in self.parameters.items():
+            value = float(values.get(p.name, guess))
+            new[p] = max(value, tiny) if (p.is_positive or p.is_nonnegative) else value
+        return self._with_guesses(new)
+
+    def _with_guesses(self, parameters: dict) -> "HybridODE":
+        return HybridODE(states=self.states, physics=self.physics, parameters=parameters,
+                         residual=self.residual, inputs=self.inputs,
+                         observations=self.observations, fixed=self.fixed)
+
     def rhs(self) -> list[sp.Expr]:
         """Known physics per state (fixed constants substituted), zero where absent."""
         return [sp.sympify(self.physics.get(s, 0)).subs(self.fixed) for s in self.states]

@@ -270,6 +270,12 @@ class HybridPDE(HybridODE):
                          physics=physics, boundary=self.boundary_spec(),
                          parameters=parameters, fixed=self.fixed)
 
+    def _with_guesses(self, parameters: dict) -> "HybridPDE":
+        return HybridPDE(fields=self.fields,
+                         space=dict(zip(self.lattice.dims, self.lattice.grids)),
+                         physics=self.field_physics, boundary=self.boundary_spec(),
+                         parameters=parameters, fixed=self.fixed, residual=self.residual)
+
     # -- the per-point ODE ---------------------------------------------------------------
     def rhs(self) -> list[sp.Expr]:
         """The known physics of every grid state, finite differences written out."""

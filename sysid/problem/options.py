@@ -68,6 +68,7 @@ class FitOptions:
     time_unit: str | None = None
     progress: bool | None = None
     throw: bool = True
+    grow_horizon: bool | str = "auto"
     checkpoint: str | None = None
     checkpoint_every: float = 30.0
     resume: str | None = None
@@ -106,6 +107,9 @@ class FitOptions:
                              "Use adjoint=False (the default) with rosenbrock23.")
         choices = {"solver": ("auto", "dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
                    "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal", "student_t")}
+        if self.grow_horizon not in ("auto", True, False):
+            raise ValueError(f"fit option grow_horizon must be 'auto', True or False; "
+                             f"received {self.grow_horizon!r}.")
         if not (self.shooting in ("auto", "single") or (isinstance(self.shooting, int)
                                                         and self.shooting >= 2)):
             raise ValueError(f"fit option shooting must be 'auto', 'single' or a window length "

@@ -44,6 +44,18 @@ def fit(model: HybridODE, data, **options):
         Multiple shooting: windows of this many samples, each with its own learnable
         start state tied to the previous window's end by a continuity penalty. "auto"
         uses windows of 5 samples for trajectories longer than 10 samples.
+    grow_horizon : "auto", True or False
+        Fit the start of each record first and extend it (the first eighth of its span,
+        a quarter, a half, then all of it, each stage from the previous one's parameters
+        and initial states), and keep that fit where its objective over whole
+        trajectories is the better one. A model that can put an event at the wrong time
+        (a relaxation oscillation's jump, a drifting phase) has local minima that every
+        local optimiser started 20 % off stays in; before the first event the data see
+        only the smooth dynamics that lead to it (Van der Pol with mu = 1000 measured on
+        x only, from mu = 800: 22 % off on the whole record, 0.7 % grown). "auto" grows
+        the horizon for a model without a network whose whole-record fit misses some
+        channel by more than 3 times its noise level estimated from the data alone;
+        ``result.stats["grow_horizon"]`` and the status's detail say what was done.
     continuity : float, default 0.01
         Tolerated gap between shooting windows, as a fraction of each state's spread;
         after L-BFGS converges on the windows it is tightened 10x and solved again.

@@ -42,7 +42,7 @@ from .sparse_regression import (forward_path, inclusion, single_terms, threshold
 from .library import (FORWARD_TERMS, SINGLE_TERMS, _candidates, _conditioning, _evaluate,
                       _functions, _library_terms, _name, _physics_mask, _samples, _symbol_of)
 from .alternatives import alternatives as _alternatives, describe
-from .scoring import SCORE, _sparsest_close, _with_values
+from .scoring import SCORE, _sparsest_close
 from .search import _Search
 from .summary import SymbolicSummary
 
@@ -204,7 +204,8 @@ def summarize(result, *, fit_from, degree=3, functions=(), library=None, thresho
                     single_terms(theta_n, target / scale, SINGLE_TERMS, keep[s]))
 
     options = {k: getattr(result.options, k) for k in _CARRIED if hasattr(result.options, k)}
-    options.update(seed=int(seed), progress=False, throw=False)
+    # (candidates start from the network's fit: no growing of the horizon)
+    options.update(seed=int(seed), progress=False, throw=False, grow_horizon=False)
     search = _Search(fit_from, result, states, terms, theta_n, keep, paths, options, int(max_terms))
     for cand in _candidates(states, paths, thresholds):
         search.evaluate(cand["method"], cand["threshold"], cand["supports"])
@@ -308,7 +309,7 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
         coefficients={c: float(values[c]) for s in states for c, _ in coefs[s]},
         fidelity=fidelity, domain=samples.domain, warnings=notes, path=path, result=refit,
         alternatives=alternatives,
-        model=_with_values(distilled, values), library=library, options=options,
+        model=distilled.with_parameters(values), library=library, options=options,
         terms=table, uncertainty=_curvature(refit, notes), fit_from=search.fit)
 
 

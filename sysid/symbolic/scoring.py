@@ -51,15 +51,6 @@ def _distill(model, states, terms, supports, values) -> HybridODE:
                      fixed=model.fixed)
 
 
-def _with_values(model, values) -> HybridODE:
-    tiny = np.finfo(float).tiny     # a positive parameter whose log underflowed stays > 0
-    return HybridODE(states=model.states, physics=model.physics,
-                     parameters={p: (max(values[p.name], tiny) if p.is_positive or
-                                     p.is_nonnegative else values[p.name])
-                                 for p in model.parameters}, residual=None,
-                     inputs=model.inputs, observations=model.observations, fixed=model.fixed)
-
-
 def _channel_rss(fitted) -> tuple[np.ndarray, np.ndarray] | None:
     """(RSS, count) per observed channel from a single-shooting simulation of a fit over
     its whole trajectories (residuals in log space for ``noise="lognormal"``), or None

@@ -16,7 +16,7 @@ from ..problem.jacobian import linearise
 from .sparse_regression import least_squares
 from .library import _name
 from .scoring import (BIC_TIE, SCORE, _criteria, _distill, _holdout_error, _sparsest_close,
-                      _support_text, _with_values, noise_levels)
+                      _support_text, noise_levels)
 
 
 #: Candidates scored on held-out windows (the lowest-BIC ones).
@@ -326,7 +326,7 @@ class _Search:
 
     def _full_refit(self, i) -> None:
         distilled, quick, supports = self.fits[i]
-        full = self.score(self.rows[i], _with_values(distilled, quick.parameters),
+        full = self.score(self.rows[i], distilled.with_parameters(quick.parameters),
                           REFIT_OPTIONS, supports, quick)
         self.rows[i]["refit"] = "full"
         if full is not None:
@@ -372,7 +372,7 @@ class _Search:
         for i in held_out:
             distilled, full, _ = self.fits[i]
             try:
-                held = self.fit(_with_values(distilled, full.parameters), self.result.data,
+                held = self.fit(distilled.with_parameters(full.parameters), self.result.data,
                                 None, like=full, **{**self.options, **HOLDOUT_OPTIONS,
                                          **self.quick_tolerance(), "seed": seed,
                                          "shooting": self.options.get("shooting", "auto"),

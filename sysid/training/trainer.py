@@ -3,6 +3,7 @@ checkpoints (:mod:`~sysid.training.checkpoints`), give back the parts of a resul
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from ..problem.placement import check_device, to_device
 from ..problem.problem import build_problem
 from ..runtime.progress import progress_bar
 from ..solve.integrate import SolverFailure, threads_for
+from . import horizon
 from .checkpoints import Checkpointing, fingerprint
 from .phases import Phases, _failure_status, copy_state
 
@@ -49,11 +51,48 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
     estimate them from the first samples; ``like``: the :class:`~sysid.problem.Problem` of
     an earlier fit of a model with the same states on the same data, whose units and
     fitted states the fit starts from (see :func:`build_problem`). Raises nothing for a
-    failed fit: its status says what happened."""
+    failed fit: its status says what happened. Where ``grow_horizon`` asks for it, the
+    fit is repeated on growing parts of the record (:mod:`~sysid.training.horizon`) and
+    the better of the two is returned."""
     if not isinstance(model, HybridODE):
         raise ModelError(f"fit expects a sysid.HybridODE as model; received "
                          f"{type(model).__name__}.")
-    opts = FitOptions.from_kwargs(**options)
+    start = time.perf_counter()
+    trained = _train_once(model, data, x0, like, FitOptions.from_kwargs(**options))
+    growing = trained.options.grow_horizon
+    if growing is False or isinstance(model, HybridPDE) or like is not None:
+        return trained
+    if trained.status.code == "interrupted" or (growing == "auto" and (
+            model.residual is not None or not trained.status.success)):
+        return trained
+    ratio = horizon.misfit_ratio(trained.problem)
+    if growing == "auto" and not ratio > horizon.MISFIT:
+        return trained
+    stage = dict(options, grow_horizon=False, checkpoint=None, resume=None, progress=False)
+    grown = horizon.grow(lambda m, d, z, **o: _train_once(m, d, z, None, FitOptions(**o)),
+                         model, data, trained.bundle, stage, x0)
+    before = horizon.whole_objective(trained.problem)
+    after = float("inf") if grown is None or not grown.status.success \
+        else horizon.whole_objective(grown.problem)
+    kept = after < before
+    what = ("no part of the record holds enough samples" if grown is None else
+            f"the fit grown from the record's start reached {after:.1f} against "
+            f"{before:.1f} (negative log-likelihood)")
+    note = (f"grown horizon: the whole-record fit missed the data by {ratio:.1f}x their "
+            f"noise level; {what}; kept the {'grown' if kept else 'whole-record'} fit")
+    best = grown if kept else trained
+    stats = dict(best.stats, wall_time_s=time.perf_counter() - start, grow_horizon=note)
+    status = FitStatus(best.status.code, "; ".join(d for d in (best.status.detail, note) if d))
+    return best._replace(model=model, stats=stats, status=status,
+                         options=dataclasses.replace(best.options,
+                                                     grow_horizon=trained.options.grow_horizon,
+                                                     checkpoint=trained.options.checkpoint,
+                                                     resume=trained.options.resume,
+                                                     progress=trained.options.progress))
+
+
+def _train_once(model, data, x0, like, opts: FitOptions) -> Trained:
+    """One fit of ``model`` to all of ``data`` (see :func:`train`)."""
     if opts.device != "cpu":
         check_device(opts.device)            # before any work: a clear error
     start = time.perf_counter()

@@ -1,0 +1,132 @@
+"""Growing the horizon: fit the start of each record first, then extend it.
+
+A record whose model can put an event at the wrong time (a relaxation oscillation's jump,
+a long oscillation whose phase drifts) has an objective with a local minimum wherever an
+event of the model sits between other samples than the data's: moving a parameter toward
+the truth first moves the event across more mismatched samples, so the slope there points
+away from the truth. Van der Pol with mu = 1000 measured on x only, 60 samples over two
+periods, mu guessed 800: every local optimiser stays 20-25 % off
+(``benchmarks/results/stiff.md`` has the objective against mu: a staircase).
+
+The start of a record has no such trap: before the first event, the data see only the
+smooth dynamics that lead to it (Van der Pol's slow branch, whose decay rate is 1/mu).
+:func:`grow` fits the first eighth of the record's span, then the first quarter and half,
+each from the previous stage's parameters and initial states, and finally the whole
+record: each stage's events then land near the data's before they enter the objective
+(the same Van der Pol data: mu 1007, 0.7 % off).
+
+``grow_horizon="auto"`` (the default of :func:`sysid.fit`) grows the horizon only where
+the whole-record fit misses the data by far: some channel's whole-trajectory residuals
+are over :data:`MISFIT` times its noise level estimated from the data alone
+(``noise.reference``, from second differences), for a model without a network (a
+network absorbs misfit, and its fits cost too much to repeat). The grown fit is kept only
+where its objective over whole trajectories is the better one, so growing never makes a
+fit worse; ``result.stats["grow_horizon"]`` says what was done.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..problem.segments import observed_rows
+from ..solve.integrate import SolverFailure
+
+__all__ = ["grow", "misfit_ratio", "STAGES", "MISFIT"]
+
+#: Fractions of each record's span fitted before the whole record.
+STAGES = (0.125, 0.25, 0.5)
+#: Residuals over whole trajectories this many times the data's own noise level (on some
+#: channel) call for growing the horizon under ``grow_horizon="auto"``.
+MISFIT = 3.0
+#: Fewest observed samples per trajectory in a stage.
+MIN_STAGE_SAMPLES = 5
+
+
+def _whole_residuals(problem):
+    """Residuals (B, T, C) of a simulation over whole trajectories from the fitted initial
+    states, zero where nothing was observed, and the mask."""
+    with torch.no_grad():
+        seg = problem.single
+        xs = problem.states(seg)
+        pred = problem.field.observe(seg.tau, xs, seg.u_grid)
+        res = problem.noise.residuals(pred, seg.y, seg.mask)
+        return torch.where(seg.mask, res, torch.zeros((), dtype=res.dtype)), seg.mask
+
+
+def misfit_ratio(problem) -> float:
+    """The largest ratio, over channels, of the RMS residual over whole trajectories to
+    the channel's noise level from the data alone (inf where the model cannot be
+    integrated over whole trajectories)."""
+    try:
+        res, mask = _whole_residuals(problem)
+    except SolverFailure:
+        return float("inf")
+    count = mask.sum(dim=(0, 1)).clamp_min(1)
+    rms = torch.sqrt((res ** 2).sum(dim=(0, 1)) / count)
+    ratio = rms / problem.noise.reference.clamp_min(1e-300)
+    ratio = ratio[mask.any(dim=1).any(dim=0)]
+    return float(ratio.max()) if ratio.numel() else 0.0
+
+
+def whole_objective(problem) -> float:
+    """The negative log-likelihood of the data over whole trajectories (log-likelihood
+    units; inf where the model cannot be integrated over them)."""
+    objective = problem.objective()
+    problem.use_windows(False)
+    try:
+        with torch.no_grad():
+            _, parts = problem.loss(0.0, 0.0)
+        value = float(parts["nll"]) * problem.noise.total
+    except SolverFailure:
+        value = float("inf")
+    finally:
+        problem.use_objective(objective)
+    return value if np.isfinite(value) else float("inf")
+
+
+def _stage_lengths(bundle, n_unknowns: int) -> list[int]:
+    """For each fraction of :data:`STAGES`, the number of leading time samples that
+    holds it (the samples within that fraction of each trajectory's span from its
+    start), where every trajectory keeps at least :data:`MIN_STAGE_SAMPLES` observed
+    samples and the stage twice as many observations as unknowns; increasing."""
+    times = np.asarray(bundle.times, float)
+    rows = observed_rows(bundle)
+    lengths = []
+    for fraction in STAGES:
+        ends = []
+        for r in rows:
+            t = times[r]
+            ends.append(t[0] + fraction * (t[-1] - t[0]))
+        end = int(np.searchsorted(times, max(ends), side="right"))
+        kept = bundle.mask[:, :end].sum()
+        per = [int(bundle.mask[b, r[r < end]].any(axis=-1).sum()) for b, r in enumerate(rows)]
+        if min(per) >= MIN_STAGE_SAMPLES and kept >= 2 * n_unknowns and \
+                end < len(times) and (not lengths or end > lengths[-1]):
+            lengths.append(end)
+    return lengths
+
+
+def grow(fit_once, model, data, bundle, options: dict, x0=None):
+    """Fit ``model`` on growing leading parts of ``data`` and then on all of it, each fit
+    starting from the previous one's parameters and initial states (the first from
+    ``x0``, None: estimated from the data). ``fit_once(model, data, x0, **options)`` is
+    one fit (a :class:`~sysid.training.Trained`); returns the last, or None where no stage
+    has enough data or a stage fails."""
+    n_unknowns = len(model.parameters) + bundle.n_trajectories * len(model.states)
+    lengths = _stage_lengths(bundle, n_unknowns)
+    if not lengths:
+        return None
+    current = model
+    for end in lengths + [None]:
+        part = data if end is None else data.isel(time=slice(0, end))
+        trained = fit_once(current, part, x0, **options)
+        if not trained.status.success:
+            return trained if end is None else None
+        with torch.no_grad():
+            values = trained.problem.field.parameter_values().tolist()
+        current = model.with_parameters(dict(zip(model.parameter_names, values)))
+        with torch.no_grad():
+            x0 = trained.problem.x0().detach().clone()
+    return trained
+
