@@ -60,9 +60,24 @@ def _code(assignments, constants) -> str:
     return "\n".join(lines)
 
 
+def _vjp_terms(f, v, wrt) -> list:
+    """``sum_i v_i df_i/dw`` for each symbol ``w`` of ``wrt``, differentiating each
+    ``f_i`` only in the symbols it contains (a field's equation holds a few neighbours of
+    its grid point: linear, not quadratic, in the number of states)."""
+    index = {w: j for j, w in enumerate(wrt)}
+    terms: list[list] = [[] for _ in wrt]
+    for vi, fi in zip(v, f):
+        for w in sorted(fi.free_symbols & index.keys(), key=lambda w: index[w]):
+            terms[index[w]].append(vi * sp.diff(fi, w))
+    return [_zero_deltas(sp.Add(*t)) for t in terms]
+
+
 def field_source(field) -> str:
     """The model's C functions ``physics``, ``physics_vjp`` and the network constants."""
     model = field.model
+    net = field.residual
+    if getattr(net, "local", False):        # (before any symbolic work on a large grid)
+        raise Unsupported("a local residual network (one network per grid point)")
     states, params, inputs = list(model.states), list(model.parameters), list(model.inputs)
     rhs = [sp.sympify(e) for e in model.rhs()]
     time = _with_time([TIME], rhs)[0]          # the user's own t, as HybridField uses it
@@ -75,8 +90,8 @@ def field_source(field) -> str:
              time: tt}
     f = [e.xreplace(table) for e in rhs]
     v = sp.symbols(f"v0:{len(states)}", real=True)
-    gx = [_zero_deltas(sum(vi * sp.diff(fi, xj) for vi, fi in zip(v, f))) for xj in xs]
-    gp = [_zero_deltas(sum(vi * sp.diff(fi, pk) for vi, fi in zip(v, f))) for pk in ps]
+    gx = _vjp_terms(f, v, xs)
+    gp = _vjp_terms(f, v, ps)
     _check(gx + gp)
     constants: dict = {}
     body_f = _code([(f"f[{i}]", e) for i, e in enumerate(f)], constants)
@@ -89,9 +104,6 @@ def field_source(field) -> str:
     consts = "\n".join(f"static const double {name} = {value!r};"
                        for value, name in constants.items())
     floored = [False] * len(states) if field._floored is None else field._floored.tolist()
-    net = field.residual
-    if getattr(net, "local", False):
-        raise Unsupported("a local residual network (one network per grid point)")
     if net is None:
         shape = "#define HAS_NET 0\n#define N_LAYERS 0\n#define ACT 0\n#define N_READ 0\n" \
                 "#define MAXW 1\n#define PRE_TOTAL 1\n" \

@@ -78,9 +78,10 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
 
 
 # options that do not change a fit's steps: a resumed fit may change them (compiled: the
-# same steps in C or in PyTorch, equal to rounding)
+# same steps in C or in PyTorch, equal to rounding; grow_horizon: what follows the
+# checkpointed whole-record fit)
 _RESUMABLE = ("checkpoint", "checkpoint_every", "resume", "progress", "throw", "compiled",
-              "device")
+              "device", "grow_horizon")
 
 
 class Checkpointing:
@@ -126,8 +127,9 @@ class Checkpointing:
         if ckpt["fingerprint"] != self.fingerprint:
             raise FitError(
                 f"The checkpoint {path} was written by a fit of a different model, data or "
-                f"options; resume needs the same ones (only checkpoint, checkpoint_every, "
-                f"resume, progress and throw may change). Start a new fit without resume=.")
+                f"options; resume needs the same ones (only "
+                f"{', '.join(_RESUMABLE[:-1])} and {_RESUMABLE[-1]} may change). Start a new "
+                f"fit without resume=.")
         p = self.problem
         try:
             p.continuity = float(ckpt["continuity"])
