@@ -32,8 +32,13 @@ class MLP:
         Neurons per hidden layer.
     depth : int
         Number of hidden layers.
-    states : sequence of Symbol or str, optional
-        States whose derivative receives a residual term (default: all states).
+    states : sequence of Symbol or str, or dict {Symbol or str: number}, optional
+        States whose derivative receives a residual term (default: all states), one
+        network output each. A dict gives the network one output, an unknown rate, added
+        to each named state's derivative times its coefficient: a reaction whose
+        stoichiometry is known but not its rate law (``{y1: 1, y2: -1}``: converts y2
+        into y1). The coefficients are kept exactly, so what one species loses the other
+        gains, and the rate is found from whichever species the data show.
     inputs : sequence of Symbol or str, optional
         What the network reads: states and exogenous inputs (default: all of them).
     activation : {"tanh", "softplus", "gelu", "silu"}
@@ -96,14 +101,38 @@ class MLP:
             raise ModelError(
                 f"MLP activation must be one of 'tanh', 'softplus', 'gelu', 'silu'; "
                 f"received {self.activation!r}.")
+        if isinstance(self.states, dict):
+            coefficients = {}
+            for key, c in self.states.items():
+                try:
+                    c = float(c)
+                except (TypeError, ValueError):
+                    c = float("nan")
+                if not (np.isfinite(c) and c != 0.0):
+                    raise ModelError(
+                        f"MLP states as a dict gives each state's stoichiometric coefficient "
+                        f"(a finite, non-zero number); received {self.states[key]!r} for "
+                        f"{key}. Use e.g. states={{y1: 1, y2: -1}}.")
+                coefficients[str(key)] = c
+            if not coefficients:
+                raise ModelError("MLP states={} names no state; give at least one, e.g. "
+                                 "states={y1: 1, y2: -1}.")
+            object.__setattr__(self, "states", coefficients)
         for name in ("states", "inputs"):
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and not isinstance(value, dict):
                 object.__setattr__(self, name, tuple(str(v) for v in value))
+
+    @property
+    def stoichiometry(self) -> dict[str, float] | None:
+        """State name -> coefficient of the network's one shared output (a rate), or
+        None when each state has its own output."""
+        return dict(self.states) if isinstance(self.states, dict) else None
 
     def to_dict(self) -> dict:
         out = {"width": self.width, "depth": self.depth,
-               "states": None if self.states is None else list(self.states),
+               "states": (None if self.states is None else dict(self.states)
+                          if isinstance(self.states, dict) else list(self.states)),
                "inputs": None if self.inputs is None else list(self.inputs),
                "activation": self.activation}
         if self.local:                  # (absent otherwise: older specs read the same)
@@ -259,6 +288,9 @@ class HybridODE:
         self._check_parameter_values()
         if residual is not None:
             self.residual_states = self._subset(residual.states, self.state_names, "MLP states")
+            shared = residual.stoichiometry
+            self.residual_coefficients = (None if shared is None else
+                                          [shared[s] for s in self.residual_states])
             self.residual_inputs = self._subset(residual.inputs, self.state_names + self.input_names,
                                                 "MLP inputs")
 

@@ -54,11 +54,15 @@ class ResidualNet(nn.Module):
     shift, scale : sequence of float
         Standardisation of the read columns (from the data).
     out_scale : sequence of float
-        Typical rate of change of each written state.
+        Typical rate of change of each written state (times its stoichiometric
+        coefficient where outputs are shared).
+    out_index : sequence of int, optional
+        The network output that each written state receives (default: one output each;
+        ``[0, 0]``: one shared rate written into two states).
     """
 
     def __init__(self, n_states, read_index, write_index, shift, scale, out_scale, *,
-                 width=32, depth=2, activation="tanh", generator=None):
+                 width=32, depth=2, activation="tanh", generator=None, out_index=None):
         super().__init__()
         self.n_states = int(n_states)
         self.register_buffer("read_index", torch.as_tensor(read_index, dtype=torch.long))
@@ -66,12 +70,20 @@ class ResidualNet(nn.Module):
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float64))
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
         self.register_buffer("out_scale", torch.as_tensor(out_scale, dtype=torch.float64))
-        self.net = zero_start_mlp(len(read_index), len(write_index), width=width, depth=depth,
+        if out_index is None:
+            out_index = range(len(write_index))
+        self.register_buffer("out_index", torch.as_tensor(list(out_index), dtype=torch.long),
+                             persistent=False)     # from the model's spec, not the file
+        self._shared = bool(len(self.out_index)) and \
+            self.out_index.tolist() != list(range(len(write_index)))
+        n_out = int(self.out_index.max()) + 1 if len(self.out_index) else 0
+        self.net = zero_start_mlp(len(read_index), n_out, width=width, depth=depth,
                                   activation=activation, generator=generator)
         self._reads_all = None
 
     def scaled(self, xu: torch.Tensor) -> torch.Tensor:
-        """Network output in units of ``out_scale`` (shape (..., n_written))."""
+        """Network output in units of ``out_scale`` (shape (..., n_outputs): one per
+        written state, or one per shared rate)."""
         if self._reads_all is None:
             every = torch.arange(xu.shape[-1], device=xu.device)
             self._reads_all = (len(self.read_index) == xu.shape[-1]
@@ -81,7 +93,10 @@ class ResidualNet(nn.Module):
 
     def forward(self, xu: torch.Tensor) -> torch.Tensor:
         """Residual added to d(state)/dt, shape (..., n_states)."""
-        out = self.scaled(xu) * self.out_scale
+        out = self.scaled(xu)
+        if self._shared:
+            out = out.index_select(-1, self.out_index)
+        out = out * self.out_scale
         if len(self.write_index) == self.n_states:
             return out
         full = xu.new_zeros(xu.shape[:-1] + (self.n_states,))

@@ -46,7 +46,7 @@ class FitOptions:
     lr: float = 0.02
     lbfgs_iterations: int = 200
     tolerance: float = 0.1
-    patience: int = 30
+    patience: int | None = None   # None: max(30, Adam epochs // 10)
     shooting: str | int = "auto"
     continuity: float = 0.01
     polish_iterations: int = 10
@@ -69,6 +69,7 @@ class FitOptions:
     progress: bool | None = None
     throw: bool = True
     grow_horizon: bool | str = "auto"
+    physics_first: bool = False
     checkpoint: str | None = None
     checkpoint_every: float = 30.0
     resume: str | None = None
@@ -85,7 +86,7 @@ class FitOptions:
         checks = {
             "epochs": self.epochs is None or self.epochs >= 0,
             "lbfgs_iterations": self.lbfgs_iterations >= 0,
-            "lr": self.lr > 0, "patience": self.patience >= 1,
+            "lr": self.lr > 0, "patience": self.patience is None or self.patience >= 1,
             "residual_penalty": self.residual_penalty == "auto" or (
                 not isinstance(self.residual_penalty, str) and self.residual_penalty >= 0),
             "weight_decay": self.weight_decay >= 0,
@@ -107,6 +108,9 @@ class FitOptions:
                              "Use adjoint=False (the default) with rosenbrock23.")
         choices = {"solver": ("auto", "dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
                    "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal", "student_t")}
+        if self.physics_first not in (True, False):
+            raise ValueError(f"fit option physics_first must be True or False; received "
+                             f"{self.physics_first!r}.")
         if self.grow_horizon not in ("auto", True, False):
             raise ValueError(f"fit option grow_horizon must be 'auto', True or False; "
                              f"received {self.grow_horizon!r}.")

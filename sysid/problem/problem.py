@@ -300,10 +300,16 @@ def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
     write = [model.state_names.index(s) for s in model.residual_states]
     tau = residual_time_unit(bundle)
     out_scale = [scale[i] / tau for i in write]
+    out_index = None
+    coefficients = getattr(model, "residual_coefficients", None)
+    if coefficients is not None:    # one rate: its unit the fastest state's rate per unit c
+        unit = max(u / abs(c) for u, c in zip(out_scale, coefficients))
+        out_scale = [c * unit for c in coefficients]
+        out_index = [0] * len(write)
     spec = model.residual
     return ResidualNet(len(model.states), read, write, shift[read], spread[read], out_scale,
                        width=spec.width, depth=spec.depth, activation=spec.activation,
-                       generator=gen)
+                       generator=gen, out_index=out_index)
 
 
 def _field_units(model, bundle) -> tuple[np.ndarray, np.ndarray, list[float]]:

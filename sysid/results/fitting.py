@@ -73,9 +73,20 @@ def fit(model: HybridODE, data, **options):
         where L-BFGS takes hundreds of solves, and the Adam epochs default to 0. With
         ``validation`` the held-out error is scored after every step, as for L-BFGS.
         False keeps Adam (60 epochs by default) and L-BFGS.
-    patience : int, default 30
+    physics_first : bool, default False
+        With a network: fit the physics alone first (the network at zero, where it
+        starts; Levenberg-Marquardt, a second or so) and train the hybrid model from its
+        parameters and initial states. It helps where the guesses are far off and the
+        network's training cannot move them (stiff kinetics: the Robertson residual
+        variant of ``benchmarks/stiff.py`` is recovered by ``symbolic()`` from guesses
+        2x off with it, and not without); ``result.stats["physics_first"]`` says what it
+        started from.
+    patience : int, optional
         Adam stops early after this many epochs without a 0.1 % improvement (of the
-        held-out error when ``validation`` is set, else of the training loss).
+        held-out error when ``validation`` is set, else of the training loss). Default:
+        a tenth of the Adam epochs, at least 30 (the 60 default epochs: 30); a long
+        training (``epochs=1000``) waits 100 epochs, long enough for Adam's early
+        transient on a stiff hybrid model to pass.
     validation : float, default 0
         Fraction of shooting windows held out of training (never a trajectory's first or
         last, never two in a row; the same windows whatever the seed, so fits that differ

@@ -73,7 +73,7 @@ static void net_forward(const double *xu, const double *wt, const double *shift,
         wl = b + n_out;
         n_in = n_out;
     }
-    for (int k = 0; k < N_WRITE; k++) f[WRITE[k]] += h[k] * out_scale[k];
+    for (int k = 0; k < N_WRITE; k++) f[WRITE[k]] += h[OUTOF[k]] * out_scale[k];
 #else
     (void)xu; (void)wt; (void)shift; (void)scale; (void)out_scale; (void)f; (void)pre; (void)post;
 #endif
@@ -97,7 +97,8 @@ static void net_vjp(const double *xu, const double *w, const double *wt, const d
         poff[l + 1] = poff[l] + WIDTHS[l + 1];
     }
     int n_out = WIDTHS[N_LAYERS];
-    for (int k = 0; k < n_out; k++) d[k] = v[WRITE[k]] * out_scale[k];
+    for (int k = 0; k < n_out; k++) d[k] = 0.0;
+    for (int k = 0; k < N_WRITE; k++) d[OUTOF[k]] += v[WRITE[k]] * out_scale[k];
     for (int l = N_LAYERS - 1; l >= 0; l--) {
         int n_in = WIDTHS[l];
         n_out = WIDTHS[l + 1];

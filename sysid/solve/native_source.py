@@ -108,7 +108,8 @@ def field_source(field) -> str:
         shape = "#define HAS_NET 0\n#define N_LAYERS 0\n#define ACT 0\n#define N_READ 0\n" \
                 "#define MAXW 1\n#define PRE_TOTAL 1\n" \
                 "#define N_WRITE 0\nstatic const int WIDTHS[1] = {0};\n" \
-                "static const int READ[1] = {0};\nstatic const int WRITE[1] = {0};\n"
+                "static const int READ[1] = {0};\nstatic const int WRITE[1] = {0};\n" \
+                "static const int OUTOF[1] = {0};\n"
     else:
         names = {cls: name for name, cls in _ACTIVATION_CLASSES.items()}
         # depth 0 has no activation: any value of ACT will do
@@ -118,13 +119,15 @@ def field_source(field) -> str:
         linears = [layer for layer in net.net if isinstance(layer, nn.Linear)]
         widths = [linears[0].in_features] + [layer.out_features for layer in linears]
         read, write = net.read_index.tolist(), net.write_index.tolist()
+        outof = net.out_index.tolist()
         shape = (f"#define HAS_NET 1\n#define N_LAYERS {len(linears)}\n"
                  f"#define MAXW {max(widths)}\n#define PRE_TOTAL {sum(widths[1:])}\n"
                  f"#define ACT {_ACTIVATIONS[activation]}\n#define N_READ {len(read)}\n"
                  f"#define N_WRITE {len(write)}\n"
                  f"static const int WIDTHS[{len(widths)}] = {{{', '.join(map(str, widths))}}};\n"
                  f"static const int READ[{len(read)}] = {{{', '.join(map(str, read))}}};\n"
-                 f"static const int WRITE[{len(write)}] = {{{', '.join(map(str, write))}}};\n")
+                 f"static const int WRITE[{len(write)}] = {{{', '.join(map(str, write))}}};\n"
+                 f"static const int OUTOF[{len(write)}] = {{{', '.join(map(str, outof))}}};\n")
     return f"""#include <math.h>
 #include <string.h>
 #define N {len(states)}

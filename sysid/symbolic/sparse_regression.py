@@ -247,7 +247,10 @@ def inclusion(theta: np.ndarray, y: np.ndarray, n_terms: int, keep=None, *, n_mo
     with replacement) forward selection (FROLS) of ``n_terms`` columns, ``n_models``
     times; the result is the fraction of the bagged supports that contain each column
     (ensemble SINDy's inclusion probability). Kept columns are projected out first, as in
-    :func:`threshold_path`, and reported as 0.
+    :func:`threshold_path`, and reported as 0, as are columns that nothing is left of
+    after that projection. Where a resample still leaves linearly dependent columns (a
+    term non-zero on a handful of samples only), forward selection cannot rank them and
+    every free column's inclusion is NaN (unknown).
 
     Examples
     --------
@@ -262,6 +265,9 @@ def inclusion(theta: np.ndarray, y: np.ndarray, n_terms: int, keep=None, *, n_mo
 
     theta, y, keep = _prepare(theta, y, keep)
     free, A, b = _project_out(theta, y, keep)
+    norms = np.linalg.norm(A, axis=0)
+    left = norms > 1e-12 * max(float(norms.max(initial=0.0)), 1e-300)
+    free, A = np.asarray(free)[left], A[:, left]
     out = np.zeros(theta.shape[1])
     n = min(int(n_terms), len(free))
     if n == 0 or n_models <= 0 or not np.any(b):
@@ -274,6 +280,11 @@ def inclusion(theta: np.ndarray, y: np.ndarray, n_terms: int, keep=None, *, n_mo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             opt.fit(A, b.reshape(-1, 1))
+    except ValueError as err:         # FROLS: "linearly dependent columns created NaNs"
+        if "linearly dependent" not in str(err):
+            raise
+        out[free] = np.nan
+        return out
     finally:
         np.random.set_state(state)
     hits = np.array([np.asarray(c).reshape(-1) != 0 for c in opt.coef_list])

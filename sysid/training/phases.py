@@ -83,18 +83,18 @@ class Phases:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs,
                                                            eta_min=opts.lr / 20)
         c = {"step": 0, "since_best": 0, "failures": 0, "reference": float("inf")}
-        watch = _ValidationWatch(self, opts.patience)
+        patience = opts.patience if opts.patience is not None else max(30, epochs // 10)
+        watch = _ValidationWatch(self, patience)
         saved = self._resume_state("adam")
         if saved is not None:
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
             c.update(saved["counters"])
             watch.load(saved.get("validation"))
-        status = self._adam_steps(opt, sched, c, watch, epochs)
+        status = self._adam_steps(opt, sched, c, watch, epochs, patience)
         return watch.finish(status)
 
-    def _adam_steps(self, opt, sched, c, watch, epochs: int) -> FitStatus:
-        opts = self.opts
+    def _adam_steps(self, opt, sched, c, watch, epochs: int, patience: int) -> FitStatus:
         while c["step"] < epochs:
             c["step"] += 1
             opt.zero_grad()
@@ -124,7 +124,7 @@ class Phases:
                 c["reference"], c["since_best"] = loss_value, 0
             else:
                 c["since_best"] += 1
-                if c["since_best"] >= opts.patience and not watch.on:
+                if c["since_best"] >= patience and not watch.on:
                     return FitStatus("early_stopped", f"after {self.epoch} epochs")
             self._save({"phase": "adam", "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "counters": dict(c),

@@ -58,7 +58,16 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
         raise ModelError(f"fit expects a sysid.HybridODE as model; received "
                          f"{type(model).__name__}.")
     start = time.perf_counter()
-    trained = _train_once(model, data, x0, like, FitOptions.from_kwargs(**options))
+    opts = FitOptions.from_kwargs(**options)
+    first, warm = None, model
+    if opts.physics_first and model.residual is not None and like is None \
+            and not isinstance(model, HybridPDE):
+        warm, x0, first = _physics_first(model, data, x0, options)
+    trained = _train_once(warm, data, x0, like, opts)
+    if first is not None:
+        trained = trained._replace(
+            model=model, stats=dict(trained.stats, wall_time_s=time.perf_counter() - start,
+                                    physics_first=first))
     growing = trained.options.grow_horizon
     if growing is False or isinstance(model, HybridPDE) or like is not None:
         return trained
@@ -89,6 +98,29 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
                                                      checkpoint=trained.options.checkpoint,
                                                      resume=trained.options.resume,
                                                      progress=trained.options.progress))
+
+
+def _physics_first(model, data, x0, options: dict):
+    """The physics alone (the network at zero, where it starts) fitted first; returns the
+    model with the fitted parameters as its guesses, the initial states to start from and
+    a note for the stats. Where that fit fails, the user's guesses are kept. Its initial
+    states are not taken: an unmeasured state's start bends to make up for the missing
+    terms (Robertson's y2 hundreds of times its peak off), where the data's own estimate is neutral."""
+    physics = HybridODE(states=model.states, physics=model.physics,
+                        parameters=model.parameters, inputs=model.inputs,
+                        observations=model.observations, fixed=model.fixed)
+    stage = dict(options, physics_first=False, epochs=None, checkpoint=None, resume=None,
+                 progress=False)
+    trained = train(physics, data, x0, **stage)
+    if not trained.status.success:
+        return model, x0, f"the physics alone did not fit ({trained.status.code}); " \
+                          f"started from the guesses"
+    with torch.no_grad():
+        values = trained.problem.field.parameter_values().tolist()
+    fitted = dict(zip(model.parameter_names, values))
+    return model.with_parameters(fitted), x0, \
+        "started from the physics alone fitted: " + ", ".join(
+            f"{k} = {v:.4g}" for k, v in fitted.items())
 
 
 def _train_once(model, data, x0, like, opts: FitOptions) -> Trained:
