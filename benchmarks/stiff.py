@@ -215,7 +215,8 @@ def robertson_residual_fit(seed=0, factor=2.0, epochs=1000, physics_first=True, 
     errors += [f"k3 ({s}) {abs(c / K[2] - 1) * 100:.1f} %" for s, c in rates.items()]
     ref_y2 = np.max(ref[1])
     y2_hybrid = float(np.max(np.abs(result.impute()["y2"].values - ref[1])) / ref_y2)
-    return {"case": f"k1, k2 guessed {factor:g}x off, noise seed {seed}"
+    guessed = "at the truth" if factor == 1.0 else f"{factor:g}x off"
+    return {"case": f"k1, k2 guessed {guessed}, noise seed {seed}"
                     + ("" if physics_first else ", physics_first=False")
                     + ("" if lr == 0.005 else f", lr={lr}"),
             "fit s": f"{wall:.0f}", "symbolic s": f"{wall_symbolic:.0f}",

@@ -70,7 +70,11 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(model_to_spec(model), sort_keys=True).encode())
     settings = {k: v for k, v in opts.to_dict().items() if k not in _RESUMABLE
-                and not (k == "max_step" and v is None)}     # (files before max_step)
+                and not (k == "max_step" and v is None)      # (files before max_step)
+                and not (k == "physics_first" and v is False)}   # (and physics_first)
+    if settings.get("patience") is None:    # the default as the steps see it (files
+        epochs = settings.get("epochs")     # before it was None wrote 30)
+        settings["patience"] = 30 if epochs is None else max(30, int(epochs) // 10)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for arr in (bundle.times, bundle.y, bundle.mask, bundle.u):
         h.update(np.ascontiguousarray(arr).tobytes())
