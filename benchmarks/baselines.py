@@ -291,10 +291,10 @@ def lv_support_limit(times, Y):
 
 
 def _selected(scores):
-    """The summary's rule (sysid.symbolic.scoring._sparsest_close) on ``{(x terms, y terms): EBIC}``:
-    within 2 units of the lowest, the fewest terms, then the fewest operations (a monomial
-    of degree g has max(g - 1, 0) multiplications and powers; each term counts one more),
-    then the lower score."""
+    """The summary's in-sample rule (sysid.symbolic.scoring._sparsest_close without
+    held-out scores) on ``{(x terms, y terms): EBIC}``: within 2 units of the lowest, the
+    fewest terms, then the fewest operations (a monomial of degree g has max(g - 1, 0)
+    multiplications and powers; each term counts one more), then the lower score."""
     def ops(term):
         i, j = term.count("x"), term.count("y")
         return int(i > 1) + int(j > 1) + int(i > 0 and j > 0) + 1

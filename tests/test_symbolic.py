@@ -454,36 +454,58 @@ def _only_xy(expr):
     return sorted(sp.Poly(expr, *gens).monoms()) == [(1, 1)]
 
 
-def test_where_the_data_prefer_a_wrong_support_the_truth_is_listed_as_an_alternative():
-    # benchmarks/symbolic.py, Lotka-Volterra 5 % noise, seed 8: the data themselves favour
-    # y**2 over x*y in dy/dt by 1.7 EBIC units (baselines.lv_support_limit, with several
-    # least-squares starts), so the selection is wrong and no search can reach the truth
-    # by the criterion; the summary must say that x*y is about as good
+def _lv_benchmark(seed, sigma=0.05):
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import baselines
+    times, values, _ = baselines.lv_data(seed, sigma)
+    return _benchmark_summary(times, values, seed=seed)
+
+
+def test_where_the_data_prefer_a_wrong_support_the_truth_is_listed_as_an_alternative():
+    # benchmarks/symbolic.py, Lotka-Volterra 5 % noise, seed 9: the data themselves favour
+    # y over x*y in dy/dt by 3.4 EBIC units (baselines.lv_support_limit, with several
+    # least-squares starts), so the selection is wrong and no search can reach the truth
+    # by the criterion; the summary must say that x*y is nearly as good
     from sysid.symbolic.alternatives import ALTERNATIVE_GAP
 
-    times, values, _ = baselines.lv_data(8, 0.05)
-    summary = _benchmark_summary(times, values, seed=8)
+    summary = _lv_benchmark(9)
     assert _only_xy(summary.equations["x"]) and not _only_xy(summary.equations["y"])
     truth = [a for a in summary.alternatives["y"] if _only_xy(a["expression"])]
     assert len(truth) == 1
     alt = truth[0]
     assert 0.0 < alt["gap"] < ALTERNATIVE_GAP
-    assert alt["coefficients"]["x*y"] == pytest.approx(TRUE["c"], rel=0.2)  # oracle: 17 % off
+    assert alt["coefficients"]["x*y"] == pytest.approx(TRUE["c"], rel=0.2)
     assert summary.path.loc[alt["candidate"], "support_y"] == "x*y"
     assert alt["where"]["time"] >= 0.0 and {"x", "y"} <= set(alt["where"])
     assert len(summary.alternatives["y"]) <= 3 and len(summary.alternatives["x"]) <= 3
     said = [w for w in summary.warnings if w.startswith("For y,")]
     assert len(said) == len(summary.alternatives["y"])
-    assert any("x*y" in w and "explain the data about equally well" in w
-               and "would separate them" in w for w in said)
-    assert "alternative for y: 0.9" in repr(summary)
+    assert any("x*y" in w and "as well" in w and "would separate them" in w for w in said)
+    assert "alternative for y: 0.8" in repr(summary)
     latex = summary.to_latex()
     assert latex.startswith("\\begin{align}")
     assert "\n% alternative for dy/dt (EBIC +" in latex.split("\\end{align}")[1]
+
+
+def test_held_out_error_decides_between_equally_sparse_candidates_the_data_cannot_separate():
+    # Lotka-Volterra 5 % noise, seed 8: in-sample, y**2 scores 1.8 EBIC units better than
+    # x*y in dy/dt (within the tie margin of 2, one term each); on the windows that the
+    # refits did not see, x*y predicts better, and the summary selects it (the truth;
+    # with the simplest-term rule it selected y**2). y**2 stays listed, with its gap
+    summary = _lv_benchmark(8)
+    assert _only_xy(summary.equations["x"]) and _only_xy(summary.equations["y"])
+    assert summary.equations["y"].coeff(sp.Symbol("x") * sp.Symbol("y")) == \
+        pytest.approx(TRUE["c"], rel=0.2)
+    path = summary.path
+    chosen = path[path["selected"]].iloc[0]
+    rival = [a for a in summary.alternatives["y"]
+             if path.loc[a["candidate"], "support_y"] == "y**2"]
+    assert len(rival) == 1 and -2.0 < rival[0]["gap"] < 0.0
+    other = path.loc[rival[0]["candidate"]]
+    assert other["k"] == chosen["k"]
+    assert np.isfinite(chosen["holdout"]) and chosen["holdout"] < other["holdout"]
 
 
 def test_supersets_that_score_worse_are_not_alternatives(summary):

@@ -62,6 +62,8 @@ def alternatives(rows, fits, best, states, terms, model, samples, time_of=None) 
                 "equation": equation, "coefficients": coefficients,
                 "gap": float(score[i] - score[best]), "candidate": int(i),
                 "refit": rows[i].get("refit", "quick"),
+                "holdout": (float(rows[i].get("holdout", np.nan)),
+                            float(rows[best].get("holdout", np.nan))),
                 "where": _where(selected_rhs[s], equation, model, samples, time_of)}
         out[s.name] = list(found.values())
     return out
@@ -117,7 +119,13 @@ def describe(state: str, selected, alternative: dict) -> str:
     sel = _rounded(selected) or 0
     alt = _rounded(alternative["expression"]) or 0
     strong = f"{ALTERNATIVE_GAP:g} or more would be strong evidence"
-    if gap < 0:
+    held = alternative.get("holdout", (np.nan, np.nan))
+    if gap < 0 and all(np.isfinite(held)) and held[1] < held[0]:
+        text = (f"For {state}, {alt} explains the data slightly better than the selected "
+                f"{sel} (by {-gap:.1f} in EBIC, within the margin of {BIC_TIE:g}), but the "
+                f"selected one predicts data that the refits did not see better (held-out "
+                f"error {held[1]:.3g} against {held[0]:.3g}; {strong}).")
+    elif gap < 0:
         text = (f"For {state}, {alt} explains the data slightly better than the selected "
                 f"{sel} (by {-gap:.1f} in EBIC, within the margin of {BIC_TIE:g} where the "
                 f"simpler terms are kept; {strong}).")

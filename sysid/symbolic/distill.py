@@ -155,9 +155,11 @@ def summarize(result, *, fit_from, degree=3, functions=(), library=None, thresho
     the learnable parameters (initial states are fitted by every candidate alike and not
     counted), ``p_s`` is the library size and ``k_s`` the number of terms of state ``s``.
     The last term accounts for the many supports a search compares. Among the candidates
-    within 2 units of the lowest, the one with the fewest parameters is selected (between
-    equals, the one with the simplest terms: fewest operations), and the others are named
-    in ``warnings``. Plain ``BIC`` and ``AICc`` are in ``.path`` too.
+    within 2 units of the lowest, the one with the fewest parameters is selected; between
+    equals, the one with the lower error on held-out windows where each of them has been
+    scored there (``holdout``: the refits do not see those windows, so this is evidence
+    the in-sample scores within 2 units lack), else the one with the simplest terms
+    (fewest operations). The others are named in ``warnings``. Plain ``BIC`` and ``AICc`` are in ``.path`` too.
 
     Examples
     --------

@@ -148,7 +148,14 @@ def _holdout_error(refit) -> float:
 
 def _sparsest_close(rows, score) -> int:
     """Among the candidates within BIC_TIE of the lowest score, the one with the fewest
-    parameters; between equals, the simplest terms (fewest operations: x*y before x**2*y),
-    then the lower score. Within BIC_TIE the data do not tell them apart."""
+    parameters; between equals, the lower error on held-out windows where every one of
+    them has been scored there (``holdout``), else the simplest terms (fewest operations:
+    x*y before x**2*y), then the lower score. Within BIC_TIE the in-sample scores do not
+    tell them apart; data the refits did not see can."""
     close = np.flatnonzero(score <= float(np.min(score)) + BIC_TIE)
-    return int(min(close, key=lambda i: (rows[i]["k"], rows[i]["complexity"], score[i])))
+    k = min(rows[i]["k"] for i in close)
+    equal = [int(i) for i in close if rows[i]["k"] == k]
+    held = [rows[i].get("holdout", np.nan) for i in equal]
+    if len(equal) > 1 and all(np.isfinite(h) for h in held):
+        return equal[int(np.argmin(held))]
+    return int(min(equal, key=lambda i: (rows[i]["complexity"], score[i])))
