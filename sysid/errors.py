@@ -45,6 +45,7 @@ __all__ = [
     "FileFormatError",
     "FitError",
     "SolverError",
+    "FitWarning",
     "IdentifiabilityWarning",
     "suggest",
 ]
@@ -86,6 +87,13 @@ class SolverError(SysidError, RuntimeError):
     parameters are kept); elsewhere (imputing or forecasting a result) it is raised.
     Fix: a larger ``max_steps``, looser ``rtol``/``atol``, ``solver="rk4"``, or times and
     parameters where the model stays finite."""
+
+
+class FitWarning(UserWarning):
+    """A fit ended in a failure (``"diverged"`` or ``"solver_failed"``) and returned its
+    best result anyway: the message is the status with its advice. ``result.status``
+    says the same; ``result.raise_for_status()`` (or ``sysid.fit(..., throw=True)``)
+    raises :class:`FitError` instead, and ``throw=False`` returns without the warning."""
 
 
 class IdentifiabilityWarning(UserWarning):

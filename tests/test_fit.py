@@ -202,8 +202,14 @@ def test_a_model_that_blows_up_ends_with_a_status_not_a_crash():
     assert "max_steps" in result.status.advice or "lr" in result.status.advice
     assert np.isfinite(result.parameters["k"])
     with pytest.raises(sysid.errors.FitError, match="best result so far") as err:
-        sysid.fit(model, data, progress=False, max_steps=200)
+        sysid.fit(model, data, progress=False, max_steps=200, throw=True)
     assert err.value.result.parameters == result.parameters
+    # the default returns the same result, with a FitWarning that says what happened
+    with pytest.warns(sysid.errors.FitWarning, match=result.status.code):
+        default = sysid.fit(model, data, progress=False, max_steps=200)
+    assert default.parameters == result.parameters
+    with pytest.raises(sysid.errors.FitError, match=result.status.code):
+        default.raise_for_status()
 
 
 def test_tanks_with_a_renamed_sensor_and_an_unmeasured_positive_state():

@@ -84,7 +84,8 @@ result.equations
 # candidate terms (monomials of `x` and `y` up to degree 3) with sparse regression, and
 # proposes supports. Each proposal becomes a model without a network that is **refit to
 # the data**; the supports are ranked by EBIC (BIC with a penalty for the number of
-# supports compared), and the sparsest one within 2 units of the best is selected. The
+# supports compared), and the sparsest one within 2 units of the best is selected
+# (between equally sparse ones, the one that predicts held-out windows better). The
 # physical parameters `a` and `d` are refit together with the new terms, so any share of
 # `a x` that the network had taken goes back to `a`.
 

@@ -66,7 +66,8 @@ def _run_member(spec: dict, data: xr.Dataset, options: dict, serialise: bool = T
         # object and fails ("Semaphore or Lock ... not known"); the member runs locally
         with _local_dask():
             model = model_from_spec(spec)
-            result = fit(model, data, **options)
+            # a failed fit is a failed member (reported in .failed), unless throw=False
+            result = fit(model, data, **{"throw": True, **options})
             return {"ok": True, "summary": _summary(result),
                     "result": _payload(result) if serialise else result}
     except Exception as err:                  # reported in .failed, never fatal

@@ -67,7 +67,7 @@ class FitOptions:
     interpolation: str = "linear"
     time_unit: str | None = None
     progress: bool | None = None
-    throw: bool = True
+    throw: bool | None = None     # None: return a failed fit with a FitWarning
     grow_horizon: bool | str = "auto"
     physics_first: bool = False
     checkpoint: str | None = None
@@ -108,6 +108,9 @@ class FitOptions:
                              "Use adjoint=False (the default) with rosenbrock23.")
         choices = {"solver": ("auto", "dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
                    "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal", "student_t")}
+        if self.throw not in (None, True, False):
+            raise ValueError(f"fit option throw must be None, True or False; received "
+                             f"{self.throw!r}.")
         if self.physics_first not in (True, False):
             raise ValueError(f"fit option physics_first must be True or False; received "
                              f"{self.physics_first!r}.")
@@ -173,8 +176,9 @@ class FitStatus:
 
     ``result.status`` of every fit. The codes are ``"converged"``, ``"early_stopped"``,
     ``"max_iterations"`` and ``"interrupted"`` (successes: the best parameters are kept)
-    and ``"diverged"`` and ``"solver_failed"`` (failures: :func:`sysid.fit` raises
-    :class:`sysid.errors.FitError` unless ``throw=False``).
+    and ``"diverged"`` and ``"solver_failed"`` (failures: :func:`sysid.fit` returns the
+    result with the best parameters found and a :class:`sysid.errors.FitWarning`;
+    ``throw=True`` or ``result.raise_for_status()`` raises :class:`sysid.errors.FitError`).
 
     Attributes
     ----------

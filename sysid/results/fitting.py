@@ -175,9 +175,13 @@ def fit(model: HybridODE, data, **options):
         and options; the result equals that of an uninterrupted fit, bit for bit. A
         checkpoint carries a SHA-256 checksum: a damaged or truncated one is refused with
         :class:`sysid.errors.FileFormatError` (and left as it is).
-    throw : bool, default True
-        Raise :class:`sysid.errors.FitError` when training fails (the error carries the
-        best result as ``err.result``); with False, inspect ``result.status`` instead.
+    throw : bool, optional
+        What a failed fit (``status.success`` False: diverged, or the solver failed) does.
+        Default (None): return the result with the best parameters found and issue a
+        :class:`sysid.errors.FitWarning` with the status and what to try, so that a long
+        fit is never lost to an exception; ``result.raise_for_status()`` raises
+        afterwards. True: raise :class:`sysid.errors.FitError` (carrying the best result
+        as ``err.result``). False: return without the warning.
 
     Returns
     -------

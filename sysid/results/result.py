@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import sympy as sp
 import torch
 import xarray as xr
 
 from ..data.bundle import _TIME_UNITS
-from ..errors import FitError
+from ..errors import FitError, FitWarning
 from ..model.pde import HybridPDE
 from ..problem.segments import sample_interval
 from ..solve.integrate import SolverFailure, threads_for
@@ -409,6 +411,30 @@ class FitResult(Trajectories):
         self._summary = summarize(self, fit_from=fit_from, **options)
         return self._summary
 
+    def raise_for_status(self) -> "FitResult":
+        """Raise :class:`sysid.errors.FitError` if the fit failed (``status.success`` is
+        False: ``"diverged"`` or ``"solver_failed"``), with the status and its advice and
+        this result as ``err.result``; return the result itself otherwise, so that
+        ``sysid.fit(...).raise_for_status()`` reads as a strict fit.
+
+        Examples
+        --------
+        >>> import sympy as sp, sysid
+        >>> data = sysid.datasets.simulate("lotka_volterra", noise=0.01, seed=1)
+        >>> x, y = sp.symbols("x y")
+        >>> a, b, c, d = sp.symbols("a b c d", positive=True)
+        >>> model = sysid.HybridODE(states=[x, y],
+        ...     physics={x: a * x - b * x * y, y: c * x * y - d * y},
+        ...     parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+        >>> sysid.fit(model, data, progress=False).raise_for_status().status.code
+        'converged'
+        """
+        if not self.status.success:
+            err = FitError(f"{self.status} The result is attached as err.result.")
+            err.result = self
+            raise err
+        return self
+
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v:.4g}" for k, v in self.parameters.items())
         return f"FitResult({params}; status={self.status.code})"
@@ -446,8 +472,15 @@ def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
     result = FitResult(*trained)
     if field:
         result = FieldResult(result, data, fit_from)
-    if trained.options.throw and not trained.status.success:
-        err = FitError(f"{trained.status} The best result so far is attached as err.result.")
-        err.result = result
-        raise err
+    if not trained.status.success:
+        if trained.options.throw:
+            err = FitError(f"{trained.status} The best result so far is attached as "
+                           f"err.result.")
+            err.result = result
+            raise err
+        if trained.options.throw is None:
+            warnings.warn(f"{trained.status} The result holds the best parameters found "
+                          f"(result.status says what happened; result.raise_for_status() "
+                          f"raises, as fit(..., throw=True) does; throw=False returns "
+                          f"without this warning).", FitWarning, stacklevel=3)
     return result
