@@ -240,6 +240,32 @@ def test_tanks_with_a_renamed_sensor_and_an_unmeasured_positive_state():
     # and the fit lands on a different k3 with the same output; not asserted here.)
 
 
+def test_an_unmeasured_state_under_sqrt_abs_is_guessed_off_its_singular_point():
+    # issue 27: the tanks model a user writes from the benchmark's description, plain
+    # symbols and Torricelli's outflow as sqrt(Abs(x)). The unmeasured upper tank's guess
+    # started at 0, where sqrt(Abs(x)) has an infinite slope: the guess's search could not
+    # leave 0, the gradients were NaN, and the default fit diverged at its first step with
+    # the parameters untouched. The search now also starts at +-(the typical level).
+    data, truth = sysid.datasets.simulate("two_tank", observed=["h2"], noise=0.01, seed=0,
+                                          truth=True)
+    h1, h2, u = sp.symbols("h1 h2 u")
+    k1, k2, k3, k4 = sp.symbols("k1 k2 k3 k4", positive=True)
+    model = sysid.HybridODE(
+        states=[h1, h2], inputs=[u],
+        physics={h1: -k1 * sp.sqrt(sp.Abs(h1)) + k4 * u,
+                 h2: k2 * sp.sqrt(sp.Abs(h1)) - k3 * sp.sqrt(sp.Abs(h2))},
+        parameters={k1: 0.3, k2: 0.3, k3: 0.3, k4: 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sysid.errors.FitWarning)
+        result = sysid.fit(model, data, seed=0, progress=False)
+    assert result.status.success
+    assert float(result.initial_states["h1"]) > 0.1 * float(truth["h1"].max())
+    imp = result.impute()
+    sd = float(truth["h2"].std())
+    rmse = float(np.sqrt(np.mean((imp["h2"].values - truth["h2"].values) ** 2)))
+    assert rmse < 0.03 * sd, rmse
+
+
 def test_physics_sees_a_positive_state_floored_above_zero():
     # A solver step (or a residual) that overshoots a positive state below 0 must not turn
     # sqrt(h) into NaN; a state without the assumption is passed through unchanged.

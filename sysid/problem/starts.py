@@ -67,6 +67,35 @@ def _sign_constrained_start(model, free, bundle):
     return start, (low, high)
 
 
+def _other_signs(mismatch, found, ok, start, bounds, n_known, bundle) -> None:
+    """Unobserved states without a sign constraint start their search at 0; where the
+    physics is singular there (``sqrt(Abs(x))``, ``log(Abs(x))``: an infinite or undefined
+    slope, so the search cannot leave 0), or a start at +-(the typical size of the
+    measured channels) matches the observed slopes better, that start's result replaces
+    it, row by row, in place (``found``, ``ok``). Where no start matches better, the guess
+    stays as found from 0."""
+    open_ = np.isinf(bounds[0]) & np.isinf(bounds[1])
+    if not open_.any():
+        return
+    typical = np.nanmedian(np.abs(bundle.y[bundle.mask])) if bundle.mask.any() else 1.0
+    typical = float(typical) if np.isfinite(typical) and typical > 0 else 1.0
+
+    def slope_cost(v):
+        with np.errstate(all="ignore"):
+            c = np.sum(mismatch(v)[:, :n_known] ** 2, axis=1)
+        return np.where(np.isfinite(c), c, np.inf)
+
+    cost = np.where(ok, slope_cost(found), np.inf)
+    for sign in (1.0, -1.0):
+        anchor = np.where(open_, start + sign * typical, start)
+        other, good = _batched_least_squares(
+            lambda v, sub=None, anchor=anchor: mismatch(v, sub, anchor=anchor),
+            np.tile(anchor, (len(found), 1)), bounds)
+        c = np.where(good, slope_cost(other), np.inf)
+        better = c < 0.5 * cost
+        found[better], ok[better], cost[better] = other[better], True, c[better]
+
+
 def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     """Guess the state at each start (trajectory b, time index k), default each
     trajectory's first sample: observed states from a local fit of the next few samples,
@@ -105,7 +134,7 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
         u = torch.as_tensor(np.nan_to_num(bundle.u[b, k]))
         known = list(known)
 
-        def mismatch(v, sub=None, rows=rows, known=known, t0=t0, u=u):
+        def mismatch(v, sub=None, rows=rows, known=known, t0=t0, u=u, anchor=start):
             """Mismatch (G, len(known) + len(free)) of the starts ``rows[sub]`` (all rows
             for None) with their unobserved states at ``v``."""
             if sub is not None:
@@ -115,9 +144,10 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
             with torch.no_grad():
                 f = field.physics(t0, x, u).numpy()
             return np.concatenate([(f[:, known] - slopes[rows][:, known]) / scale[known],
-                                   1e-3 * (v - start)], axis=1)
+                                   1e-3 * (v - anchor)], axis=1)
 
         found, ok = _batched_least_squares(mismatch, np.tile(start, (len(rows), 1)), bounds)
+        _other_signs(mismatch, found, ok, start, bounds, len(known), bundle)
         x0[rows[ok][:, None], free] = found[ok]
         for r in np.flatnonzero(~ok):         # the few a batched step could not settle
             j = rows[r]

@@ -16,7 +16,7 @@ from ..data.bundle import prepare, time_to_float
 from ..errors import DataError
 from ..problem.segments import segment_grid, segment_tensors
 from ..problem.starts import initial_states, input_signal
-from ..solve.integrate import InputSignal, solve_at_times, solve_segments
+from ..solve.integrate import InputSignal, SolverFailure, solve_at_times, solve_segments
 from ..uncertainty.bands import add_bands
 from .outputs import states_dataset
 
@@ -253,14 +253,25 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
     opt = torch.optim.LBFGS([z], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
     frozen = [p for p in field.parameters() if p.requires_grad]
 
+    best = {"loss": float("inf"), "z": z.detach().clone()}
+
     def closure():
         opt.zero_grad()
-        xs = solve_segments(field, problem.loc + problem.scale * z, tau, signal,
-                            result.options.solver_options())
+        try:
+            xs = solve_segments(field, problem.loc + problem.scale * z, tau, signal,
+                                result.options.solver_options())
+        except SolverFailure:      # a trial start where the model blows up: back off
+            z.grad = torch.zeros_like(z)
+            return torch.tensor(1e10, dtype=torch.float64)
         pred = field.observe(tau, xs, u_grid)
         r = torch.where(mask, problem.noise.residuals(pred, y, mask), torch.zeros(()))
         loss = ((r / sigma) ** 2).sum()
         loss.backward()
+        if not torch.isfinite(z.grad).all():
+            z.grad = torch.zeros_like(z)
+            return torch.tensor(1e10, dtype=torch.float64)
+        if float(loss) < best["loss"]:
+            best.update(loss=float(loss), z=z.detach().clone())
         return loss
 
     for p in frozen:
@@ -270,7 +281,8 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return (problem.loc + problem.scale * z).detach()
+    # the best start evaluated (the guess where even that could not be integrated)
+    return (problem.loc + problem.scale * best["z"]).detach()
 
 
 def _future_inputs(result, inputs, times) -> InputSignal:
