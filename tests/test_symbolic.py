@@ -559,3 +559,45 @@ def test_time_counted_in_years_from_a_year_is_drawn_as_calendar_years():
     np.testing.assert_allclose(points, 1900.0 + data["time"].values)
     assert result.impute()["time"].attrs["time_origin"] == "1900"   # the data's own time out
     plt.close(fig)
+
+
+def test_a_model_run_past_its_data_is_judged_by_how_far_it_leaves_their_range():
+    from sysid.symbolic.stability import run_past_data
+    t = np.linspace(0.0, 3.0, 16)
+    x = sp.Symbol("x")
+    a = sp.Symbol("a")
+    for rate, bounded in ((0.8, False), (-0.8, True)):
+        data = xr.Dataset({"x": ("time", np.exp(rate * t))}, coords={"time": t})
+        model = sysid.HybridODE(states=[x], physics={x: a * x}, parameters={a: rate / 2})
+        found = run_past_data(sysid.fit(model, data, progress=False))
+        assert found["bounded"] is bounded and found["horizon"] == pytest.approx(9.0)
+        if not bounded:   # e^(0.8 t) leaves [1, 11] by 100x near t = 3 + ln(1000) / 0.8
+            assert found["detail"].startswith("x reaches")
+
+
+def test_a_distilled_model_that_leaves_the_data_s_range_is_flagged_with_a_bounded_alternative(
+        monkeypatch):
+    # benchmarks/symbolic.py, partial observation, seed 2, under the simplest-term tie
+    # rule of before the held-out tie-break: dy/dt = 0.215*y was selected (x then grows
+    # as e^(1.3 t) past the data: 1.2e25 by t = 50); x*y, its alternative, stays bounded
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import baselines
+    from sysid.symbolic import distill as _distill, search as _search_module
+
+    def simplest(rows, score):
+        close = np.flatnonzero(score <= float(np.min(score)) + _scoring.BIC_TIE)
+        return int(min(close, key=lambda i: (rows[i]["k"], rows[i]["complexity"], score[i])))
+
+    monkeypatch.setattr(_distill, "_sparsest_close", simplest)
+    monkeypatch.setattr(_search_module, "_sparsest_close", simplest)
+    times, values = baselines.partial_data(2)
+    summary = _benchmark_summary(times, values, seed=2)
+    x, y = sp.symbols("x y")
+    assert sp.simplify(summary.equations["y"] / y).is_number          # the wrong y term
+    assert summary.stability["bounded"] is False
+    said = [w for w in summary.warnings if w.startswith("The distilled model leaves")]
+    assert len(said) == 1 and "x reaches" in said[0] and "x*y" in said[0]
+    truth = [a for a in summary.alternatives["y"] if _only_xy(a["expression"])]
+    assert len(truth) == 1 and truth[0]["bounded"] is True

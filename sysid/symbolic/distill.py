@@ -43,6 +43,7 @@ from .library import (FORWARD_TERMS, SINGLE_TERMS, _candidates, _conditioning, _
                       _functions, _library_terms, _name, _physics_mask, _samples, _symbol_of)
 from .alternatives import alternatives as _alternatives, describe
 from .scoring import SCORE, _sparsest_close
+from .stability import run_past_data
 from .search import _Search
 from .summary import SymbolicSummary
 
@@ -277,6 +278,7 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
                  for s in states}
     notes.extend(describe(s.name, equations[s.name], a)
                  for s in states for a in alternatives[s.name])
+    stability = _stability(refit, fits, states, alternatives, notes)
     with torch.no_grad():
         tt, xt, ut = (torch.as_tensor(a, dtype=torch.float64)
                       for a in (samples.t, samples.x, samples.u))
@@ -312,7 +314,40 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
         fidelity=fidelity, domain=samples.domain, warnings=notes, path=path, result=refit,
         alternatives=alternatives,
         model=distilled.with_parameters(values), library=library, options=options,
-        terms=table, uncertainty=_curvature(refit, notes), fit_from=search.fit)
+        terms=table, uncertainty=_curvature(refit, notes), fit_from=search.fit,
+        stability=stability)
+
+
+def _stability(refit, fits, states, alternatives, notes):
+    """The selected model run past its data (:mod:`sysid.symbolic.stability`); where it
+    blows up, each alternative is run too (``alternative["bounded"]``) and a note names
+    those that stay bounded."""
+    found = run_past_data(refit)
+    if found is None or found["bounded"]:
+        return found
+    steady = []
+    for s in states:
+        for a in alternatives[s.name]:
+            fit = fits[a["candidate"]][1]
+            other = run_past_data(fit) if fit is not None else None
+            a["bounded"] = None if other is None else other["bounded"]
+            if a["bounded"]:
+                steady.append(f"for {s.name}, {_short(a['expression'])} (EBIC "
+                              f"{a['gap']:+.1f})")
+    offer = (f" Alternatives that stay bounded: {'; '.join(steady)} (summary.alternatives)."
+             if steady else " None of the alternatives within reach stays bounded either.")
+    notes.append(f"The distilled model leaves the range of the data when it runs past "
+                 f"them: {found['detail']}. If the system cannot do that, a term of the "
+                 f"distilled model matters only away from the data, where they do not "
+                 f"check it: do not trust its forecast.{offer} Measurements past the "
+                 f"data's end would tell them apart.")
+    return found
+
+
+def _short(expr):
+    expr = sp.sympify(expr)
+    return expr.xreplace({f: sp.Float(float(f"{float(f):.3g}"), 3)
+                          for f in expr.atoms(sp.Float)})
 
 
 def _curvature(refit, notes):

@@ -50,7 +50,16 @@ class SymbolicSummary:
         each with ``terms``, ``expression``, ``equation``, ``coefficients``, ``gap``
         (EBIC above the selected), ``candidate`` (row of :attr:`path`), ``refit`` and
         ``where`` (the time and states where it differs most from the selected equation
-        along the data). Empty lists where the data decide.
+        along the data), ``holdout`` (its and the selected one's held-out errors) and,
+        where the selected model blows up past the data, ``bounded``. Empty lists where
+        the data decide.
+    stability : dict or None
+        The selected model run from its fitted starts over the data and three spans of
+        the data past their end (:mod:`sysid.symbolic.stability`): ``bounded`` (False where a
+        state leaves its range over the data by more than 100x, or the solve fails),
+        ``horizon`` and ``detail``; a model that blows up is named in :attr:`warnings`
+        with the alternatives that stay bounded. None for models with inputs (their
+        future inputs are unknown).
     path : pandas.DataFrame
         Every candidate: ``method`` that proposed it (``forward``, ``STLSQ``, ``search``),
         relative STLSQ ``threshold``, ``support_<state>``, ``n_terms``, ``complexity``
@@ -120,7 +129,7 @@ class SymbolicSummary:
 
     def __init__(self, *, equations, model_equations, coefficients, fidelity, domain,
                  warnings, path, result, model, library, options, terms=None,
-                 uncertainty=None, fit_from=None, alternatives=None):
+                 uncertainty=None, fit_from=None, alternatives=None, stability=None):
         self.equations = equations
         self.model_equations = model_equations
         self.coefficients = coefficients
@@ -135,6 +144,7 @@ class SymbolicSummary:
         self.alternatives = alternatives if alternatives is not None else \
             {name: [] for name in equations}
         self._uncertainty = uncertainty
+        self.stability = stability
         self._options = dict(options)
         self._fit_from = fit_from
 
