@@ -246,23 +246,16 @@ def _limit_paragraph(reachable, n):
 def _ambiguity(rows):
     """The issue-26 targets: the truth selected or reported as an alternative in every
     seed, selections at the data limit, at most 3 alternatives per equation."""
-    n = len(rows)
-    among = sum(r["truth_alt"] for r in rows)
-    most = max(max(r["n_alt"]) for r in rows)
-    limited = [r for r in rows if r.get("limit")]
-    prefer = [r for r in limited if tuple(r["limit"]["selected"]) == ("xy", "xy")]
-    reached = sum(r["exact"] for r in prefer)
-    beyond = sum(r["exact"] for r in limited if r not in prefer)
-    return (f"What the data cannot decide: the true support is selected or among the "
-            f"reported alternatives (`summary.alternatives`: every support within 6 EBIC "
-            f"units of the selected, supersets that score worse left out) in {among}/{n} "
-            f"seeds, {_yes(among == n)}; the selection is at the data limit (exact in "
-            f"every seed where the data prefer the truth) in {reached}/{len(prefer)}, "
-            f"{_yes(reached == len(prefer))}"
-            + (f", and exact in {beyond} more where the in-sample scores prefer another "
-               f"support (the held-out error decided)" if beyond else "")
-            + f"; at most {most} alternatives for one equation, {_yes(most <= 3)} "
-              f"(target: 3).")
+    n, among, most = len(rows), sum(r["truth_alt"] for r in rows), max(max(r["n_alt"]) for r in rows)
+    prefer = [r for r in rows if r.get("limit") and tuple(r["limit"]["selected"]) == ("xy", "xy")]
+    reached, beyond = sum(r["exact"] for r in prefer), sum(r["exact"] for r in rows) - sum(r["exact"] for r in prefer)
+    return (f"What the data cannot decide: the true support is selected or among the reported alternatives "
+            f"(`summary.alternatives`: every support within 6 EBIC units of the selected, supersets that score "
+            f"worse left out) in {among}/{n} seeds, {_yes(among == n)}; the selection is at the data limit (exact "
+            f"in every seed where the data prefer the truth) in {reached}/{len(prefer)}, {_yes(reached == len(prefer))}"
+            + (f", and exact in {beyond} more where the in-sample scores prefer another support (the held-out "
+               f"error decided)" if beyond else "")
+            + f"; at most {most} alternatives for one equation, {_yes(most <= 3)} (target: 3).")
 
 
 def lv_table(rows, sigma, need_exact, published_ude, published_oracle):
