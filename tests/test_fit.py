@@ -365,3 +365,35 @@ def test_simulate_warns_when_the_network_reads_an_input_beyond_its_training_rang
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         physics.simulate(beyond)
+
+
+def test_noise_auto_keeps_the_error_model_under_which_the_data_are_more_likely():
+    # Lotka-Volterra with 10 % relative errors (multiplicative) and with additive errors of
+    # the same average size: noise="auto" fits both error models and keeps log-normal for
+    # the first and Gaussian for the second; data with a value <= 0 stay Gaussian
+    truth = sysid.datasets.simulate("lotka_volterra", noise=0.0, t_end=6.0, dt=0.2)
+    rng = np.random.default_rng(3)
+    e = rng.standard_normal((2, truth.sizes["time"]))
+    x, y = sp.symbols("x y")
+    a, b, c, d = sp.symbols("a b c d", positive=True)
+    model = sysid.HybridODE(states=[x, y], physics={x: a * x - b * x * y, y: c * x * y - d * y},
+                            parameters={a: 1.0, b: 1.0, c: 1.0, d: 1.0})
+    relative = truth.copy()
+    additive = truth.copy()
+    for j, name in enumerate(("x", "y")):
+        v = truth[name].values
+        relative[name] = ("time", v * np.exp(0.1 * e[j]))
+        additive[name] = ("time", v + 0.1 * float(np.mean(v)) * e[j])
+    chosen = {}
+    for label, data in (("relative", relative), ("additive", additive)):
+        result = sysid.fit(model, data, progress=False, noise="auto")
+        chosen[label] = result.options.noise
+        assert result.stats["noise"].startswith(f"noise='auto': {chosen[label]}")
+    assert chosen == {"relative": "lognormal", "additive": "gaussian"}
+    shifted = additive.copy()
+    shifted["x"] = shifted["x"] - float(shifted["x"].min()) - 0.1
+    result = sysid.fit(model.with_parameters({}), shifted, progress=False, noise="auto",
+                       throw=False)
+    assert result.options.noise == "gaussian" and "not positive" in result.stats["noise"]
+    with pytest.raises(ValueError, match="noise='auto'.*checkpoint"):
+        sysid.fit(model, relative, progress=False, noise="auto", checkpoint="x.ckpt")

@@ -38,7 +38,7 @@ class FitOptions:
     >>> sysid.FitOptions(noise="gauss")
     Traceback (most recent call last):
         ...
-    ValueError: fit option noise must be one of ('gaussian', 'lognormal', 'student_t'); received 'gauss'.
+    ValueError: fit option noise must be one of ('gaussian', 'lognormal', 'student_t', 'auto'); received 'gauss'.
     """
 
     seed: int = 0
@@ -107,10 +107,16 @@ class FitOptions:
                              "its steps; adjoint=True is for torchdiffeq's explicit solvers. "
                              "Use adjoint=False (the default) with rosenbrock23.")
         choices = {"solver": ("auto", "dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
-                   "interpolation": ("linear", "zoh"), "noise": ("gaussian", "lognormal", "student_t")}
+                   "interpolation": ("linear", "zoh"),
+                   "noise": ("gaussian", "lognormal", "student_t", "auto")}
         if self.throw not in (None, True, False):
             raise ValueError(f"fit option throw must be None, True or False; received "
                              f"{self.throw!r}.")
+        if self.noise == "auto" and (self.checkpoint or self.resume):
+            raise ValueError("fit option noise='auto' fits the model twice (gaussian and "
+                             "lognormal errors) and cannot checkpoint that; give the noise "
+                             "model explicitly (noise='gaussian' or 'lognormal') to use "
+                             "checkpoint= or resume=.")
         if self.physics_first not in (True, False):
             raise ValueError(f"fit option physics_first must be True or False; received "
                              f"{self.physics_first!r}.")

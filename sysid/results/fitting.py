@@ -114,10 +114,15 @@ def fit(model: HybridODE, data, **options):
         fit improves (the role of APHYNITY's increasing lambda).
     weight_decay : float, default 1e-5
         L2 penalty on the network weights.
-    noise : {"gaussian", "lognormal", "student_t"}
+    noise : {"gaussian", "lognormal", "student_t", "auto"}
         Measurement noise model: Gaussian per channel; log-normal for positive quantities
         such as counts; Student-t (4 degrees of freedom) when the data have outliers.
         Levels come from ``attrs['noise_std']`` or are estimated with the model.
+        ``"auto"`` fits the model under Gaussian and under log-normal errors (where every
+        measurement is positive) and keeps the fit under which the measurements are the
+        more likely (:mod:`sysid.training.noise_choice`; twice the fit time):
+        ``result.options.noise`` is the model kept, ``result.stats["noise"]`` the
+        comparison.
     solver : {"auto", "dopri5", "rk4", "rosenbrock23", "bosh3", "dopri8"}
         Integrator. ``"auto"`` (default) measures the model's stiffness on the data (the
         spectral radius of the physics' Jacobian at the guessed states over the record,

@@ -22,7 +22,7 @@ from ..problem.placement import check_device, to_device
 from ..problem.problem import build_problem
 from ..runtime.progress import progress_bar
 from ..solve.integrate import SolverFailure, threads_for
-from . import horizon
+from . import horizon, noise_choice
 from .checkpoints import Checkpointing, fingerprint
 from .phases import Phases, _failure_status, copy_state
 
@@ -59,6 +59,18 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
                          f"{type(model).__name__}.")
     start = time.perf_counter()
     opts = FitOptions.from_kwargs(**options)
+    if opts.noise == "auto":
+        if like is not None:                   # a refit keeps its original's error model
+            options = dict(options, noise=like.options.noise)
+        else:
+            def fit_once(noise):
+                return train(model, data, x0, **dict(options, noise=noise))
+
+            bundle = prepare(model, data, time_unit=opts.time_unit)
+            trained, note = noise_choice.choose(fit_once, bundle)
+            return trained._replace(stats=dict(trained.stats, noise=note,
+                                               wall_time_s=time.perf_counter() - start))
+        opts = FitOptions.from_kwargs(**options)
     first, warm = None, model
     if opts.physics_first and model.residual is not None and like is None \
             and not isinstance(model, HybridPDE):
