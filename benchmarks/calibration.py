@@ -3,40 +3,56 @@
     cd benchmarks && python calibration.py                  # the record (20 draws per case)
     cd benchmarks && python calibration.py --quick          # 3 draws per case, a smoke check
     cd benchmarks && python calibration.py --only fhn sir_i --draws 40
+    cd benchmarks && python calibration.py --proposed-fix   # with the fix of the record
 
 Unlike ``uncertainty.py`` (which starts at the truth with single shooting to test the
 intervals at the optimum), every fit here is what a user gets: ``sysid.fit(model, data,
-progress=False, throw=False, seed=0)`` with default options, from the guesses a user would
-write (not the truth). Each case simulates ``--draws`` noisy data sets (noise seeds
-0..N-1) with ``sysid.datasets.simulate(..., truth=True)``, fits, and records whether
-the intervals of ``result.parameter_table(level)`` at 68, 90 and 95 % hold the true
-parameters, and whether the bands of ``result.impute(level=...)`` hold the true
-never-measured states at the sample times (pooled over times and draws). Fits whose
-status is not a success are left out and counted.
+progress=False, throw=False, seed=0)`` with default options (plus what the data call for:
+``interpolation="zoh"`` for the held pump voltage), from the guesses a user would write,
+not the truth. Each case simulates ``--draws`` noisy data sets (noise seeds 0..N-1) with
+``sysid.datasets.simulate(..., truth=True)``, fits, and records whether the intervals of
+``result.parameter_table(level)`` at 68, 90 and 95 % hold the true parameters, and whether
+the bands of ``result.impute(level=...)`` hold the true never-measured states at the
+sample times (pooled over times and draws). Fits whose status is not a success are left
+out and counted.
 
-Per case and quantity the table gives the coverage at each level, the central 95 %
-binomial range of the coverage of as many calibrated intervals (``calibrated_range`` of
-``uncertainty.py``; for bands it is only a guide: neighbouring times are correlated),
-``se / sd`` (the mean reported standard error over the empirical standard deviation of
-the estimates across draws: about 1 when the errors have the right size), the bias of
-the estimates in units of their empirical sd, and ``|t| max`` (the largest
-``|estimate - truth| / se`` of any draw). Issue 27's targets: nominal 90 % within
-85-95 %, nominal 68 % within 60-76 %.
+Per case and quantity the table gives the coverage at each level over the successful fits
+(marked "(low)"/"(high)" outside the central 95 % binomial range of as many calibrated
+intervals, ``calibrated_range`` of ``uncertainty.py``; for bands the range is only a
+guide, neighbouring times are correlated). A successful fit can still sit at a wrong
+local optimum: it "misses the data" where its fitted noise level of some channel is over
+``MISSED`` (2) times the simulator's true one. "90 % w/o missed" is the 90 % coverage
+without those fits ("=" where there are none), and over the same fits ``se / sd`` (mean
+reported standard error over the standard deviation of the estimates across draws: about
+1 when the errors have the right size), ``bias / sd`` and ``|t| max`` (the largest
+``|estimate - truth| / se``). Issue 27's targets: nominal 90 % within 85-95 %, nominal
+68 % within 60-76 %.
+
+``--proposed-fix`` patches into sysid (for this process only) the change proposed in
+``results/calibration.md`` (:func:`proposed_fix`): a physics-only fit whose residuals
+over whole records are systematic also gets the grown-horizon rescue, which also tries
+shooting windows of 3 samples.
 
 Cases
 -----
-fhn        FitzHugh-Nagumo, v and w measured, 60 irregular samples on [0, 100], 5 %
-           noise; a, b, tau, I free (the case a user measured at 25 of 36).
-sir_i      SIR, only I measured (dt 2 days, 51 samples, 5 %); beta, gamma free; bands of
-           the never-measured S (R does not act on I and is left out of the model).
-vdp_x      Van der Pol, only x measured (t in [0, 20], dt 0.25, 81 samples, 5 %); mu free;
-           band of the never-measured y.
-duffing_x  Forced Duffing, only x measured (t in [0, 50], dt 0.5, 101 samples, 5 %, the
-           input u known); delta, alpha, beta free; band of the never-measured v.
-two_tank   Two tanks, both levels measured (t in [0, 200], dt 2, 101 samples, 5 %, the
-           pump voltage known); k1, k2, k3, k4 free.
-lv_hybrid  Lotka-Volterra (t in [0, 3], dt 0.1, both measured, 5 %), the interaction
-           terms left to sysid.MLP(width=16, depth=2); a and d free.
+fhn              FitzHugh-Nagumo, v and w measured, 60 irregular samples on [0, 100], 5 %
+                 noise; a, b, tau, I free.
+fhn_3x20         The same with the 60 samples as 3 trajectories (random initial states)
+                 of 20 irregular samples each.
+sir_i            SIR, only I measured (dt 2 days, 51 samples, 5 %); beta, gamma free;
+                 bands of the never-measured S (R does not act on I and is left out).
+vdp_x            Van der Pol, only x measured (t in [0, 20], dt 0.25, 81 samples, 5 %); mu
+                 free; band of the never-measured y.
+duffing_x        Forced Duffing, only x measured (t in [0, 50], dt 0.5, 101 samples, 5 %;
+                 the input u = 0.2 cos(1.2 t), sampled with the data, interpolated
+                 linearly by the fit); delta, alpha, beta free; band of the never-measured v.
+duffing_fine     The same with u given on a 0.1 grid (x still measured every 0.5).
+two_tank         Two tanks, both levels measured (t in [0, 200], dt 2, 101 samples, 5 %,
+                 the pump voltage known, held: interpolation="zoh"); k1, k2, k3, k4 free.
+lv_hybrid        Lotka-Volterra (t in [0, 3], dt 0.1, both measured, 5 %), the interaction
+                 terms left to sysid.MLP(width=16, depth=2); a and d free.
+pendulum_hybrid  Damped pendulum, angle only (dt 0.5, 41 samples, 5 %), friction left to
+                 sysid.MLP(width=16, depth=2, states=[omega]); omega0 free; band of omega.
 """
 
 from __future__ import annotations
@@ -51,6 +67,7 @@ import warnings
 import numpy as np
 import sympy as sp
 import torch
+import xarray as xr
 
 import sysid
 from machine import markdown
@@ -70,8 +87,17 @@ class Case:
         self.name, self.title, self.model = name, title, model
         self.simulate, self.truth, self.hidden, self.kind = simulate, truth, hidden, kind
 
+    every = 1           # keep the states' measurements at every n-th time only
+    fit = {}            # fit options besides the defaults (what the data call for)
+
     def data(self, seed):
-        return sysid.datasets.simulate(seed=seed, truth=True, **self.simulate)
+        data, true = sysid.datasets.simulate(seed=seed, truth=True, **self.simulate)
+        if self.every > 1:
+            keep = np.arange(data.sizes["time"]) % self.every == 0
+            for name in data.data_vars:
+                if data[name].attrs.get("role") == "state":
+                    data[name] = data[name].where(xr.DataArray(keep, dims="time"))
+        return data, true
 
 
 def fhn() -> Case:
@@ -84,6 +110,14 @@ def fhn() -> Case:
                 model, dict(name="fitzhugh_nagumo", noise=0.05, irregular=True,
                             t_end=100.0, dt=100.0 / 59),
                 {"a": 0.7, "b": 0.8, "tau": 12.5, "I": 0.5})
+
+
+def fhn_3x20() -> Case:
+    case = fhn()
+    case.name, case.title = "fhn_3x20", ("FitzHugh-Nagumo, v and w measured, 3 trajectories x 20 "
+                                         "irregular samples (60 in all), 5 % noise")
+    case.simulate = dict(case.simulate, dt=100.0 / 19, n_trajectories=3)
+    return case
 
 
 def sir_i() -> Case:
@@ -119,6 +153,15 @@ def duffing_x() -> Case:
                 {"delta": 0.3, "alpha": -1.0, "beta": 1.0}, hidden=("v",))
 
 
+def duffing_fine() -> Case:
+    case = duffing_x()
+    case.name, case.title = "duffing_fine", ("Forced Duffing as duffing_x, the input u given "
+                                             "on a 0.1 grid (x still every 0.5)")
+    case.simulate = dict(case.simulate, dt=0.1)
+    case.every = 5
+    return case
+
+
 def two_tank() -> Case:
     h1, h2, u = sp.symbols("h1 h2 u")
     k1, k2, k3, k4 = sp.symbols("k1 k2 k3 k4", positive=True)
@@ -126,9 +169,12 @@ def two_tank() -> Case:
                             physics={h1: -k1 * sp.sqrt(h1) + k4 * u,
                                      h2: k2 * sp.sqrt(h1) - k3 * sp.sqrt(h2)},
                             parameters={k1: 1.0, k2: 1.0, k3: 1.0, k4: 1.0})
-    return Case("two_tank", "Two tanks, both levels measured (101 samples), 5 % noise",
+    case = Case("two_tank", "Two tanks, both levels measured (101 samples), 5 % noise, "
+                "the pump voltage held between samples (interpolation='zoh')",
                 model, dict(name="two_tank", noise=0.05, dt=2.0),
                 {"k1": 0.5, "k2": 0.5, "k3": 0.6, "k4": 1.0})
+    case.fit = dict(interpolation="zoh")      # the simulator holds the staircase input
+    return case
 
 
 def lv_hybrid() -> Case:
@@ -143,28 +189,50 @@ def lv_hybrid() -> Case:
                 {"a": 1.3, "d": 1.8}, kind="hybrid")
 
 
-CASES = {f.__name__: f for f in (fhn, sir_i, vdp_x, duffing_x, two_tank, lv_hybrid)}
+def pendulum_hybrid() -> Case:
+    th, om = sp.symbols("theta omega")
+    w0 = sp.Symbol("omega0", positive=True)
+    model = sysid.HybridODE(states=[th, om], physics={th: om, om: -w0 ** 2 * sp.sin(th)},
+                            parameters={w0: 1.5},
+                            residual=sysid.MLP(width=16, depth=2, states=[om]))
+    return Case("pendulum_hybrid", "Damped pendulum, angle only (41 samples), 5 % noise, "
+                "friction left to an MLP on omega; omega0 free",
+                model, dict(name="pendulum", noise=0.05, observed=["theta"]),
+                {"omega0": 2 * math.pi / 6}, hidden=("omega",), kind="hybrid")
+
+
+CASES = {f.__name__: f for f in (fhn, fhn_3x20, sir_i, vdp_x, duffing_x, duffing_fine,
+                                  two_tank, lv_hybrid, pendulum_hybrid)}
+
+
+#: A fit "misses the data" where its fitted noise level of some channel is over this many
+#: times the true one (the simulator's ``true_noise_std``): a wrong local optimum.
+MISSED = 2.0
 
 
 def run_case(case: Case, draws: int) -> dict:
     """Fit ``draws`` noise draws; per quantity, the interval hits at each level and the
-    estimates and standard errors."""
+    estimates and standard errors; per draw, whether the fit missed the data."""
     out = {"est": {k: [] for k in case.truth}, "se": {k: [] for k in case.truth},
            "hit": {k: {lv: [] for lv in LEVELS} for k in case.truth},
            "band": {h: {lv: [] for lv in LEVELS} for h in case.hidden},
-           "failed": [], "flagged": 0, "fit_s": [], "table_s": [], "band_s": [],
-           "seeds": []}
+           "missed": [], "failed": [], "flagged": 0, "fit_s": [], "table_s": [],
+           "band_s": [], "seeds": [], "grown": 0}
     for seed in range(draws):
         data, true = case.data(seed)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = sysid.fit(case.model, data, **FIT)
+            result = sysid.fit(case.model, data, **FIT, **case.fit)
         out["fit_s"].append(time.perf_counter() - start)
         if not result.status.success:
             out["failed"].append(seed)
             continue
         out["seeds"].append(seed)
+        out["grown"] += "kept the grown" in str(result.stats.get("grow_horizon"))
+        ratio = max(result.noise_std[k] / float(data[k].attrs["true_noise_std"])
+                    for k in result.noise_std)
+        out["missed"].append(bool(ratio > MISSED))
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -192,51 +260,141 @@ def run_case(case: Case, draws: int) -> dict:
     return out
 
 
-def _verdict(cov: float, lv: float, n: int) -> str:
+def _pct(hits) -> str:
+    return f"{100 * np.mean(hits):.0f}" if len(hits) else "-"
+
+
+def _mark(hits, lv) -> str:
+    """The coverage, marked where it is outside the calibrated binomial range."""
+    n = len(hits)
+    if not n:
+        return "-"
+    cov = float(np.mean(hits))
     lo, hi = calibrated_range(n, lv)
-    return "" if lo <= cov <= hi else (" (low)" if cov < lo else " (high)")
+    return _pct(hits) + ("" if lo <= cov <= hi else (" (low)" if cov < lo else " (high)"))
 
 
 def rows_of(case: Case, out: dict) -> list[dict]:
+    """Per quantity: coverage at each level over every successful fit, the calibrated
+    range, coverage at 90 % over the fits that reach the data, and (over those) the
+    size and bias of the errors."""
     rows = []
+    good = ~np.asarray(out["missed"], bool)
     for k, v in case.truth.items():
         est, se = np.asarray(out["est"][k]), np.asarray(out["se"][k])
         n = est.size
         row = {"quantity": k, "truth": v, "fits": n}
         for lv in LEVELS:
-            cov = float(np.mean(out["hit"][k][lv])) if n else float("nan")
-            lo, hi = calibrated_range(n, lv) if n else (float("nan"),) * 2
-            row[f"{round(100 * lv)} %"] = f"{100 * cov:.0f}{_verdict(cov, lv, n) if n else ''}"
-            row[f"calibrated {round(100 * lv)} %"] = f"{100 * lo:.0f}-{100 * hi:.0f}"
-        sd = float(np.std(est, ddof=1)) if n > 1 else float("nan")
-        row["se / sd"] = float(np.mean(se) / sd) if n > 1 and sd > 0 else float("nan")
-        row["bias / sd"] = float((np.mean(est) - v) / sd) if n > 1 and sd > 0 else float("nan")
-        row["|t| max"] = float(np.max(np.abs(est - v) / se)) if n else float("nan")
+            row[f"{round(100 * lv)} %"] = _mark(out["hit"][k][lv], lv)
+        row["calibrated 68/90/95 (n fits)"] = "/".join(
+            "{:.0f}-{:.0f}".format(*(100 * np.array(calibrated_range(n, lv)))) for lv in LEVELS)
+        hit90 = np.asarray(out["hit"][k][0.90], bool)
+        row["90 % w/o missed"] = _mark(hit90[good], 0.90) if (~good).any() else "="
+        e, s_ = est[good], se[good]
+        sd = float(np.std(e, ddof=1)) if e.size > 1 else float("nan")
+        row["se / sd"] = float(np.mean(s_) / sd) if e.size > 1 and sd > 0 else float("nan")
+        row["bias / sd"] = float((np.mean(e) - v) / sd) if e.size > 1 and sd > 0 else float("nan")
+        row["|t| max"] = float(np.max(np.abs(e - v) / s_)) if e.size else float("nan")
         rows.append(row)
     for h in case.hidden:
-        n = len(out["band"][h][LEVELS[0]])
+        bands = out["band"][h]
+        n = len(bands[LEVELS[0]])
         if not n:
             continue
-        times = out["band"][h][LEVELS[0]][0].size
-        row = {"quantity": f"{h} (band, {times} times)", "truth": None, "fits": n}
+        row = {"quantity": f"{h} (band, {bands[LEVELS[0]][0].size} times)", "truth": None,
+               "fits": n}
         for lv in LEVELS:
-            cov = float(np.mean(np.concatenate(out["band"][h][lv])))
-            lo, hi = calibrated_range(n, lv)
-            row[f"{round(100 * lv)} %"] = f"{100 * cov:.0f}"
-            row[f"calibrated {round(100 * lv)} %"] = f"{100 * lo:.0f}-{100 * hi:.0f}"
+            row[f"{round(100 * lv)} %"] = _pct(np.concatenate(bands[lv]))
+        row["calibrated 68/90/95 (n fits)"] = "(pooled times)"
+        row["90 % w/o missed"] = _pct(np.concatenate(
+            [b for b, g in zip(bands[0.90], good) if g]) if good.any() else []) \
+            if (~good).any() else "="
         rows.append(row)
     return rows
 
 
 def summary_row(case: Case, out: dict, wall: float) -> dict:
+    missed = [s for s, m in zip(out["seeds"], out["missed"]) if m]
     return {"case": case.name, "kind": case.kind, "draws": len(out["fit_s"]),
             "failed fits": len(out["failed"]) if not out["failed"] else
             f"{len(out['failed'])} (seeds {', '.join(map(str, out['failed']))})",
+            "missed the data": len(missed) if not missed else
+            f"{len(missed)} (seeds {', '.join(map(str, missed))})",
+            "grown horizon kept": out["grown"],
             "identifiability warnings": out["flagged"],
             "fit s (median)": float(np.median(out["fit_s"])),
+            "fit s (max)": float(np.max(out["fit_s"])),
             "table s (median)": float(np.median(out["table_s"])) if out["table_s"] else None,
             "bands s (median)": float(np.median(out["band_s"])) if out["band_s"] else None,
             "case wall s": wall}
+
+
+#: Lag-1 autocorrelation of the whole-record residuals, in units of its standard error
+#: under white noise (``rho_1 sqrt(n)``), above which the proposed fix calls them
+#: systematic. Measured on FitzHugh-Nagumo (both settings, 100 draws): fits at the data's
+#: optimum at most 2.25, fits at a wrong optimum at least 3.68.
+WHITENESS = 3.0
+
+
+def residual_autocorrelation(problem) -> float:
+    """The largest, over channels, lag-1 autocorrelation of the standardised whole-record
+    residuals (pooled over trajectories, consecutive observed samples) times sqrt(n)."""
+    from sysid.training import horizon
+
+    res, mask = horizon._whole_residuals(problem)
+    res, mask = res.numpy(), mask.numpy()
+    out = 0.0
+    for c in range(res.shape[-1]):
+        num = den = 0.0
+        n = 0
+        for b in range(res.shape[0]):
+            v = res[b, mask[b, :, c], c]
+            if v.size < 3:
+                continue
+            num += float(np.sum(v[1:] * v[:-1]))
+            den += float(np.sum(v * v))
+            n += v.size - 1
+        if den > 0:
+            out = max(out, num / den * math.sqrt(n))
+    return out
+
+
+def proposed_fix() -> None:
+    """The fix proposed in results/calibration.md, patched into sysid for a measurement:
+    under ``grow_horizon="auto"`` a physics-only fit whose whole-record residuals are
+    systematic (lag-1 autocorrelation z over WHITENESS on some channel) is treated as a
+    miss even where its misfit ratio to the second-difference noise level is under 3 (on
+    sparse samples of a fast oscillation that level is 5-10x the true noise), and the
+    rescue grows the horizon twice, with the fit's shooting windows and with windows of 3
+    samples; the best whole-record objective is kept (never worse than the first fit)."""
+    from sysid.solve.integrate import SolverFailure
+    from sysid.training import horizon
+
+    misfit_ratio, grow = horizon.misfit_ratio, horizon.grow
+
+    def patched_ratio(problem):
+        ratio = misfit_ratio(problem)
+        if ratio > horizon.MISFIT:
+            return ratio
+        try:
+            systematic = residual_autocorrelation(problem) > WHITENESS
+        except SolverFailure:
+            return float("inf")
+        return max(ratio, math.nextafter(horizon.MISFIT, math.inf)) if systematic else ratio
+
+    def patched_grow(fit_once, model, data, bundle, options, x0=None):
+        candidates = [grow(fit_once, model, data, bundle, options, x0)]
+        if options.get("shooting", "auto") not in ("single", 2, 3):
+            candidates.append(grow(fit_once, model, data, bundle, dict(options, shooting=3), x0))
+        best, value = None, float("inf")
+        for c in candidates:
+            if c is not None and c.status.success:
+                v = horizon.whole_objective(c.problem)
+                if v < value:
+                    best, value = c, v
+        return best if best is not None else candidates[0]
+
+    horizon.misfit_ratio, horizon.grow = patched_ratio, patched_grow
 
 
 def commit() -> str:
@@ -251,13 +409,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 draws per case")
     parser.add_argument("--draws", type=int, default=None, help="noise draws per case (20)")
+    parser.add_argument("--proposed-fix", action="store_true",
+                        help="patch the fix proposed in results/calibration.md into sysid")
     parser.add_argument("--only", nargs="*", default=None, choices=list(CASES),
                         help="cases to run: " + " ".join(CASES))
     args = parser.parse_args(argv)
     draws = args.draws or (3 if args.quick else 20)
+    if args.proposed_fix:
+        proposed_fix()
     names = [n for n in CASES if n in set(args.only or CASES)]
     print(f"# sysid calibration benchmark ({draws} draws per case), torch {torch.__version__}, "
-          f"sysid {getattr(sysid, '__version__', '?')}, commit {commit()}, 1 thread\n")
+          f"sysid {getattr(sysid, '__version__', '?')}, commit {commit()}, 1 thread"
+          f"{', with the proposed fix patched in' if args.proposed_fix else ''}\n")
     summary, total = [], time.perf_counter()
     for name in names:
         case = CASES[name]()
