@@ -3,7 +3,6 @@
     cd benchmarks && python calibration.py                  # the record (20 draws per case)
     cd benchmarks && python calibration.py --quick          # 3 draws per case, a smoke check
     cd benchmarks && python calibration.py --only fhn sir_i --draws 40
-    cd benchmarks && python calibration.py --proposed-fix   # with the fix of the record
 
 Unlike ``uncertainty.py`` (which starts at the truth with single shooting to test the
 intervals at the optimum), every fit here is what a user gets: ``sysid.fit(model, data,
@@ -28,10 +27,9 @@ reported standard error over the standard deviation of the estimates across draw
 ``|estimate - truth| / se``). Issue 27's targets: nominal 90 % within 85-95 %, nominal
 68 % within 60-76 %.
 
-``--proposed-fix`` patches into sysid (for this process only) the change proposed in
-``results/calibration.md`` (:func:`proposed_fix`): a physics-only fit whose residuals
-over whole records are systematic also gets the grown-horizon rescue, which also tries
-shooting windows of 3 samples.
+The fix this benchmark led to is in sysid since (``sysid.training.horizon.miss`` and
+``rescue``): a physics-only fit whose residuals over whole records are systematic also
+gets the grown-horizon rescue, which also tries 3 shooting windows.
 
 Cases
 -----
@@ -329,74 +327,6 @@ def summary_row(case: Case, out: dict, wall: float) -> dict:
             "case wall s": wall}
 
 
-#: Lag-1 autocorrelation of the whole-record residuals, in units of its standard error
-#: under white noise (``rho_1 sqrt(n)``), above which the proposed fix calls them
-#: systematic. Measured on FitzHugh-Nagumo (both settings, 100 draws): fits at the data's
-#: optimum at most 2.25, fits at a wrong optimum at least 3.68.
-WHITENESS = 3.0
-
-
-def residual_autocorrelation(problem) -> float:
-    """The largest, over channels, lag-1 autocorrelation of the standardised whole-record
-    residuals (pooled over trajectories, consecutive observed samples) times sqrt(n)."""
-    from sysid.training import horizon
-
-    res, mask = horizon._whole_residuals(problem)
-    res, mask = res.numpy(), mask.numpy()
-    out = 0.0
-    for c in range(res.shape[-1]):
-        num = den = 0.0
-        n = 0
-        for b in range(res.shape[0]):
-            v = res[b, mask[b, :, c], c]
-            if v.size < 3:
-                continue
-            num += float(np.sum(v[1:] * v[:-1]))
-            den += float(np.sum(v * v))
-            n += v.size - 1
-        if den > 0:
-            out = max(out, num / den * math.sqrt(n))
-    return out
-
-
-def proposed_fix() -> None:
-    """The fix proposed in results/calibration.md, patched into sysid for a measurement:
-    under ``grow_horizon="auto"`` a physics-only fit whose whole-record residuals are
-    systematic (lag-1 autocorrelation z over WHITENESS on some channel) is treated as a
-    miss even where its misfit ratio to the second-difference noise level is under 3 (on
-    sparse samples of a fast oscillation that level is 5-10x the true noise), and the
-    rescue grows the horizon twice, with the fit's shooting windows and with windows of 3
-    samples; the best whole-record objective is kept (never worse than the first fit)."""
-    from sysid.solve.integrate import SolverFailure
-    from sysid.training import horizon
-
-    misfit_ratio, grow = horizon.misfit_ratio, horizon.grow
-
-    def patched_ratio(problem):
-        ratio = misfit_ratio(problem)
-        if ratio > horizon.MISFIT:
-            return ratio
-        try:
-            systematic = residual_autocorrelation(problem) > WHITENESS
-        except SolverFailure:
-            return float("inf")
-        return max(ratio, math.nextafter(horizon.MISFIT, math.inf)) if systematic else ratio
-
-    def patched_grow(fit_once, model, data, bundle, options, x0=None):
-        candidates = [grow(fit_once, model, data, bundle, options, x0)]
-        if options.get("shooting", "auto") not in ("single", 2, 3):
-            candidates.append(grow(fit_once, model, data, bundle, dict(options, shooting=3), x0))
-        best, value = None, float("inf")
-        for c in candidates:
-            if c is not None and c.status.success:
-                v = horizon.whole_objective(c.problem)
-                if v < value:
-                    best, value = c, v
-        return best if best is not None else candidates[0]
-
-    horizon.misfit_ratio, horizon.grow = patched_ratio, patched_grow
-
-
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -409,18 +339,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 draws per case")
     parser.add_argument("--draws", type=int, default=None, help="noise draws per case (20)")
-    parser.add_argument("--proposed-fix", action="store_true",
-                        help="patch the fix proposed in results/calibration.md into sysid")
     parser.add_argument("--only", nargs="*", default=None, choices=list(CASES),
                         help="cases to run: " + " ".join(CASES))
     args = parser.parse_args(argv)
     draws = args.draws or (3 if args.quick else 20)
-    if args.proposed_fix:
-        proposed_fix()
     names = [n for n in CASES if n in set(args.only or CASES)]
     print(f"# sysid calibration benchmark ({draws} draws per case), torch {torch.__version__}, "
           f"sysid {getattr(sysid, '__version__', '?')}, commit {commit()}, 1 thread"
-          f"{', with the proposed fix patched in' if args.proposed_fix else ''}\n")
+          "\n")
     summary, total = [], time.perf_counter()
     for name in names:
         case = CASES[name]()

@@ -86,21 +86,21 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
     if trained.status.code == "interrupted" or (growing == "auto" and (
             model.residual is not None or not trained.status.success)):
         return trained
-    ratio = horizon.misfit_ratio(trained.problem)
-    if growing == "auto" and not ratio > horizon.MISFIT:
-        return trained
+    reason = horizon.miss(trained.problem)
+    if reason is None:
+        if growing == "auto":
+            return trained
+        reason = "grow_horizon=True"
     stage = dict(options, grow_horizon=False, checkpoint=None, resume=None, progress=False)
-    grown = horizon.grow(lambda m, d, z, **o: _train_once(m, d, z, None, FitOptions(**o)),
-                         model, data, trained.bundle, stage, x0)
+    grown, after, why = horizon.rescue(
+        lambda m, d, z, **o: _train_once(m, d, z, None, FitOptions(**o)),
+        model, data, trained.bundle, stage, x0)
     before = horizon.whole_objective(trained.problem)
-    after = float("inf") if grown is None or not grown.status.success \
-        else horizon.whole_objective(grown.problem)
-    kept = after < before
-    what = ("no part of the record holds enough samples" if grown is None else
-            f"the fit grown from the record's start reached {after:.1f} against "
-            f"{before:.1f} (negative log-likelihood)")
-    note = (f"grown horizon: the whole-record fit missed the data by {ratio:.1f}x their "
-            f"noise level; {what}; kept the {'grown' if kept else 'whole-record'} fit")
+    kept = grown is not None and after < before
+    what = (why if grown is None else f"the fit grown from the record's start reached "
+            f"{after:.1f} against {before:.1f} (negative log-likelihood)")
+    note = (f"grown horizon: {reason}; {what}; kept the "
+            f"{'grown' if kept else 'whole-record'} fit")
     best = grown if kept else trained
     stats = dict(best.stats, wall_time_s=time.perf_counter() - start, grow_horizon=note)
     status = FitStatus(best.status.code, "; ".join(d for d in (best.status.detail, note) if d))
