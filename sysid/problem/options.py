@@ -74,6 +74,13 @@ class FitOptions:
     checkpoint_every: float = 30.0
     resume: str | None = None
 
+    def adam_patience(self, epochs: int | None) -> int:
+        """The Adam phase's patience: the option, else a tenth of the Adam ``epochs``,
+        at least 30 (``epochs=None``: the 60 default epochs, so 30)."""
+        if self.patience is not None:
+            return self.patience
+        return 30 if epochs is None else max(30, int(epochs) // 10)
+
     def __post_init__(self):
         for name in ("checkpoint", "resume"):       # paths are kept as text
             value = getattr(self, name)

@@ -50,13 +50,18 @@ def _direct_channel(model, bundle, state):
     return bundle.channels.index(names[0]) if names else None
 
 
+def _typical_level(bundle) -> float:
+    """The median size of the measured values (1 where there is none)."""
+    typical = np.nanmedian(np.abs(bundle.y[bundle.mask])) if bundle.mask.any() else 1.0
+    return float(typical) if np.isfinite(typical) and typical > 0 else 1.0
+
+
 def _sign_constrained_start(model, free, bundle):
     """Start and bounds of the search for unobserved states: 0 and unbounded, except for a
     state declared ``positive=True`` (``negative=True``), which starts at the typical size of
     the measured channels with that sign and stays on its side of 0 (a tank level under a
     square root, a concentration)."""
-    typical = np.nanmedian(np.abs(bundle.y[bundle.mask])) if bundle.mask.any() else 1.0
-    typical = float(typical) if np.isfinite(typical) and typical > 0 else 1.0
+    typical = _typical_level(bundle)
     start, low, high = np.zeros(len(free)), np.full(len(free), -np.inf), np.full(len(free), np.inf)
     for j, i in enumerate(free):
         sym = model.states[i]
@@ -77,8 +82,7 @@ def _other_signs(mismatch, found, ok, start, bounds, n_known, bundle) -> None:
     open_ = np.isinf(bounds[0]) & np.isinf(bounds[1])
     if not open_.any():
         return
-    typical = np.nanmedian(np.abs(bundle.y[bundle.mask])) if bundle.mask.any() else 1.0
-    typical = float(typical) if np.isfinite(typical) and typical > 0 else 1.0
+    typical = _typical_level(bundle)
 
     def slope_cost(v):
         with np.errstate(all="ignore"):

@@ -430,9 +430,7 @@ class FitResult(Trajectories):
         'converged'
         """
         if not self.status.success:
-            err = FitError(f"{self.status} The result is attached as err.result.")
-            err.result = self
-            raise err
+            raise _failure(self)
         return self
 
     def __repr__(self) -> str:
@@ -458,6 +456,14 @@ class FitResult(Trajectories):
 
 
 
+def _failure(result) -> FitError:
+    """The :class:`FitError` of a failed ``result``: its status and advice, with the
+    result attached as ``err.result``."""
+    err = FitError(f"{result.status} The best result so far is attached as err.result.")
+    err.result = result
+    return err
+
+
 def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
     """:func:`sysid.fit` starting from the initial states ``x0`` (trajectories, states), in
     physical units, instead of estimating them from the first samples (``None``: the
@@ -474,10 +480,7 @@ def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
         result = FieldResult(result, data, fit_from)
     if not trained.status.success:
         if trained.options.throw:
-            err = FitError(f"{trained.status} The best result so far is attached as "
-                           f"err.result.")
-            err.result = result
-            raise err
+            raise _failure(result)
         if trained.options.throw is None:
             warnings.warn(f"{trained.status} The result holds the best parameters found "
                           f"(result.status says what happened; result.raise_for_status() "

@@ -41,7 +41,7 @@ from ..uncertainty.laplace import gauss_newton
 from .sparse_regression import (forward_path, inclusion, single_terms, threshold_path)
 from .library import (FORWARD_TERMS, SINGLE_TERMS, _candidates, _conditioning, _evaluate,
                       _functions, _library_terms, _name, _physics_mask, _samples, _symbol_of)
-from .alternatives import alternatives as _alternatives, describe
+from .alternatives import _rounded, alternatives as _alternatives, describe
 from .scoring import SCORE, _sparsest_close
 from .stability import run_past_data
 from .search import _Search
@@ -332,7 +332,7 @@ def _stability(refit, fits, states, alternatives, notes):
             other = run_past_data(fit) if fit is not None else None
             a["bounded"] = None if other is None else other["bounded"]
             if a["bounded"]:
-                steady.append(f"for {s.name}, {_short(a['expression'])} (EBIC "
+                steady.append(f"for {s.name}, {_rounded(a['expression'])} (EBIC "
                               f"{a['gap']:+.1f})")
     offer = (f" Alternatives that stay bounded: {'; '.join(steady)} (summary.alternatives)."
              if steady else " None of the alternatives within reach stays bounded either.")
@@ -342,12 +342,6 @@ def _stability(refit, fits, states, alternatives, notes):
                  f"check it: do not trust its forecast.{offer} Measurements past the "
                  f"data's end would tell them apart.")
     return found
-
-
-def _short(expr):
-    expr = sp.sympify(expr)
-    return expr.xreplace({f: sp.Float(float(f"{float(f):.3g}"), 3)
-                          for f in expr.atoms(sp.Float)})
 
 
 def _curvature(refit, notes):

@@ -72,9 +72,8 @@ def fingerprint(model, bundle, opts: FitOptions) -> str:
     settings = {k: v for k, v in opts.to_dict().items() if k not in _RESUMABLE
                 and not (k == "max_step" and v is None)      # (files before max_step)
                 and not (k == "physics_first" and v is False)}   # (and physics_first)
-    if settings.get("patience") is None:    # the default as the steps see it (files
-        epochs = settings.get("epochs")     # before it was None wrote 30)
-        settings["patience"] = 30 if epochs is None else max(30, int(epochs) // 10)
+    # patience as the steps see it (files from before its default was None wrote 30)
+    settings["patience"] = opts.adam_patience(opts.epochs)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for arr in (bundle.times, bundle.y, bundle.mask, bundle.u):
         h.update(np.ascontiguousarray(arr).tobytes())

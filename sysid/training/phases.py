@@ -83,7 +83,7 @@ class Phases:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs,
                                                            eta_min=opts.lr / 20)
         c = {"step": 0, "since_best": 0, "failures": 0, "reference": float("inf")}
-        patience = opts.patience if opts.patience is not None else max(30, epochs // 10)
+        patience = opts.adam_patience(epochs)
         watch = _ValidationWatch(self, patience)
         saved = self._resume_state("adam")
         if saved is not None:
