@@ -269,6 +269,8 @@ def test_progress_bar_reports_phases_and_is_off_under_ci(capsys, monkeypatch):
     ("validation", 0.8, "validation is out of range; received 0.8"),
     ("noise", "cauchy", "noise must be one of .*student_t.*received 'cauchy'"),
     ("checkpoint", 42, "checkpoint must be a file path; received 42"),
+    ("throw", "yes", "throw must be None, True or False; received 'yes'"),
+    ("physics_first", "auto", "physics_first must be True or False; received 'auto'"),
 ])
 def test_bad_training_options_are_refused_with_the_value_received(option, value, message):
     data = sysid.datasets.simulate("lotka_volterra", noise=0.05, t_end=3.0, dt=0.2, seed=0)
