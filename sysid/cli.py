@@ -93,8 +93,11 @@ def model_from_toml(spec: dict):
     })
 
 
-def write_outputs(result, out: Path, *, horizon: float | None = None) -> dict:
-    """Parameters, equations, imputed states, forecast (netCDF) and figures into ``out``."""
+def write_outputs(result, out: Path, *, horizon: float | None = None, inputs=None) -> dict:
+    """Parameters, equations, imputed states, forecast (netCDF) and figures into ``out``.
+
+    An input-driven model's forecast needs its future ``inputs`` (an ``xarray.Dataset``
+    over time); without them no forecast is written and a note says why."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -110,10 +113,17 @@ def write_outputs(result, out: Path, *, horizon: float | None = None) -> dict:
     files["equations"] = "equations.txt"
     result.impute().to_netcdf(out / "imputed.nc", engine="h5netcdf")
     files["imputed"] = "imputed.nc"
-    if horizon and not result.model.inputs:
-        result.forecast(horizon=horizon, n=100).to_netcdf(out / "forecast.nc", engine="h5netcdf")
+    if horizon and result.model.inputs and inputs is None:
+        print(f"no forecast written: the model is driven by inputs {result.model.input_names}, "
+              f"whose future values were not given; name a file of them (netCDF or CSV with "
+              f"a time column) as forecast_inputs in the spec's [output] table or with "
+              f"--forecast-inputs.")
+        horizon = None
+    if horizon:
+        result.forecast(horizon=horizon, n=100, inputs=inputs).to_netcdf(
+            out / "forecast.nc", engine="h5netcdf")
         files["forecast"] = "forecast.nc"
-    fig = result.plot(forecast=horizon if horizon and not result.model.inputs else None)
+    fig = result.plot(forecast=horizon or None, inputs=inputs if horizon else None)
     fig.savefig(out / "fit.png", dpi=120)
     plt.close(fig)
     files["figure"] = "fit.png"
@@ -192,24 +202,36 @@ def _write_symbolic(result, out: Path, **options) -> None:
     print(f"wrote symbolic.txt, symbolic.tex to {out}/")
 
 
-def _fit(args) -> int:
+def _read_data(path: Path):
+    """A dataset from a netCDF file, or a CSV file with a ``time`` column."""
     import xarray as xr
 
-    spec = tomllib.loads(Path(args.spec).read_text())
-    model = model_from_toml(spec)
-    path = Path(args.data)
     if path.suffix == ".csv":
         import pandas as pd
-        data = xr.Dataset.from_dataframe(pd.read_csv(path).set_index("time"))
-    else:
-        data = xr.open_dataset(path).load()
+        return xr.Dataset.from_dataframe(pd.read_csv(path).set_index("time"))
+    return xr.open_dataset(path).load()
+
+
+def _fit(args) -> int:
+    spec = tomllib.loads(Path(args.spec).read_text())
+    model = model_from_toml(spec)
+    data = _read_data(Path(args.data))
+    output = spec.get("output", {})
+    future = args.forecast_inputs or output.get("forecast_inputs")
+    if future is not None:      # a path in the spec is relative to the spec's folder
+        path = Path(future) if args.forecast_inputs else Path(args.spec).parent / future
+        if not path.is_file():
+            raise SysidError(f"The future inputs file {str(path)!r} does not exist; give the "
+                             f"path of a netCDF or CSV file (with a time column) holding "
+                             f"{model.input_names} past the data.")
+        future = _read_data(path)
     options = dict(spec.get("fit", {}))
     result = fit(model, data, **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if spec.get("output", {}).get("symbolic") and model.residual is not None:
+    if output.get("symbolic") and model.residual is not None:
         _write_symbolic(result, out)        # before the figure, which then shows it
-    files = write_outputs(result, out, horizon=spec.get("output", {}).get("forecast_horizon"))
+    files = write_outputs(result, out, horizon=output.get("forecast_horizon"), inputs=future)
     _print_summary(result, out, files)
     return 0
 
@@ -236,6 +258,8 @@ SPEC.toml format (equations are text, parsed by a whitelist, never evaluated):
   noise = "lognormal"
   [output]
   forecast_horizon = 10.0
+  forecast_inputs = "future.nc"             # an input-driven model's future inputs
+                                            # (netCDF or CSV with a time column)
   symbolic = true                           # distil the residual into equations
 """
 
@@ -252,6 +276,9 @@ def main(argv=None) -> int:
     fit.add_argument("spec")
     fit.add_argument("data")
     fit.add_argument("--out", required=True)
+    fit.add_argument("--forecast-inputs", default=None,
+                     help="netCDF or CSV file of the inputs' future values, for the forecast "
+                          "of an input-driven model")
     args = parser.parse_args(argv)
     try:
         return _demo(args) if args.command == "demo" else _fit(args)

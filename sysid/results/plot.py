@@ -50,9 +50,11 @@ def calendar_offset(attrs: dict) -> float | None:
     return float(float(head) + days / length)
 
 
-def plot_result(result, *, forecast=None, states=None, figsize=None, summary=None):
+def plot_result(result, *, forecast=None, states=None, figsize=None, summary=None,
+                inputs=None):
     """One panel per state (and per observed channel that is not a state); ``summary``: a
-    :class:`~sysid.symbolic.summary.SymbolicSummary` whose distilled model is drawn too."""
+    :class:`~sysid.symbolic.summary.SymbolicSummary` whose distilled model is drawn too;
+    ``inputs``: the future inputs of an input-driven model's forecast."""
     import matplotlib.pyplot as plt
 
     data, bundle = result.data, result._bundle
@@ -64,8 +66,8 @@ def plot_result(result, *, forecast=None, states=None, figsize=None, summary=Non
     if result._is_datetime():
         dense = result._to_datetime(dense)
     fit = result.impute(dense)
-    fc = result.forecast(horizon=forecast) if forecast else None
-    distilled = _distilled_curves(summary, dense, forecast)
+    fc = result.forecast(horizon=forecast, inputs=inputs) if forecast else None
+    distilled = _distilled_curves(summary, dense, forecast, inputs)
     shift = None if result._is_datetime() else calendar_offset(dict(data["time"].attrs))
 
     def when(values):
@@ -119,7 +121,7 @@ def plot_result(result, *, forecast=None, states=None, figsize=None, summary=Non
     return fig
 
 
-def _distilled_curves(summary, dense, forecast) -> list:
+def _distilled_curves(summary, dense, forecast, inputs=None) -> list:
     """The distilled model's states over the data (and its forecast), or [] where there
     is no summary or its model cannot be simulated."""
     if summary is None:
@@ -128,7 +130,7 @@ def _distilled_curves(summary, dense, forecast) -> list:
     try:
         curves = [fitted.impute(dense)]
         if forecast:
-            curves.append(fitted.forecast(horizon=forecast))
+            curves.append(fitted.forecast(horizon=forecast, inputs=inputs))
     except (RuntimeError, ValueError):      # a distilled model that blows up: not drawn
         return []
     return curves

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 
 from ..data.bundle import _TIME_UNITS
-from ..errors import FitError, FitWarning
+from ..errors import DataError, FitError, FitWarning
 from ..model.pde import HybridPDE
 from ..problem.segments import sample_interval
 from ..solve.integrate import SolverFailure, threads_for
@@ -21,7 +21,7 @@ from .field_result import FieldResult
 from .files import save_result
 from .outputs import initial_states_dataset
 from .plot import plot_result
-from .trajectories import Trajectories
+from .trajectories import Trajectories, _float_times
 
 __all__ = ["FitResult", "fit_from"]
 
@@ -297,7 +297,7 @@ class FitResult(Trajectories):
         return parameter_correlation(self, network=network)
 
     # -- plotting and files --------------------------------------------------------------
-    def plot(self, *, forecast=None, states=None, figsize=None, summary="latest"):
+    def plot(self, *, forecast=None, states=None, figsize=None, summary="latest", inputs=None):
         """Data, fit and imputed states (and a forecast ``horizon``) per state and channel.
 
         One panel per state (observed or not) and per observed channel that is not a
@@ -312,6 +312,9 @@ class FitResult(Trajectories):
         ----------
         forecast : float, optional
             Also draw a forecast this far past the last sample.
+        inputs : xarray.Dataset, optional
+            The future inputs of an input-driven model, over the forecast (as for
+            :meth:`forecast`); without ``forecast``, the forecast runs to their last time.
         states : list of str, optional
             Only these states and channels.
         figsize : tuple, optional
@@ -343,8 +346,14 @@ class FitResult(Trajectories):
                 raise ValueError(f"plot(summary=...) takes a SymbolicSummary, 'latest' or "
                                  f"None; received {summary!r}.")
             summary = getattr(self, "_summary", None)
+        if inputs is not None and not forecast and "time" in getattr(inputs, "coords", {}):
+            forecast = float(_float_times(self, inputs["time"].values)[-1]) - self._bundle.times[-1]
+            if forecast <= 0:
+                raise DataError(f"plot(inputs=...) draws a forecast up to the inputs' last time, "
+                                f"which is not past the data's last sample (by {forecast:g}); give "
+                                f"inputs that reach past the data.")
         return plot_result(self, forecast=forecast, states=states, figsize=figsize,
-                           summary=summary)
+                           summary=summary, inputs=inputs)
 
     def save(self, path) -> None:
         """Write the result to ``path``, a single file that :func:`sysid.load` reads back.

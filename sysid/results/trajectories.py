@@ -286,15 +286,44 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
 
 
 def _future_inputs(result, inputs, times) -> InputSignal:
+    """The inputs over the record and the forecast: the recorded inputs wherever they hold a
+    value (the fitted trajectory was driven by them), the given future ``inputs``
+    elsewhere; refused where the forecast would run past the last time at which every
+    input is known."""
+    names = result.model.input_names
+    how = (f"Pass inputs=xr.Dataset({{name: ('time', values)}}, coords={{'time': times}}) "
+           f"holding {names} over the forecast times.")
     if inputs is None:
-        raise DataError(
-            f"This model is driven by inputs {result.model.input_names}; a forecast needs "
-            f"their future values. Pass inputs=xr.Dataset({{name: ('time', values)}}, "
-            f"coords={{'time': times}}) covering the forecast times.")
-    bundle_in = xr.merge([result.data[result.model.input_names], inputs[result.model.input_names]],
-                         compat="override", join="outer")
-    tf = _float_times(result, bundle_in["time"].values)
-    u = np.stack([np.broadcast_to(bundle_in[n].transpose(..., "time").values,
-                                  (result._bundle.n_trajectories, len(tf)))
-                  for n in result.model.input_names], axis=-1)
+        raise DataError(f"This model is driven by inputs {names}; a forecast needs their "
+                        f"future values. {how}")
+    if not isinstance(inputs, xr.Dataset):
+        raise DataError(f"inputs must be an xarray.Dataset; received {type(inputs).__name__}. {how}")
+    missing = [n for n in names if n not in inputs.data_vars]
+    if missing:
+        raise DataError(f"The future inputs lack {missing} (they hold "
+                        f"{sorted(map(str, inputs.data_vars))}). {how}")
+    if "time" not in inputs.dims:
+        raise DataError(f"The future inputs need a 'time' dimension; received dims "
+                        f"{dict(inputs.sizes)}. {how}")
+    future = inputs[names]
+    recorded = result.data[names]
+    if "trajectory" in future.dims and "trajectory" not in recorded.dims:
+        raise DataError("The future inputs have a 'trajectory' dimension but the data have "
+                        "none; give them over 'time' only.")
+    if "trajectory" in recorded.dims and "trajectory" in future.dims:
+        future = future.reindex(trajectory=recorded["trajectory"])
+    combined = recorded.combine_first(future)       # the record's own inputs where it has them
+    tf = _float_times(result, combined["time"].values)
+    B = result._bundle.n_trajectories
+    u = np.stack([np.broadcast_to(combined[n].transpose(..., "time").values, (B, len(tf)))
+                  for n in names], axis=-1).astype(float)
+    need = float(np.max(_float_times(result, times)))
+    for b in range(B):
+        known = np.all(np.isfinite(u[b]), axis=-1)
+        last = tf[known][-1] if known.any() else -np.inf
+        if last < need - 1e-9 * max(1.0, abs(need)):
+            raise DataError(
+                f"The inputs {names} are known up to time {last:g}"
+                f"{f' in trajectory {b}' if B > 1 else ''}, but the forecast runs to {need:g}; "
+                f"the model cannot be integrated without them. {how}")
     return input_signal(tf, u, result.options.interpolation)
