@@ -178,9 +178,9 @@ def test_shooting_gaps_of_a_never_measured_state_do_not_depend_on_its_units():
         values[3] *= lam
         p.field.raw.copy_(p.field.transform.inverse(values.tolist()))
         for z in (p.z0, p.zw):
-            x = p.loc + p.scale * z
+            x = p.to_x(z)
             x[:, 0] *= lam
-            z.copy_((x - p.loc) / p.scale)
+            z.copy_(p.to_z(x))
     after = loss_parts()
     assert after["nll"] == pytest.approx(before["nll"], rel=1e-6)
     assert after["continuity"] == pytest.approx(before["continuity"], rel=1e-6)

@@ -63,7 +63,7 @@ def _steps(problem, starts: torch.Tensor, P: int, step: float) -> torch.Tensor:
     with a scale of 0.36) would otherwise be moved by 3.6e-6, two hundred times its
     own size, and through a log-normal likelihood the difference is meaningless."""
     S, n = starts.shape
-    size = (problem.loc + problem.scale * starts).abs() / problem.scale     # (S, n)
+    size = problem.to_x(starts).abs() / problem.scale     # (S, n)
     state = step * torch.clamp(100.0 * size, 1e-6, 1.0)
     return torch.cat([torch.full((P, S), step, dtype=torch.float64), state.T])
 
@@ -109,7 +109,7 @@ def linearise(problem, step: float = STEP):
     rows = torch.arange(S).repeat(copies)
     with torch.no_grad(), field.per_row_parameters(field.transform.forward(
             raw.reshape(copies * S, P))):
-        xs = solve_segments(field, problem.loc + problem.scale * starts.reshape(copies * S, n),
+        xs = solve_segments(field, problem.to_x(starts.reshape(copies * S, n)),
                             seg.tau[rows], seg.inputs.select(rows),
                             dataclasses.replace(problem.solver, adjoint=False))
         pred = field.observe(seg.tau[rows], xs, seg.u_grid[rows])
@@ -138,9 +138,10 @@ def linearise(problem, step: float = STEP):
     a, b = problem.pairs
     xs = xs.reshape(copies, S, *xs.shape[1:])
     ends = xs[:, a, seg.last[a]]                                  # (copies, G, n)
-    unit = problem.gap_unit(problem.loc + problem.scale * z)     # (n,)
+    unit = problem.gap_unit(problem.to_x(z))     # (n,)
     width = problem.continuity * unit
-    gap = ((ends[0] - problem.loc - problem.scale * z[source[b]]) / width).numpy()
+    gap = ((ends[0] - problem.to_x(z[source[b]])) / width).numpy()
+    slope_b = (problem.dx_dz(z[source[b]]) / width).numpy()          # (G, n)
     d_end = ((ends[1::2] - ends[2::2]) / (2.0 * h[:, a, None]) / width).numpy()  # (K, G, n)
     G = gap.shape[0]
     Jg = np.zeros((G * n, P + M * n))
@@ -150,7 +151,7 @@ def linearise(problem, step: float = STEP):
     src_a, src_b = source[a].numpy()[:, None], source[b].numpy()[:, None]
     for i in range(n):
         Jg[rows_g, P + src_a * n + i] = d_end[P + i]
-        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= (problem.scale[i] / width[i]).item()
+        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= slope_b[:, i]
     _unit_columns(problem, z, unit, gap, Jg, rows_g, P)
     f += 0.5 * float(np.sum(gap ** 2))
     return f, np.concatenate([r, gap.ravel()]), np.vstack([J, Jg])
@@ -167,7 +168,7 @@ def _with_prior(problem, f, r, J, P):
         rows = prior.rows(problem.x0()).numpy()
     B, n = problem.z0.shape
     Jp = np.zeros((rows.size, J.shape[1]))
-    Jp[:, P:P + B * n] = prior.jacobian(B) * np.tile(problem.scale.numpy(), B)[None, :]
+    Jp[:, P:P + B * n] = prior.jacobian(B) * problem.dx_dz(problem.z0.detach()).numpy().ravel()[None, :]
     return f + 0.5 * float(np.sum(rows ** 2)), np.concatenate([r, rows]), np.vstack([J, Jp])
 
 
@@ -178,11 +179,12 @@ def _unit_columns(problem, z, unit, gap, Jg, rows_g, P) -> None:
     M, n = z.shape
     if M < 2:
         return
-    xz = (problem.loc + problem.scale * z).numpy()
+    xz = problem.to_x(z).numpy()
+    slope = problem.dx_dz(z).numpy()                                # (M, n)
     dev = xz - xz.mean(axis=0)
     unit = unit.numpy()
     for i in np.flatnonzero(problem.unpinned.numpy()):
         # d gap / d z[m, i] = -gap / unit * d unit / d z[m, i]
-        d_unit = float(problem.scale[i]) * dev[:, i] / ((M - 1) * unit[i])     # (M,)
+        d_unit = slope[:, i] * dev[:, i] / ((M - 1) * unit[i])     # (M,)
         Jg[rows_g[:, i][:, None], P + np.arange(M)[None, :] * n + i] -= \
             (gap[:, i] / unit[i])[:, None] * d_unit[None, :]

@@ -38,7 +38,7 @@ class FitOptions:
     >>> sysid.FitOptions(noise="gauss")
     Traceback (most recent call last):
         ...
-    ValueError: fit option noise must be one of ('gaussian', 'lognormal', 'student_t', 'auto'); received 'gauss'.
+    ValueError: fit option noise must be one of ('gaussian', 'lognormal', 'student_t', 'poisson', 'negative_binomial', 'auto'); received 'gauss'.
     """
 
     seed: int = 0
@@ -115,7 +115,8 @@ class FitOptions:
                              "Use adjoint=False (the default) with rosenbrock23.")
         choices = {"solver": ("auto", "dopri5", "rk4", "bosh3", "dopri8", "rosenbrock23"),
                    "interpolation": ("linear", "zoh"),
-                   "noise": ("gaussian", "lognormal", "student_t", "auto")}
+                   "noise": ("gaussian", "lognormal", "student_t", "poisson",
+                             "negative_binomial", "auto")}
         if self.throw not in (None, True, False):
             raise ValueError(f"fit option throw must be None, True or False; received "
                              f"{self.throw!r}.")
@@ -199,6 +200,9 @@ class FitStatus:
         One of the codes above.
     detail : str
         What the training loop reported (iterations, the phase that stopped).
+    note : str
+        A caution that ``str(status)`` shows after a success: a fit whose residuals are
+        more than 3 times the noise level estimated from the data alone says so here.
     success : bool
         False for ``"diverged"`` and ``"solver_failed"``.
     message : str
@@ -220,6 +224,7 @@ class FitStatus:
 
     code: str
     detail: str = ""
+    note: str = ""       # a caution for a success, e.g. a fit that misses the data
 
     @property
     def success(self) -> bool:
@@ -238,5 +243,6 @@ class FitStatus:
         """The code and its meaning in words, with advice; a failure also says where it
         failed (``detail``), a success leaves the training loop's report to ``detail``."""
         text = self.message if not self.success else _MESSAGES[self.code][0]
-        return f"{self.code}: {text}" + (f" {self.advice}" if self.advice else "")
+        return f"{self.code}: {text}" + (f" {self.advice}" if self.advice else "") + (
+            f" Note: {self.note}" if self.note else "")
 

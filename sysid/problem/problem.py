@@ -30,7 +30,19 @@ from .timescale import residual_time_unit
 from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial_states,
                      input_signal)
 
-__all__ = ["Problem", "build_problem"]
+__all__ = ["Problem", "build_problem", "state_signs"]
+
+#: The knee of the softplus that keeps a signed state's start on its side of 0, in units
+#: of the state's scale (Problem.to_x).
+KNEE = 0.1
+
+
+def state_signs(model) -> np.ndarray:
+    """+1 for each state declared positive or nonnegative, -1 for negative or nonpositive,
+    0 for the others."""
+    return np.array([1.0 if (s.is_positive or s.is_nonnegative) else
+                     -1.0 if (s.is_negative or s.is_nonpositive) else 0.0
+                     for s in model.states])
 
 
 class Problem(nn.Module):
@@ -44,7 +56,7 @@ class Problem(nn.Module):
     def __init__(self, field: HybridField, z0: torch.Tensor, loc, scale, bundle: DataBundle,
                  solver: SolverOptions, noise: str, interpolation: str,
                  windows=None, zw: torch.Tensor | None = None, continuity: float = 0.01,
-                 holdout: np.ndarray | None = None, unpinned=None):
+                 holdout: np.ndarray | None = None, unpinned=None, signs=None):
         super().__init__()
         self.field = field
         self.z0 = nn.Parameter(z0)
@@ -68,6 +80,11 @@ class Problem(nn.Module):
         unpinned = np.zeros(len(loc), bool) if unpinned is None else np.asarray(unpinned, bool)
         self.register_buffer("unpinned", torch.as_tensor(unpinned), persistent=False)
         n = len(loc)
+        # +1 (-1) for a state declared positive or nonnegative (negative or nonpositive):
+        # its start stays on that side of 0 (to_x); None where no state is signed
+        signs = np.zeros(n) if signs is None else np.asarray(signs, float)
+        self.register_buffer("signs", torch.as_tensor(signs, dtype=torch.float64)
+                             if signs.any() else None, persistent=False)
         self.zw = nn.Parameter(zw if zw is not None else torch.zeros(0, n, dtype=torch.float64))
         if windows is not None:
             idx, traj, first = windows
@@ -98,7 +115,39 @@ class Problem(nn.Module):
         self.continuity = float(objective["continuity"])
 
     def x0(self) -> torch.Tensor:
-        return self.loc + self.scale * self.z0
+        return self.to_x(self.z0)
+
+    def to_x(self, z: torch.Tensor) -> torch.Tensor:
+        """States from scaled start variables: ``loc + scale * z``, except for a state
+        declared positive (negative, nonnegative, nonpositive), which is kept on its side
+        of 0 by a softplus of knee ``KNEE * scale`` (the identity to 5e-6 of the scale
+        above one scale from 0, smooth and one-to-one below it)."""
+        x = self.loc + self.scale * z
+        if self.signs is None:
+            return x
+        s, knee = self.signs, KNEE * self.scale
+        kept = s * knee * torch.nn.functional.softplus(s * x / knee)
+        return torch.where(s != 0, kept, x)
+
+    def to_z(self, x) -> torch.Tensor:
+        """The inverse of :meth:`to_x`; a start on the wrong side of 0 (or at it) is
+        moved to a millionth of the knee on the right side."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        if self.signs is not None:
+            s, knee = self.signs, KNEE * self.scale
+            y = torch.clamp(s * x / knee, min=1e-6)
+            inner = s * knee * (y + torch.log(-torch.expm1(-y)))     # softplus^-1
+            x = torch.where(s != 0, inner, x)
+        return (x - self.loc) / self.scale
+
+    def dx_dz(self, z: torch.Tensor) -> torch.Tensor:
+        """``d to_x / d z``, elementwise (the same shape as ``z``)."""
+        d = self.scale.expand_as(z)
+        if self.signs is None:
+            return d
+        s, knee = self.signs, KNEE * self.scale
+        x = self.loc + self.scale * z
+        return torch.where(s != 0, d * torch.sigmoid(s * x / knee), d)
 
     def states(self, seg: Segments | None = None, starts=None) -> torch.Tensor:
         """States on each segment's own sample grid, (S, K, n)."""
@@ -110,7 +159,7 @@ class Problem(nn.Module):
         seg, parts = (self.windows if self.active else self.single), {}
         starts = None
         if self.active:
-            starts = torch.cat([self.x0(), self.loc + self.scale * self.zw])[self.source]
+            starts = torch.cat([self.x0(), self.to_x(self.zw)])[self.source]
         xs = self.states(seg, starts)
         pred = self.field.observe(seg.tau, xs, seg.u_grid)
         total = parts["nll"] = self.noise.nll(pred, seg.y, seg.mask)
@@ -197,7 +246,7 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     gen = torch.Generator().manual_seed(int(options.seed))
     syms = list(model.parameters)
     guesses = [model.parameters[s] for s in syms]
-    transform = transform_for(syms, guesses)
+    transform = transform_for(syms, guesses, getattr(model, "bounds", None))
     raw = transform.inverse(guesses) if syms else torch.zeros(0, dtype=torch.float64)
     field_model = isinstance(model, HybridPDE)
     kind = PDEField if field_model else HybridField
@@ -214,7 +263,7 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     if like is not None:
         loc, scale = like.loc.numpy().copy(), like.scale.numpy().copy()
         x0 = like.x0().detach().numpy()
-        xw = (like.loc + like.scale * like.zw).detach().numpy() if reuse else None
+        xw = like.to_x(like.zw).detach().numpy() if reuse else None
     else:
         x0, observed = initial_states(model, field, bundle)
         xw = None
@@ -239,11 +288,6 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                                                sim if like is None else x0[:, None, :], spreads)
     elif model.residual is not None:
         field.residual = _build_residual(model, bundle, loc, scale, gen)
-    z0 = torch.as_tensor((x0 - loc) / scale, dtype=torch.float64)
-    zw = None
-    if later:
-        zw = like.zw.detach().clone() if reuse else \
-            torch.as_tensor((xw - loc) / scale, dtype=torch.float64)
     holdout = None
     if options.validation > 0:
         if windows is None or len(windows[1]) < 4:
@@ -253,10 +297,17 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
                 f"(at least 4 are needed: records longer than 10 samples, shooting='auto' or "
                 f"a window length). Use validation=0 for this data.")
         holdout = holdout_windows(windows, bundle.mask.shape[:2], options.validation)
-    problem = Problem(field, z0, loc, scale, bundle, options.solver_options(), options.noise,
-                      options.interpolation, windows=windows, zw=zw,
+    problem = Problem(field, torch.zeros(len(x0), n, dtype=torch.float64), loc, scale, bundle,
+                      options.solver_options(), options.noise,
+                      options.interpolation, windows=windows,
+                      zw=torch.zeros(len(xw), n, dtype=torch.float64) if later else None,
                       continuity=options.continuity, holdout=holdout,
-                      unpinned=_unpinned(model, bundle))
+                      unpinned=_unpinned(model, bundle),
+                      signs=None if field_model else state_signs(model))
+    with torch.no_grad():
+        problem.z0.copy_(problem.to_z(x0))
+        if later:
+            problem.zw.copy_(like.zw.detach() if reuse else problem.to_z(xw))
     if field_model:
         problem.prior = FieldPrior(model.lattice, spreads,
                                    max(1, len(bundle.channels) // len(model.field_names)))

@@ -139,7 +139,8 @@ def save_result(result, path) -> None:
         "data": _netcdf_bytes(result.data),
         "history": _netcdf_bytes(result.history),
         "stats": dict(result.stats),
-        "status": {"code": result.status.code, "detail": result.status.detail},
+        "status": {"code": result.status.code, "detail": result.status.detail,
+                   "note": result.status.note},
         "objective": result._problem.objective(),
     }
     path = Path(path)
@@ -175,8 +176,9 @@ def read_result(path) -> tuple:
         options = FitOptions.from_kwargs(**payload["options"])
         status = FitStatus(**payload["status"])
         status.message                          # an unknown status code is a KeyError
-        if not isinstance(status.detail, str):
-            raise TypeError(f"status detail must be text, received {status.detail!r}")
+        if not isinstance(status.detail, str) or not isinstance(status.note, str):
+            raise TypeError(f"status detail and note must be text, received "
+                            f"{status.detail!r}, {status.note!r}")
     except (KeyError, TypeError, ValueError) as err:
         raise FileFormatError(f"{path} has invalid fit options or status ({err!r}).") from None
     state = payload.get("state")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
+from ..errors import IdentifiabilityWarning
 from ..model.hybrid import HybridODE
 from ..model.pde import HybridPDE
+from ..problem.reach import undetermined, undetermined_message
 from .field_result import FieldResult
 from .files import read_result
 from .result import FitResult, fit_from
+from .kalman_result import fit_process_noise
 
 __all__ = ["fit", "fit_from", "load"]
 
@@ -114,10 +119,15 @@ def fit(model: HybridODE, data, **options):
         fit improves (the role of APHYNITY's increasing lambda).
     weight_decay : float, default 1e-5
         L2 penalty on the network weights.
-    noise : {"gaussian", "lognormal", "student_t", "auto"}
+    noise : {"gaussian", "lognormal", "student_t", "poisson", "negative_binomial", "auto"}
         Measurement noise model: Gaussian per channel; log-normal for positive quantities
         such as counts; Student-t (4 degrees of freedom) when the data have outliers.
         Levels come from ``attrs['noise_std']`` or are estimated with the model.
+        ``"poisson"`` and ``"negative_binomial"`` (its size ``r``, variance
+        ``mu + mu^2 / r``, learned per channel) are for actual counts (nonnegative
+        integers, not counts in thousands: the Poisson variance is the mean in counts);
+        they are fitted by L-BFGS (``gauss_newton`` does not apply) and
+        ``result.noise_std`` is NaN for them.
         ``"auto"`` fits the model under Gaussian and under log-normal errors (where every
         measurement is positive) and keeps the fit under which the measurements are the
         more likely (:mod:`sysid.training.noise_choice`; twice the fit time):
@@ -180,6 +190,17 @@ def fit(model: HybridODE, data, **options):
         and options; the result equals that of an uninterrupted fit, bit for bit. A
         checkpoint carries a SHA-256 checksum: a damaged or truncated one is refused with
         :class:`sysid.errors.FileFormatError` (and left as it is).
+    process_noise : float, "learn" or dict, optional
+        A stochastic state-space fit (physics-only models): the model is the drift of
+        ``dx = f(x) dt + diag(q) dW`` with ``q`` per state a given standard deviation
+        (state units per square root of the time unit; a float for every state, or a dict
+        {state: value}, states left out 0) or ``"learn"`` (fitted on the log scale). The
+        parameters, initial states and learned noise levels maximise the extended Kalman
+        filter's likelihood (RK4 moment equations with ``substeps`` steps per sample
+        interval, at most ``max_step`` long), started from the deterministic fit; the
+        result (:class:`~sysid.results.kalman_result.KalmanResult`) imputes the
+        Rauch-Tung-Striebel smoothed states with their bands. See the guide's "Process
+        noise" section and :mod:`sysid.training.kalman`.
     throw : bool, optional
         What a failed fit (``status.success`` False: diverged, or the solver failed) does.
         Default (None): return the result with the best parameters found and issue a
@@ -205,7 +226,25 @@ def fit(model: HybridODE, data, **options):
     >>> round(result.parameters["a"], 1)
     1.3
     """
+    if options.get("process_noise") is not None:      # a stochastic state-space fit
+        return fit_process_noise(model, data, **options)
+    options.pop("process_noise", None)
+    _warn_undetermined(model, data)
     return fit_from(model, data, None, **options)
+
+
+def _warn_undetermined(model, data) -> None:
+    """An IdentifiabilityWarning for initial states (and parameters) that nothing measured
+    depends on (:mod:`sysid.problem.reach`)."""
+    if isinstance(model, HybridPDE) or not hasattr(data, "data_vars"):
+        return
+    measured = [str(v) for v in data.data_vars if str(v) in model.channels]
+    if not measured:
+        return              # the data's own check says what is missing
+    states, params = undetermined(model, measured)
+    if states:
+        warnings.warn(undetermined_message(states, params), IdentifiabilityWarning,
+                      stacklevel=3)
 
 
 def load(path) -> FitResult:

@@ -249,7 +249,7 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
     tau, y, mask, u_grid = segment_tensors(bundle, idx)
     levels = [result.noise_std.get(c, float("nan")) for c in bundle.channels]
     sigma = torch.tensor([v if np.isfinite(v) and v > 0 else 1.0 for v in levels])
-    z = ((torch.as_tensor(x0) - problem.loc) / problem.scale).requires_grad_(True)
+    z = problem.to_z(x0).detach().requires_grad_(True)
     opt = torch.optim.LBFGS([z], lr=1.0, max_iter=100, line_search_fn="strong_wolfe")
     frozen = [p for p in field.parameters() if p.requires_grad]
 
@@ -258,7 +258,7 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
     def closure():
         opt.zero_grad()
         try:
-            xs = solve_segments(field, problem.loc + problem.scale * z, tau, signal,
+            xs = solve_segments(field, problem.to_x(z), tau, signal,
                                 result.options.solver_options())
         except SolverFailure:      # a trial start where the model blows up: back off
             z.grad = torch.zeros_like(z)
@@ -282,7 +282,7 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
         for p in frozen:
             p.requires_grad_(True)
     # the best start evaluated (the guess where even that could not be integrated)
-    return (problem.loc + problem.scale * best["z"]).detach()
+    return problem.to_x(best["z"]).detach()
 
 
 def _future_inputs(result, inputs, times) -> InputSignal:

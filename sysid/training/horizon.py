@@ -63,19 +63,41 @@ def _whole_residuals(problem):
         return torch.where(seg.mask, res, torch.zeros((), dtype=res.dtype)), seg.mask
 
 
-def misfit_ratio(problem) -> float:
-    """The largest ratio, over channels, of the RMS residual over whole trajectories to
-    the channel's noise level from the data alone (inf where the model cannot be
-    integrated over whole trajectories)."""
+def misfit_ratios(problem) -> np.ndarray:
+    """Per channel, the RMS residual over whole trajectories over the channel's noise
+    level from the data alone (NaN for a channel without observations; inf everywhere
+    where the model cannot be integrated over whole trajectories)."""
+    n = len(problem.bundle.channels)
     try:
         res, mask = _whole_residuals(problem)
     except SolverFailure:
-        return float("inf")
+        return np.full(n, np.inf)
     count = mask.sum(dim=(0, 1)).clamp_min(1)
     rms = torch.sqrt((res ** 2).sum(dim=(0, 1)) / count)
-    ratio = rms / problem.noise.reference.clamp_min(1e-300)
-    ratio = ratio[mask.any(dim=1).any(dim=0)]
-    return float(ratio.max()) if ratio.numel() else 0.0
+    ratio = (rms / problem.noise.reference.clamp_min(1e-300)).numpy()
+    return np.where(mask.any(dim=1).any(dim=0).numpy(), ratio, np.nan)
+
+
+def misfit_ratio(problem) -> float:
+    """The largest of :func:`misfit_ratios` (0 without observations)."""
+    ratio = misfit_ratios(problem)
+    ratio = ratio[~np.isnan(ratio)]
+    return float(ratio.max()) if ratio.size else 0.0
+
+
+def misfit_note(problem) -> str:
+    """Words for the status of a fit that misses some channel by more than
+    :data:`MISFIT` times its noise level, or ""."""
+    ratio = misfit_ratios(problem)
+    bad = [(c, r) for c, r in zip(problem.bundle.channels, ratio) if np.isfinite(r) and r > MISFIT]
+    if not bad:
+        return ""
+    worst = ", ".join(f"{c} by {r:.1f}x" for c, r in bad)
+    return (f"the fitted model misses the data ({worst} the noise level estimated from the "
+            f"data alone, RMS over whole trajectories): the model lacks something or the "
+            f"fit stopped in a local optimum, and its parameters may be biased (a network "
+            f"can take over part of a physical term). Look at result.plot(); try other "
+            f"guesses, a residual network, result.symbolic() or other physics.")
 
 
 def residual_autocorrelation(problem) -> float:

@@ -24,7 +24,7 @@ from ..runtime.progress import progress_bar
 from ..solve.integrate import SolverFailure, threads_for
 from . import horizon, noise_choice
 from .checkpoints import Checkpointing, fingerprint
-from .phases import Phases, _failure_status, copy_state
+from .phases import Phases, _failure_status, copy_state, fixed_step_status
 
 #: Adam epochs of a model with a network when ``epochs`` is not given.
 DEFAULT_EPOCHS = 60
@@ -46,6 +46,18 @@ class Trained(NamedTuple):
 
 
 def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
+    """:func:`_train`, whose successful fit of an ODE model that misses the data by more
+    than :data:`~sysid.training.horizon.MISFIT` times their noise level says so in its
+    status's ``note``."""
+    trained = _train(model, data, x0, like=like, **options)
+    if not trained.status.success or isinstance(model, HybridPDE) or trained.status.note:
+        return trained
+    note = horizon.misfit_note(trained.problem)
+    return trained._replace(status=dataclasses.replace(trained.status, note=note)) \
+        if note else trained
+
+
+def _train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
     """Validate, set up and train ``model`` on ``data`` (see :func:`sysid.fit` for the
     options). ``x0``: initial states (trajectories, states) in physical units, or None to
     estimate them from the first samples; ``like``: the :class:`~sysid.problem.Problem` of
@@ -152,7 +164,7 @@ def _train_once(model, data, x0, like, opts: FitOptions) -> Trained:
     if x0 is not None:
         with torch.no_grad():
             x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(problem.z0.shape)
-            problem.z0.copy_((x0 - problem.loc) / problem.scale)
+            problem.z0.copy_(problem.to_z(x0))
     if opts.device != "cpu":             # built on the CPU from the data; trained there
         to_device(problem, opts.device)
     trainer = _Trainer(problem, opts, fingerprint(model, bundle, opts)
@@ -252,6 +264,8 @@ class _Trainer(Phases, Checkpointing):
             if self.bar is not None:
                 self.bar.close()
         self._restore()
+        if status.success:      # a fixed-step solve checked by step doubling
+            status = fixed_step_status(self.problem) or status
         return status
 
     def _phase(self, name, body) -> FitStatus:
