@@ -46,6 +46,7 @@ __all__ = [
     "FitError",
     "SolverError",
     "FitWarning",
+    "ModelWarning",
     "IdentifiabilityWarning",
     "suggest",
 ]
@@ -94,6 +95,12 @@ class FitWarning(UserWarning):
     best result anyway: the message is the status with its advice. ``result.status``
     says the same; ``result.raise_for_status()`` (or ``sysid.fit(..., throw=True)``)
     raises :class:`FitError` instead, and ``throw=False`` returns without the warning."""
+
+
+class ModelWarning(UserWarning):
+    """A model that is valid but probably not what was meant, e.g. a state with no
+    equation in ``physics`` and no residual term (its d/dt is 0, so it stays at its
+    initial value). The message names it and says how to state the intent."""
 
 
 class IdentifiabilityWarning(UserWarning):

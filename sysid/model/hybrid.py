@@ -8,12 +8,15 @@ given dataset, and :mod:`sysid.results.files` stores it as text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Sequence
 
 import numpy as np
 import sympy as sp
 
 from .functions import check_expression
+from .entries import ParameterGuesses, assumption_clash, check_signs, eliminate, \
+    missing_physics_warning, number, parameter_entry
 from ..errors import ModelError, suggest
 
 __all__ = ["HybridODE", "MLP", "t"]
@@ -148,37 +151,17 @@ def _as_symbol(obj, what: str) -> sp.Symbol:
         f"Create them with sympy.symbols('x y').")
 
 
-def _symbol_text(sym: sp.Symbol) -> str:
-    """How the symbol was created, e.g. ``Symbol('x', positive=True)``."""
-    stated = getattr(sym, "_assumptions_orig", None)      # as given (SymPy >= 1.12)
-    if stated is None:                                    # else all that they imply
-        stated = sym.assumptions0
-    given = sorted((k, v) for k, v in stated.items() if not (k == "commutative" and v))
-    return f"Symbol({sym.name!r}{''.join(f', {k}={v}' for k, v in given)})"
-
-
-def _assumption_clash(where: str, clashes, roles) -> str:
-    """The message for equation symbols that share a name with a declared one but not
-    its assumptions; ``roles``: name -> (role, declared Symbol)."""
-    many = len(clashes) > 1
-    names = ", ".join(repr(s.name) for s in clashes)
-    parts = "; ".join(f"{s.name!r} is {_symbol_text(s)} there, but the {roles[s.name][0]} "
-                      f"{s.name!r} is declared as {_symbol_text(roles[s.name][1])}"
-                      for s in clashes)
-    fix = ", ".join(f"{s.name} = sympy.{_symbol_text(roles[s.name][1])}" for s in clashes)
-    return (f"{where} uses {'symbols' if many else 'a symbol'} {names} whose assumptions "
-            f"differ from the one{'s' if many else ''} declared: {parts}. SymPy treats "
-            f"symbols of the same name with other assumptions as different symbols, so the "
-            f"equation would not use the declared {'ones' if many else 'one'}. Fix: create "
-            f"each symbol once and reuse it in states/parameters and in the equations "
-            f"({fix}).")
-
-
 def _as_expr(obj, what: str) -> sp.Expr:
     if isinstance(obj, (int, float)) and not isinstance(obj, bool):
         return sp.Float(obj) if isinstance(obj, float) else sp.Integer(obj)
-    if isinstance(obj, sp.Basic):
+    if isinstance(obj, sp.Expr):
         return obj
+    if isinstance(obj, sp.Basic):       # Eq(...), x > 0, And(...), True: not a number
+        kind = "an equation" if isinstance(obj, sp.Equality) else "a condition"
+        raise ModelError(
+            f"{what} is {kind} ({obj}), not an expression: each entry gives the value of "
+            f"the right-hand side. Fix: write the expression itself (e.g. -k*x); a condition "
+            f"belongs inside Piecewise((value, condition), (other, True)).")
     raise ModelError(
         f"{what} must be a SymPy expression; received {obj!r} of type {type(obj).__name__}. "
         f"Write it with SymPy symbols, e.g. alpha * x.")
@@ -194,13 +177,23 @@ class HybridODE:
     states : sequence of Symbol
         The state vector, in order.
     physics : dict {Symbol: Expr}
-        The known part of each state's derivative; a state left out has no known physics.
+        The known part of each state's derivative; a state left out has no known physics
+        (d/dt = 0, or the residual alone); where no residual covers it either, a
+        :class:`~sysid.errors.ModelWarning` names it (write ``{z: 0}`` to mean it). An
+        algebraic state is given by an equation, ``{z: sympy.Eq(z, x**2)}``: it is solved
+        for ``z`` (one explicit solution, else a ModelError), ``z`` leaves the state
+        vector and is substituted into the other equations, and it stays measurable as
+        the channel ``z`` (``model.algebraic`` holds ``{z: x**2}``).
         The equations may use the functions in ``sysid.SUPPORTED_FUNCTIONS``; any other
         raises :class:`~sysid.errors.UnsupportedExpressionError` here.
-    parameters : dict {Symbol: float}
+    parameters : dict {Symbol: float or (float, float, float)}
         Learnable physical constants and their initial guesses. SymPy assumptions are
         honoured: ``positive=True`` (or ``nonnegative``) keeps the parameter positive,
-        ``negative=True`` keeps it negative. The optimiser works in units of each guess's
+        ``negative=True`` keeps it negative. A tuple ``(guess, low, high)`` keeps the
+        parameter inside the open interval (a scaled logistic transform; ``None`` for an
+        open side), e.g. a fraction ``{h: (0.5, 0, 1)}``; its interval in
+        ``parameter_table()`` stays inside too. ``model.parameters`` holds the guesses,
+        ``model.bounds`` the intervals. The optimiser works in units of each guess's
         size; an unconstrained parameter guessed as 0 ("unknown, maybe absent") takes the
         size at which its term matters in its equation along the data.
     residual : MLP or None
@@ -264,24 +257,45 @@ class HybridODE:
         if not self.states:
             raise ModelError("A model needs at least one state; received states=[].")
         self.inputs = [_as_symbol(s, "inputs") for s in (inputs or [])]
-        self.parameters = {_as_symbol(k, "parameter keys"): float(v)
-                           for k, v in (parameters or {}).items()}
-        self.fixed = {_as_symbol(k, "fixed keys"): float(v) for k, v in (fixed or {}).items()}
+        given_bounds = getattr(parameters, "bounds", None) or {}
+        guesses, bounds = {}, {}
+        for k, v in (parameters or {}).items():
+            sym = _as_symbol(k, "parameter keys")
+            if sym in given_bounds and not isinstance(v, (tuple, list)):
+                low, high = given_bounds[sym]     # a ParameterGuesses passed back
+                v = (v, low, high)
+            guesses[sym], interval = parameter_entry(sym, v)
+            if interval is not None:
+                bounds[sym] = interval
+        self.parameters = ParameterGuesses(guesses, bounds)
+        self.fixed = {_as_symbol(k, "fixed keys"): number(
+            v, f"The value of fixed constant {getattr(k, 'name', k)}", getattr(k, "name", k))
+            for k, v in (fixed or {}).items()}
         if residual is not None and not isinstance(residual, MLP):
             raise ModelError(
                 f"residual must be sysid.MLP(...) or None; received {type(residual).__name__}.")
         self.residual = residual
         self.physics = {}
+        equations = {}                  # algebraic states: sympy.Eq in physics
         for key, expr in (physics or {}).items():
             sym = self._state_symbol(key, "physics")
+            if isinstance(expr, sp.Equality):
+                equations[sym] = expr
+                continue
             self.physics[sym] = _as_expr(expr, f"physics[{sym}]")
+        self.states, self.physics, self.algebraic = eliminate(self.states, self.physics,
+                                                              equations, residual)
         self.observations = {}
         for name, expr in (observations or {}).items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise ModelError(
                     f"Observation names must be valid identifiers (data variable names); "
                     f"received {name!r}.")
-            self.observations[name] = _as_expr(expr, f"observations[{name!r}]")
+            self.observations[name] = _as_expr(expr, f"observations[{name!r}]").xreplace(
+                self.algebraic)
+        for z, expr in self.algebraic.items():
+            if z.name not in self.observations:     # the algebraic state's own channel
+                self.observations[z.name] = expr
         self._check_names()
         self._check_symbols()
         self._check_functions()
@@ -293,6 +307,23 @@ class HybridODE:
                                           [shared[s] for s in self.residual_states])
             self.residual_inputs = self._subset(residual.inputs, self.state_names + self.input_names,
                                                 "MLP inputs")
+        if self._state_equations:
+            self._complete_physics()
+
+    #: Whether each state has its own equation in ``physics`` (False for HybridPDE, whose
+    #: grid states' equations are derived from the fields').
+    _state_equations = True
+
+    def _complete_physics(self) -> None:
+        """A state left out of the physics gets an explicit 0 (the contract: d/dt = 0);
+        where no residual covers it either, a warning names it (probably forgotten). The
+        explicit 0 is what the model keeps, so models rebuilt from it do not warn again."""
+        covered = set(self.residual_states) if self.residual is not None else set()
+        missing = [s for s in self.states if s not in self.physics]
+        missing_physics_warning([s.name for s in missing if s.name not in covered], 3)
+        for s in missing:
+            self.physics[s] = sp.Integer(0)
+        self.physics = {s: self.physics[s] for s in self.states}
 
     # -- names ---------------------------------------------------------------------------
     @property
@@ -334,7 +365,8 @@ class HybridODE:
         return [a for a in allowed if a in chosen]
 
     def _check_names(self):
-        groups = {"state": self.states, "input": self.inputs,
+        groups = {"state": self.states, "algebraic state": list(self.algebraic),
+                  "input": self.inputs,
                   "parameter": list(self.parameters), "fixed constant": list(self.fixed)}
         seen: dict[str, str] = {"t": "time"}
         for kind, syms in groups.items():
@@ -366,7 +398,7 @@ class HybridODE:
             free = sorted(expr.free_symbols, key=lambda s: s.name)
             clashes = [s for s in free if s not in known and s.name in roles]
             if clashes:
-                raise ModelError(_assumption_clash(where, clashes, roles))
+                raise ModelError(assumption_clash(where, clashes, roles))
             for sym in free:
                 if sym in known or sym.name == "t":
                     continue
@@ -380,11 +412,17 @@ class HybridODE:
         for where, expr, equation in self._equations():
             check_expression(expr, where, equation)
 
+    @property
+    def bounds(self) -> dict[sp.Symbol, tuple[float, float]]:
+        """Symbol -> (low, high) of each parameter given as ``(guess, low, high)``
+        (``-inf``/``inf`` for an open side); parameters without bounds are absent."""
+        return dict(self.parameters.bounds)
+
     def _check_parameter_values(self):
-        import math
         for sym, value in list(self.parameters.items()) + list(self.fixed.items()):
             if not math.isfinite(value):
                 raise ModelError(f"The value of {sym.name} must be finite; received {value}.")
+        check_signs(self.parameters.bounds)
         for sym, value in self.parameters.items():
             if (sym.is_positive or sym.is_nonnegative) and value <= 0:
                 raise ModelError(
@@ -417,12 +455,20 @@ class HybridODE:
         for p, guess in self.parameters.items():
             value = float(values.get(p.name, guess))
             new[p] = max(value, tiny) if (p.is_positive or p.is_nonnegative) else value
-        return self._with_guesses(new)
+            if p in self.parameters.bounds:     # a fitted value that rounded onto a bound
+                low, high = self.parameters.bounds[p]
+                new[p] = min(max(new[p], np.nextafter(low, math.inf)),
+                             np.nextafter(high, -math.inf))
+        return self._with_guesses(ParameterGuesses(new, self.parameters.bounds))
 
     def _with_guesses(self, parameters: dict) -> "HybridODE":
-        return HybridODE(states=self.states, physics=self.physics, parameters=parameters,
+        algebraic = {z: sp.Eq(z, e) for z, e in self.algebraic.items()}
+        observations = {k: e for k, e in self.observations.items()
+                        if not any(k == z.name and e == x for z, x in self.algebraic.items())}
+        return HybridODE(states=self.states + list(self.algebraic),
+                         physics={**self.physics, **algebraic}, parameters=parameters,
                          residual=self.residual, inputs=self.inputs,
-                         observations=self.observations, fixed=self.fixed)
+                         observations=observations, fixed=self.fixed)
 
     def rhs(self) -> list[sp.Expr]:
         """Known physics per state (fixed constants substituted), zero where absent."""
@@ -432,4 +478,5 @@ class HybridODE:
         lines = [f"d{s.name}/dt = {self.physics.get(s, 0)}"
                  + (" + NN" if self.residual is not None and s.name in self.residual_states else "")
                  for s in self.states]
+        lines += [f"{z.name} = {e}" for z, e in self.algebraic.items()]
         return "HybridODE(\n  " + "\n  ".join(lines) + "\n)"

@@ -134,6 +134,8 @@ class HybridPDE(HybridODE):
     (16, ['u_0', 'u_1', 'u_2'])
     """
 
+    _state_equations = False      # the grid states' equations come from the fields'
+
     def __init__(self, fields, space, physics=None, boundary=None, parameters=None,
                  residual=None, fixed=None):
         fields = list(fields) if isinstance(fields, (list, tuple)) else [fields]

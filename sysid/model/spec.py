@@ -23,13 +23,32 @@ _ASSUMPTIONS = ("positive", "negative", "nonnegative", "nonpositive", "real", "i
                 "finite", "nonzero", "zero", "extended_real")
 
 
-def _symbol_spec(sym: sp.Symbol, value=None) -> dict:
+def _symbol_spec(sym: sp.Symbol, value=None, bounds=None) -> dict:
     out = {"name": sym.name,
            "assumptions": {k: bool(v) for k, v in sym._assumptions_orig.items()
                            if k in _ASSUMPTIONS and v is not None}}
     if value is not None:
         out["value"] = float(value)
+    if bounds is not None:      # (low, high) of a bounded parameter; an open side absent
+        out.update({k: float(b) for k, b in zip(("low", "high"), bounds) if math.isfinite(b)})
     return out
+
+
+def _parameter(entry, where):
+    """Symbol -> guess, or (guess, low, high) for an entry with bounds."""
+    value = _value(entry, where)
+    if "low" not in entry and "high" not in entry:
+        return value
+    sides = []
+    for key in ("low", "high"):
+        b = entry.get(key)
+        if b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool)
+                              or not math.isfinite(b)):
+            raise FileFormatError(f"Invalid {key} bound for {entry.get('name')!r} in {where}: "
+                                  f"{b!r}; give a finite number (or leave it out for an "
+                                  f"open side).")
+        sides.append(None if b is None else float(b))
+    return (value, *sides)
 
 
 def model_to_spec(model: HybridODE) -> dict:
@@ -39,12 +58,17 @@ def model_to_spec(model: HybridODE) -> dict:
     return {
         "states": [_symbol_spec(s) for s in model.states],
         "inputs": [_symbol_spec(s) for s in model.inputs],
-        "parameters": [_symbol_spec(s, v) for s, v in model.parameters.items()],
+        "parameters": [_symbol_spec(s, v, model.bounds.get(s))
+                       for s, v in model.parameters.items()],
         "fixed": [_symbol_spec(s, v) for s, v in model.fixed.items()],
         "time": [_symbol_spec(s) for s in time_syms],
         "physics": {s.name: expr_to_text(e) for s, e in model.physics.items()},
         "observations": {k: expr_to_text(e) for k, e in model.observations.items()},
         "residual": None if model.residual is None else model.residual.to_dict(),
+        # algebraic states (sympy.Eq in physics): their solution is the observation of
+        # the same name; absent when there are none (older specs read the same)
+        **({"algebraic": [_symbol_spec(z) for z in model.algebraic]}
+           if getattr(model, "algebraic", None) else {}),
         **({"pde": _pde_spec(model)} if isinstance(model, HybridPDE) else {}),
     }
 
@@ -125,13 +149,20 @@ def model_from_spec(spec: dict) -> HybridODE:
     try:
         states = [_symbol(e, "states") for e in spec["states"]]
         inputs = [_symbol(e, "inputs") for e in spec.get("inputs", [])]
-        params = {_symbol(e, "parameters"): _value(e, "parameters") for e in spec.get("parameters", [])}
+        params = {_symbol(e, "parameters"): _parameter(e, "parameters")
+                  for e in spec.get("parameters", [])}
         fixed = {_symbol(e, "fixed"): _value(e, "fixed") for e in spec.get("fixed", [])}
         time = [_symbol(e, "time") for e in spec.get("time", [])]
         table = {s.name: s for s in [*states, *inputs, *params, *fixed, *time]}
         table.setdefault("t", sp.Symbol("t", real=True))
         physics = {table[k]: parse_expression(v, table) for k, v in spec.get("physics", {}).items()}
         obs = {k: parse_expression(v, table) for k, v in spec.get("observations", {}).items()}
+        for z in [_symbol(e, "algebraic") for e in spec.get("algebraic", [])]:
+            if z.name not in obs:
+                raise FileFormatError(f"The saved algebraic state {z.name!r} has no equation "
+                                      f"among the saved observations.")
+            states.append(z)
+            physics[z] = sp.Eq(z, obs.pop(z.name))
         res = spec.get("residual")
         residual = None if res is None else MLP(**{k: res[k] for k in (
             "width", "depth", "states", "inputs", "activation")}, local=res.get("local", False))

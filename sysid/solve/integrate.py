@@ -15,6 +15,7 @@ state simply stays put. Backward-in-time segments (``delta < 0``) work the same 
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,7 +27,11 @@ from .runge_kutta import solve_intervals
 from ..errors import SolverError
 
 __all__ = ["SolverOptions", "SolverFailure", "InputSignal", "solve_segments", "solve_at_times",
-           "threads_for", "backward", "solver_limits"]
+           "threads_for", "backward", "solver_limits", "fixed_step_error", "FIXED_STEP_LIMIT"]
+
+#: The most a fixed-step (rk4) solution may move, as a fraction of each state's range over
+#: the record, when the steps are halved (:func:`fixed_step_error`).
+FIXED_STEP_LIMIT = 0.01
 
 
 @contextmanager
@@ -206,6 +211,38 @@ def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSign
     """Integrate segments from ``x0`` (B, n) at ``tau[:, 0]``; return states (B, K, n)."""
     with threads_for(x0.numel()):
         return _solve(field, x0, tau, inputs, options)
+
+
+def fixed_step_error(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSignal | None,
+                     options: SolverOptions) -> tuple[float, int]:
+    """Step doubling for a fixed-step (``rk4``) solve: the segments solved with the
+    options' steps and again with twice as many (``substeps`` doubled, ``max_step``
+    halved), through the same path (the C solver where the fit uses it). Returns the
+    largest change of a state, as a fraction of that state's range over the solves (of
+    its largest magnitude where it is constant), and that state's index; ``inf`` where
+    either solve is not finite or fails. rk4's error shrinks 16-fold when its steps are
+    halved, so the change is about the coarse solve's error; an unstable solve (a stiff
+    system at steps beyond rk4's stability limit) changes by about its whole range."""
+    finer = dataclasses.replace(options, substeps=2 * int(options.substeps),
+                                max_step=None if options.max_step is None
+                                else 0.5 * options.max_step)
+    try:
+        with torch.no_grad():
+            coarse = solve_segments(field, x0, tau, inputs, options)
+            fine = solve_segments(field, x0, tau, inputs, finer)
+    except SolverFailure:
+        return float("inf"), 0
+    a, b = coarse.reshape(-1, coarse.shape[-1]), fine.reshape(-1, fine.shape[-1])
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        bad = ~(torch.isfinite(a) & torch.isfinite(b)).all(dim=0)
+        return float("inf"), int(torch.nonzero(bad)[0, 0])
+    spread = b.amax(dim=0) - b.amin(dim=0)
+    size = torch.where(spread > 0, spread, b.abs().amax(dim=0))
+    change = (a - b).abs().amax(dim=0)
+    ratio = torch.where(size > 0, change / torch.where(size > 0, size, 1.0),
+                        torch.where(change > 0, float("inf"), 0.0))
+    j = int(torch.argmax(ratio)) if ratio.numel() else 0
+    return (float(ratio[j]) if ratio.numel() else 0.0), j
 
 
 def _solve(field, x0, tau, inputs, options):

@@ -12,7 +12,7 @@ import torch
 from ..problem.jacobian import jacobian_bytes
 from ..problem.options import FitStatus
 from ..problem.placement import on_cpu
-from ..solve.integrate import backward, SolverFailure
+from ..solve.integrate import FIXED_STEP_LIMIT, backward, SolverFailure, fixed_step_error
 from . import levenberg_marquardt as lm
 
 
@@ -32,6 +32,33 @@ def _failure_status(err: SolverFailure, where: str = "") -> FitStatus:
     being finite, else "solver_failed" (step limit, step-size underflow)."""
     code = "diverged" if "not finite" in str(err) else "solver_failed"
     return FitStatus(code, f"{where}: {err}" if where else str(err))
+
+
+def fixed_step_status(problem) -> FitStatus | None:
+    """A ``"solver_failed"`` status where the fit's fixed-step (rk4) solve is not accurate
+    at the fitted parameters: the whole trajectories solved again with twice the steps
+    move a state by more than :data:`~sysid.solve.integrate.FIXED_STEP_LIMIT` of its
+    range (step doubling, :func:`~sysid.solve.integrate.fixed_step_error`; two forward
+    solves, no gradient). None where the solve is accurate or not fixed-step."""
+    solver = problem.solver
+    if solver.method != "rk4":
+        return None
+    seg = problem.single
+    with torch.no_grad():
+        ratio, j = fixed_step_error(problem.field, problem.x0(), seg.tau, seg.inputs, solver)
+    if ratio <= FIXED_STEP_LIMIT:
+        return None
+    name = problem.field.model.state_names[j]
+    moved = ("is not finite in one of the solves" if not np.isfinite(ratio)
+             else f"moves by {ratio:.3g} of its range")
+    return FitStatus("solver_failed", (
+        f"the fixed-step solve is not accurate at the fitted parameters: solved again with "
+        f"twice the steps (substeps={2 * solver.substeps} instead of {solver.substeps}), "
+        f"state {name} {moved} (the limit is {FIXED_STEP_LIMIT:g}), so the fit followed "
+        f"rk4's error (an unstable step on a stiff system), not the data. Fix: "
+        f"solver='auto' (the default: it measures stiffness and picks rosenbrock23 where "
+        f"needed), solver='rosenbrock23' for stiff kinetics, solver='dopri5' (adaptive), "
+        f"or more substeps"))
 
 
 class _ValidationWatch:

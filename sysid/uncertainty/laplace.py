@@ -83,7 +83,8 @@ class Curvature:
     raw_values : numpy.ndarray
         The raw (unconstrained) parameter values: logs of the positive parameters.
     kinds : list of str
-        ``"positive"``, ``"negative"`` or ``"linear"`` per parameter (the transform).
+        ``"positive"``, ``"negative"``, ``"linear"``, ``"bounded"``, ``"above"`` or
+        ``"below"`` per parameter (the transform, :mod:`sysid.model.parameters`).
     raw_covariance : numpy.ndarray
         (D, D) covariance of every fitted quantity in raw units, columns ordered as
         ``columns`` says: raw parameters, initial states (standardised), network tensors.
@@ -106,6 +107,7 @@ class Curvature:
     columns: dict = dc_field(default_factory=dict)
     dof: float = float("nan")
     network: bool = False
+    transform: object = None    # the ParameterTransform (maps raw interval ends back)
 
     @property
     def std_errors(self) -> np.ndarray:
@@ -208,7 +210,7 @@ def _laplace(result, network: bool) -> Curvature:
                "network": slice(P + n0, D)}
     return Curvature(names, values, cov, condition, n, raw.numpy().copy(),
                      list(field.transform.kinds), cov_raw, columns, float(dof),
-                     bool(network and net is not None))
+                     bool(network and net is not None), field.transform)
 
 
 def _inverse(h: np.ndarray) -> tuple[np.ndarray, float]:

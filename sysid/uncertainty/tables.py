@@ -87,6 +87,10 @@ def parameter_table(result, level: float = 0.9, *, network: bool = True, warn: b
         for i, kind in enumerate(curv.kinds):
             if kind == "linear":
                 lower[i], upper[i] = curv.values[i] - z * se[i], curv.values[i] + z * se[i]
+            elif curv.transform is not None:   # made in the raw space, mapped back:
+                a = curv.transform.value(i, curv.raw_values[i] - z * raw_se[i])  # inside
+                b = curv.transform.value(i, curv.raw_values[i] + z * raw_se[i])  # its bounds
+                lower[i], upper[i] = min(a, b), max(a, b)
             else:           # log scale, mapped back: stays on its side of 0
                 sign = -1.0 if kind == "negative" else 1.0
                 a = sign * np.exp(curv.raw_values[i] - z * raw_se[i])
@@ -97,7 +101,7 @@ def parameter_table(result, level: float = 0.9, *, network: bool = True, warn: b
         "value": curv.values, "std_error": se, "lower": lower, "upper": upper,
         "rel_error": se / np.maximum(np.abs(curv.values), 1e-300),
         "identifiable": [not n for n in notes],
-        "scale": ["log" if k != "linear" else "linear" for k in curv.kinds],
+        "scale": [{"linear": "linear", "bounded": "logit"}.get(k, "log") for k in curv.kinds],
         "note": notes,
     }, index=pd.Index(curv.names, name="parameter"))
     table.attrs.update(level=level, network=curv.network, dof=curv.dof,
