@@ -16,7 +16,7 @@ from . import datasets, errors
 from .many import Ensemble, FitCollection, fit_ensemble, fit_many, sweep
 from .model import MLP, SUPPORTED_FUNCTIONS, HybridODE, HybridPDE, t
 from .problem import FitOptions, FitStatus
-from .results import FieldResult, FitResult, fit, load
+from .results import FieldResult, FitResult, compare, fit, load
 from .symbolic import SymbolicSummary
 
 __version__ = "0.1.0"
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 __all__ = ["HybridODE", "HybridPDE", "MLP", "fit", "FitResult", "FieldResult", "FitOptions", "FitStatus", "load",
            "SymbolicSummary", "datasets", "errors", "t", "__version__",
            "fit_many", "sweep", "fit_ensemble", "FitCollection", "Ensemble",
-           "SUPPORTED_FUNCTIONS"]
+           "SUPPORTED_FUNCTIONS", "compare"]
 
 _LAZY_MODULES = ("cli",)     # imported on first access: ``sysid.cli.main([...])``
 

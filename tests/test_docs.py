@@ -30,7 +30,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 #: The public names of the API contract (../shared/API.md) and of ``sysid.__all__``, with
 #: the members of the classes that the contract names.
-FUNCTIONS = ["fit", "load", "fit_many", "sweep", "fit_ensemble",
+FUNCTIONS = ["fit", "load", "compare", "fit_many", "sweep", "fit_ensemble",
              "datasets.load", "datasets.simulate", "datasets.download",
              "datasets.available", "datasets.system"]
 CLASSES = ["HybridODE", "MLP", "FitResult", "FitOptions", "FitStatus", "SymbolicSummary",

@@ -17,6 +17,7 @@ from ..solve.integrate import SolverFailure, threads_for
 from ..symbolic.distill import summarize
 from ..training.trainer import train
 from ..uncertainty.tables import parameter_correlation, parameter_table
+from .compare import Likelihood
 from .field_result import FieldResult
 from .files import save_result
 from .outputs import initial_states_dataset
@@ -26,7 +27,7 @@ from .trajectories import Trajectories, _float_times
 __all__ = ["FitResult", "fit_from"]
 
 
-class FitResult(Trajectories):
+class FitResult(Trajectories, Likelihood):
     """The outcome of :func:`sysid.fit`: parameters, states, forecasts, equations.
 
     Returned by :func:`sysid.fit` (and :func:`sysid.load`); not built by hand. Every
@@ -49,7 +50,7 @@ class FitResult(Trajectories):
     stats : dict
         Epochs, L-BFGS iterations, function evaluations, wall time, counts.
     noise_std : dict[str, float]
-        Fitted (or given) measurement noise level per channel.
+        Fitted (or given) measurement noise level per channel (NaN for count noise).
     model : HybridODE
         The fitted model's specification.
     data : xarray.Dataset

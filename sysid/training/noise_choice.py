@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
+from ..problem.noise import log_likelihood
 from ..solve.integrate import SolverFailure
-from .horizon import _whole_residuals
 
 __all__ = ["CANDIDATES", "data_log_likelihood", "choose"]
 
@@ -30,19 +29,12 @@ CANDIDATES = ("gaussian", "lognormal")
 def data_log_likelihood(problem) -> float:
     """The log-likelihood of the measurements themselves (not of their logarithm) under
     the fitted model and its noise model, over whole trajectories, each channel's noise
-    level at its maximum-likelihood value; -inf where the model cannot be integrated."""
+    level at its maximum-likelihood value (:func:`sysid.problem.noise.log_likelihood`,
+    the one ``result.loglik`` reports); -inf where the model cannot be integrated."""
     try:
-        res, mask = _whole_residuals(problem)
+        value = log_likelihood(problem)
     except SolverFailure:
         return -math.inf
-    n = mask.sum(dim=(0, 1)).to(torch.float64)
-    sse = (res ** 2).sum(dim=(0, 1))
-    keep = n > 0
-    n, sse = n[keep], sse[keep]
-    value = -0.5 * float((n * (torch.log(2 * math.pi * sse / n) + 1)).sum())
-    if problem.noise.name == "lognormal":       # density of y = exp(log y): 1 / y
-        y = problem.single.y[problem.single.mask]
-        value -= float(torch.log(y).sum())
     return value if np.isfinite(value) else -math.inf
 
 

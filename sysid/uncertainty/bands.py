@@ -24,7 +24,9 @@ def add_bands(result, ds, tf, signal, level, interval: str = "confidence"):
     """Add ``<var>_lower`` and ``<var>_upper`` to ``ds`` (a states dataset of ``result`` at
     float times ``tf`` driven by ``signal``) for every state and channel, by the delta
     method: the Jacobian of the trajectory in every fitted quantity times their Laplace
-    covariance. ``interval="prediction"`` adds the measurement noise to the channels."""
+    covariance. ``interval="prediction"`` adds the measurement noise to the channels (for
+    count noise the variance of a count with the band's centre as its mean, the lower
+    bound at least 0)."""
     level = _check_level(level)
     if interval not in _INTERVALS:
         raise ModelError(f"interval must be one of {list(_INTERVALS)}; received "
@@ -53,13 +55,19 @@ def add_bands(result, ds, tf, signal, level, interval: str = "confidence"):
     var = np.clip(var, 0.0, None).reshape(mean.shape)
     noise = dict(result.noise_std)
     lognormal = getattr(problem.noise, "name", "") == "lognormal"
+    counts = getattr(problem.noise, "variance", None)    # a count's variance from its mean
+    channel = {c: i for i, c in enumerate(bundle.channels)}
     squeeze = (lambda a: a) if "trajectory" in ds.dims else (lambda a: a[0])
     for v, name in enumerate(names):
         center = ds[name].values if name in ds else squeeze(mean[..., v])
         center = np.asarray(center, dtype=float)
         sd = np.sqrt(squeeze(var[..., v]))
         add_noise = interval == "prediction" and name in noise and np.isfinite(noise[name])
-        if add_noise and lognormal:
+        if interval == "prediction" and counts is not None and name in channel:
+            add_noise = True     # normal approximation to the count's distribution
+            sd = np.sqrt(sd ** 2 + counts(channel[name], center))
+            lo, hi = np.clip(center - z * sd, 0.0, None), center + z * sd
+        elif add_noise and lognormal:
             with np.errstate(divide="ignore", invalid="ignore"):
                 spread = np.sqrt((sd / np.abs(center)) ** 2 + noise[name] ** 2)
             lo, hi = center * np.exp(-z * spread), center * np.exp(z * spread)
