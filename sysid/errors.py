@@ -46,6 +46,7 @@ __all__ = [
     "FitError",
     "SolverError",
     "FitWarning",
+    "DataWarning",
     "ModelWarning",
     "IdentifiabilityWarning",
     "suggest",
@@ -101,6 +102,14 @@ class ModelWarning(UserWarning):
     """A model that is valid but probably not what was meant, e.g. a state with no
     equation in ``physics`` and no residual term (its d/dt is 0, so it stays at its
     initial value). The message names it and says how to state the intent."""
+
+
+class DataWarning(UserWarning):
+    """The data were usable but not as given, and sysid changed them in a stated way:
+    integer data or an integer time coordinate converted to float64, an on/off (boolean)
+    input read as 0.0/1.0, a ``noise_std`` attribute given as text read as a number. The
+    message names the variable and says how to give the data so that no note is needed.
+    Silence it with ``warnings.simplefilter("ignore", sysid.errors.DataWarning)``."""
 
 
 class IdentifiabilityWarning(UserWarning):

@@ -5,7 +5,7 @@ dy/dt = 0, optionally written as c*x with c fixed at 0): 0-3 trajectories, 2-30 
 float, integer or datetime64 times (ns to days resolution, spans of centuries outside
 1678-2262; sorted, unsorted, duplicated, with NaN), values from 1e-300 to 1e306, NaN
 patterns (random, whole channel, whole trajectory), int/bool/float16/32/64/object
-dtypes, extra variables, inf values, valid or invalid ``noise_std`` attrs and dataset
+dtypes (integers converted with a DataWarning, booleans refused as measured channels), extra variables, inf values, valid or invalid ``noise_std`` attrs and dataset
 attrs that HDF5 cannot store as such (big ints, text arrays, NUL characters).
 
 Property: ``sysid.fit(..., epochs=0, lbfgs_iterations=0, polish_iterations=0)`` then
@@ -15,7 +15,7 @@ state's start value (a line through its first samples, clipped to their range), 
 survives save/load with bit-identical imputations (results lost: 0), or
 raises a documented :class:`sysid.errors.SysidError`; never another exception.
 Cases whose refusal is certain (unsorted or duplicated times, non-numeric variables,
-unknown variables, inf, values over 1e150, invalid noise_std) must be refused with a
+unknown variables, boolean channels, inf, values over 1e150, invalid noise_std) must be refused with a
 DataError.
 
 The default run takes a few seconds; ``pytest -m slow -s`` runs many more examples
@@ -109,8 +109,8 @@ def _cast(values, dtype, draw):
         return arr, ("infinite" if np.isinf(arr).any() else None)
     if dtype in ("int64", "int32"):
         return np.nan_to_num(np.round(values), nan=0.0).clip(-1e9, 1e9).astype(dtype), None
-    if dtype == "bool":
-        return np.nan_to_num(values) > 0, None
+    if dtype == "bool":          # a measured channel cannot be True/False (issue 31)
+        return np.nan_to_num(values) > 0, "boolean"
     if dtype == "object_num":
         return np.array([None if np.isnan(v) else float(v) for v in values.ravel()],
                         dtype=object).reshape(values.shape), "not numeric"

@@ -10,14 +10,18 @@ and optional ``attrs['noise_std']`` per variable.
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
 
-from ..errors import DataError, suggest
+from ..errors import DataError, DataWarning, suggest
 
 __all__ = ["DataBundle", "prepare", "time_to_float"]
+
+#: integers up to this size convert to float64 exactly
+_EXACT_INT = 2 ** 53
 
 _TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "D": 86400.0}
 #: largest |value| of a channel or input: the likelihood squares scaled values
@@ -103,12 +107,22 @@ def time_to_float(time: xr.DataArray, time_unit: str | None = None, origin=None)
                      units=f"{time_unit} since {np.datetime_as_string(origin, unit='s')}")
         return seconds / _TIME_UNITS[time_unit], attrs
     if values.dtype.kind not in "iuf":
-        _fail(f"The 'time' coordinate must be float or datetime64; received dtype "
-              f"{values.dtype}. Convert it, e.g. ds['time'] = ds['time'].astype(float).")
+        _fail(f"The 'time' coordinate must be float or datetime64 (integers are converted); "
+              f"received dtype {values.dtype}. Convert it, e.g. "
+              f"ds['time'] = ds['time'].astype(float).")
     return values.astype(np.float64), attrs
 
 
-def _check_time(ds: xr.Dataset, time_unit):
+def _integer_note(what: str, values, fix: str) -> str:
+    """The note for integer values converted to float64 (with the rounding, if any)."""
+    big = values.size and np.abs(values.astype(np.float64)).max() > _EXACT_INT
+    return (f"{what} holds integers ({values.dtype}); sysid fits in float64 and converted "
+            f"them" + (f" (values beyond 2**53 = {_EXACT_INT:,} were rounded to the nearest "
+                       f"float64)" if big else " exactly") + f". To have no note, give "
+            f"floats: {fix}.")
+
+
+def _check_time(ds: xr.Dataset, time_unit, notes: list):
     if "time" not in ds.dims:
         close = difflib.get_close_matches("time", [str(d) for d in ds.dims], n=1, cutoff=0.3)
         hint = f" ds = ds.rename({{'{close[0]}': 'time'}})" if close else \
@@ -122,6 +136,9 @@ def _check_time(ds: xr.Dataset, time_unit):
         _fail("The 'time' dimension is empty (0 samples); sysid needs at least one "
               "measurement. Check the selection that produced the dataset.")
     times, attrs = time_to_float(ds["time"], time_unit)
+    if ds["time"].dtype.kind in "iu":
+        notes.append(_integer_note("The 'time' coordinate", ds["time"].values,
+                                   "ds['time'] = ds['time'].astype(float)"))
     if not np.all(np.isfinite(times)):
         _fail("The 'time' coordinate contains NaN or inf; every sample needs a finite time.")
     steps = np.diff(times)
@@ -137,7 +154,33 @@ def _check_time(ds: xr.Dataset, time_unit):
     return times, attrs
 
 
-def _variable_array(ds: xr.Dataset, name: str, has_traj: bool, is_input=False) -> np.ndarray:
+def _check_dtype(var: xr.DataArray, name: str, is_input: bool, notes: list) -> None:
+    """Refuse what is not a number; note the numbers that are converted (integers, and
+    the on/off values of a boolean input)."""
+    kind = var.dtype.kind
+    fix = f"ds[{name!r}] = ds[{name!r}].astype(float)"
+    if kind == "b" and is_input:
+        notes.append(f"Input {name!r} is boolean (on/off); it is read as 1.0 (True) and 0.0 "
+                     f"(False), interpolated like any input (interpolation='zoh' holds each "
+                     f"value until the next sample). To have no note, give floats: {fix}.")
+    elif kind == "b":
+        _fail(f"Data variable {name!r} is boolean; a measured channel must hold numbers "
+              f"(NaN where not measured), and True/False cannot say 'not measured' nor be "
+              f"a noisy measurement of a state. If the values really are the levels 0 and 1 "
+              f"of the observed quantity, convert them: {fix}; an on/off signal that drives "
+              f"the model is an input (inputs=[...]), where booleans are accepted.")
+    elif kind in "iu":
+        notes.append(_integer_note(f"Data variable {name!r}", var.values, fix))
+    elif kind != "f":
+        what = " (Python objects)" if kind == "O" else ""
+        _fail(f"Data variable {name!r} is not numeric; received dtype {var.dtype}{what}. "
+              f"sysid needs "
+              f"float values (NaN where not measured). Convert it with {fix} (non-numbers "
+              f"become NaN via pandas.to_numeric(..., errors='coerce')).")
+
+
+def _variable_array(ds: xr.Dataset, name: str, has_traj: bool, is_input=False,
+                    notes: list | None = None) -> np.ndarray:
     var = ds[name]
     extra = [d for d in var.dims if d not in ("time", "trajectory")]
     if extra:
@@ -149,10 +192,7 @@ def _variable_array(ds: xr.Dataset, name: str, has_traj: bool, is_input=False) -
         _fail(f"Data variable {name!r} has no 'time' dimension (dims {var.dims}); every "
               f"channel and input must be a time series. Store constants in attrs or in the "
               f"model's fixed={{...}} instead.")
-    if var.dtype.kind not in "iufb":
-        _fail(f"Data variable {name!r} is not numeric; received dtype {var.dtype}. Convert it "
-              f"with ds[{name!r}] = ds[{name!r}].astype(float) (non-numbers become NaN via "
-              f"pandas.to_numeric(..., errors='coerce')).")
+    _check_dtype(var, name, is_input, [] if notes is None else notes)
     var = var.transpose(*(("trajectory",) if "trajectory" in var.dims else ()), "time")
     arr = np.asarray(var.values, dtype=np.float64)
     if not has_traj:
@@ -219,6 +259,35 @@ def _check_inputs(u, names, times, t_first, t_last, has_traj):
                       f"ds[{name!r}].interpolate_na('time')) or trim the data.")
 
 
+def _noise_level(name: str, value, notes: list) -> float | None:
+    """``attrs['noise_std']`` of a channel as a positive float (None where absent). A
+    number given as text ("0.01", as some netCDF writers store attributes) is read as
+    that number, with a note; anything else that is not a positive number is refused."""
+    if value is None:
+        return None
+    level, text = float("nan"), isinstance(value, (str, np.str_))
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        value = value.reshape(()).item()       # a one-element attribute array
+    if text:
+        try:
+            level = float(str(value).strip())
+        except ValueError:
+            pass
+    elif isinstance(value, (int, float, np.integer, np.floating)) and \
+            not isinstance(value, (bool, np.bool_)):
+        level = float(value) if abs(value) < 1e308 else float("inf")    # no OverflowError
+    if not (np.isfinite(level) and level > 0):
+        _fail(f"attrs['noise_std'] of {name!r} must be a positive number (the measurement "
+              f"noise standard deviation in the variable's units); received {value!r} "
+              f"(type {type(value).__name__}). Fix it, e.g. ds[{name!r}].attrs['noise_std'] "
+              f"= 0.01, or delete the attribute to have the level estimated.")
+    if text:
+        notes.append(f"attrs['noise_std'] of {name!r} is text ({value!r}); it is read as the "
+                     f"number {level!r}. To have no note, store a number: "
+                     f"ds[{name!r}].attrs['noise_std'] = {level!r}.")
+    return level
+
+
 def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = None) -> DataBundle:
     """Validate ``ds`` against ``model`` and return a :class:`DataBundle`.
 
@@ -231,11 +300,12 @@ def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = N
     if not isinstance(ds, xr.Dataset):
         _fail(f"sysid needs an xarray.Dataset; received {type(ds).__name__}. Build one with "
               f"xr.Dataset({{'x': ('time', values)}}, coords={{'time': times}}).")
-    times, time_attrs = _check_time(ds, time_unit)
+    notes: list[str] = []      # what was converted, said once in a DataWarning
+    times, time_attrs = _check_time(ds, time_unit, notes)
     has_traj = "trajectory" in ds.dims
     channel_exprs = model.channels
     present = _classify_variables(ds, list(channel_exprs), list(model.input_names))
-    y = np.stack([_variable_array(ds, c, has_traj) for c in present], axis=-1)
+    y = np.stack([_variable_array(ds, c, has_traj, notes=notes) for c in present], axis=-1)
     mask = ~np.isnan(y)
     any_obs = mask.any(axis=-1)                              # (B, T)
     for b in np.flatnonzero(~any_obs.any(axis=1)):
@@ -245,7 +315,7 @@ def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = N
     t_first = np.argmax(any_obs, axis=1)
     t_last = any_obs.shape[1] - 1 - np.argmax(any_obs[:, ::-1], axis=1)
     if model.inputs:
-        u = np.stack([_variable_array(ds, n, has_traj, is_input=True)
+        u = np.stack([_variable_array(ds, n, has_traj, is_input=True, notes=notes)
                       for n in model.input_names], axis=-1)
         _check_inputs(u, model.input_names, times, t_first, t_last, has_traj)
     else:
@@ -254,18 +324,9 @@ def prepare(model, ds, *, time_unit: str | None = None, n_fitted: int | None = N
         _fail(f"The data hold {int(mask.sum())} observed values but the model has {n_fitted} "
               f"unknowns to fit (physical parameters and initial states). Provide more "
               f"samples, observe more states, or fix some parameters with fixed={{...}}.")
-    noise = []
-    for c in present:
-        value = ds[c].attrs.get("noise_std")
-        try:
-            level = None if value is None else float(value)
-        except (TypeError, ValueError, OverflowError):
-            level = float("nan")
-        if level is not None and not (np.isfinite(level) and level > 0):
-            _fail(f"attrs['noise_std'] of {c!r} must be a positive number (the measurement "
-                  f"noise standard deviation in the variable's units); received {value!r}. "
-                  f"Fix it or delete the attribute to have the level estimated.")
-        noise.append(level)
+    noise = [_noise_level(c, ds[c].attrs.get("noise_std"), notes) for c in present]
+    if notes:
+        warnings.warn(" ".join(notes), DataWarning, stacklevel=3)
     var_attrs = {name: dict(ds[name].attrs) for name in ds.data_vars}
     return DataBundle(
         times=times, y=y, mask=mask, u=u, channels=present, inputs=list(model.input_names),
