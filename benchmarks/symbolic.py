@@ -2,7 +2,7 @@
 
     python benchmarks/symbolic.py              # the record (about 30-40 min on 2 cores)
     python benchmarks/symbolic.py --quick      # CI-sized (a few minutes)
-    python benchmarks/symbolic.py --only partial pendulum hidden
+    python benchmarks/symbolic.py --only partial pendulum hidden chemostat
 
 Each section fits sysid's default hybrid model (known physics + ``sysid.MLP`` residual),
 distils the residual with ``result.symbolic()`` and reads the selected equations, beside the
@@ -14,14 +14,13 @@ The symbolic() column is CPU time (the target is "on one core"); fit times are w
 Sections
 --------
 lv        Lotka-Volterra of BENCHMARKS.md section 1 (Rackauckas et al. 2020), 5 % noise: the
-          interaction terms -b x y and c x y left to the residual.
-lv_low    The same at 0.5 % noise.
+          interaction terms -b x y and c x y left to the residual. lv_low: 0.5 % noise.
 partial   Lotka-Volterra, 1 % noise, the predator measured at every 5th sample only.
 pendulum  APHYNITY's damped pendulum (BENCHMARKS.md section 2), angle only, 5 % noise,
           irregular times, the friction -alpha omega left to the residual.
-hidden    Unforced Duffing oscillator, position only: the missing cubic spring -beta x^3 is
-          in the equation of the never-measured velocity and overlaps the known linear
-          spring -alpha x.
+hidden    Unforced Duffing oscillator, position only: the missing cubic spring -beta x^3 is in
+          the equation of the never-measured velocity and overlaps the known spring -alpha x.
+chemostat Monod growth, biomass only, distilled with rational=True (symbolic_rational.py).
 """
 
 from __future__ import annotations
@@ -40,12 +39,12 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import baselines  # noqa: E402
-
+import symbolic_rational  # noqa: E402
 import sysid  # noqa: E402
 
 torch.set_num_threads(1)
 
-SECTIONS = ("lv", "lv_low", "partial", "pendulum", "hidden")
+SECTIONS = ("lv", "lv_low", "partial", "pendulum", "hidden", "chemostat")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -96,23 +95,21 @@ def _yes(flag):
     return "**met**" if flag else "**not met**"
 
 
-def _summarize(result):
-    """``result.symbolic()`` timed; (summary or None, CPU seconds, error text). The time is
+def _summarize(result, **options):
+    """``result.symbolic(**options)`` timed; (summary or None, CPU seconds, error text). The time is
     the process's CPU time: one thread, so the time "on one core" of the target, which a
     busy shared machine inflates far less than the wall time (both are logged)."""
     start, cpu = time.perf_counter(), time.process_time()
     try:
-        summary = result.symbolic()
-        err = ""
+        summary, err = result.symbolic(**options), ""
     except Exception as exc:    # noqa: BLE001 - reported in the table, not hidden
         summary, err = None, f"{type(exc).__name__}: {exc}"
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     if summary is not None:     # where the time went, for the log
         secs = summary.path["seconds"]
-        print(f"    symbolic(): {cpu:.1f} s CPU ({wall:.1f} s wall), {len(summary.path)} "
-              f"candidates, {(secs > 0).sum()} refit in {secs.sum():.1f} s (slowest "
-              f"{secs.max():.1f} s), {len(summary.warnings)} warning(s)", file=sys.stderr,
-              flush=True)
+        print(f"    symbolic(): {cpu:.1f} s CPU ({wall:.1f} s wall), {len(summary.path)} candidates, "
+              f"{(secs > 0).sum()} refit in {secs.sum():.1f} s (slowest {secs.max():.1f} s), "
+              f"{len(summary.warnings)} warning(s)", file=sys.stderr, flush=True)
         for text in summary.warnings:
             print(f"      warning: {text[:300]}", file=sys.stderr, flush=True)
     return summary, cpu, err
@@ -492,6 +489,9 @@ def main(argv=None):
     if "hidden" in sections:
         print("## A missing term in the equation of a never-measured state (Duffing)\n")
         timed("hidden", hidden)
+    if "chemostat" in sections:
+        print("## Monod growth in a chemostat, biomass X only (issue 28)\n")
+        timed("chemostat", lambda: symbolic_rational.section(range(2 if quick else 5), _summarize))
     print("Wall time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items())
           + f"; total {sum(walls.values()):.0f} s.")
 

@@ -16,6 +16,7 @@ import torch
 
 from ..model.compiler import CompiledExprs
 from .library import _name
+from .rational import filled
 from .scoring import BIC_TIE, SCORE
 
 __all__ = ["ALTERNATIVE_GAP", "alternatives", "describe"]
@@ -52,10 +53,11 @@ def alternatives(rows, fits, best, states, terms, model, samples, time_of=None) 
             if set(support) > set(chosen[s]) and score[i] >= score[best]:
                 continue
             values = fits[i][1].parameters
-            coefficients = {str(terms[col]): float(values[_name(s, j, model)])
-                            for j, col in enumerate(support)}
-            expression = sp.Add(*[sp.Float(v, 15) * terms[col]
-                                  for (_, v), col in zip(coefficients.items(), support)])
+            shown = [filled(terms[col], s, j, model, values) for j, col in enumerate(support)]
+            coefficients = {str(term): float(values[_name(s, j, model)])
+                            for j, term in enumerate(shown)}
+            expression = sp.Add(*[sp.Float(v, 15) * term
+                                  for v, term in zip(coefficients.values(), shown)])
             equation = _equation(fits[i], s, model)
             found[support] = {
                 "terms": ", ".join(coefficients) or "-", "expression": expression,

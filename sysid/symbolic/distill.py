@@ -40,7 +40,9 @@ from ..runtime.blas import one_blas_thread
 from ..uncertainty.laplace import gauss_newton
 from .sparse_regression import (forward_path, inclusion, single_terms, threshold_path)
 from .library import (FORWARD_TERMS, SINGLE_TERMS, _candidates, _conditioning, _evaluate,
-                      _functions, _library_terms, _name, _physics_mask, _samples, _symbol_of)
+                      _functions, _library_terms, _name, _physics_mask, _residual_states,
+                      _samples, _symbol_of, _tied)
+from .rational import filled, forms, profile, rational_spec, unseen
 from .alternatives import _rounded, alternatives as _alternatives, describe
 from .scoring import SCORE, _sparsest_close
 from .stability import run_past_data
@@ -55,14 +57,14 @@ __all__ = ["summarize"]
 DEFAULT_THRESHOLDS = tuple(float(v) for v in np.geomspace(1e-3, 0.9, 12))
 _CARRIED = ("solver", "rtol", "atol", "max_steps", "substeps", "interpolation", "time_unit",
             "shooting", "continuity", "polish_iterations", "noise")
-_OPTIONS = ("degree", "functions", "library", "thresholds", "n_points", "seed", "max_terms",
-            "refine", "holdout", "ensemble")
+_OPTIONS = ("degree", "functions", "library", "rational", "thresholds", "n_points", "seed",
+            "max_terms", "refine", "holdout", "ensemble")
 
 
 @one_blas_thread
-def summarize(result, *, fit_from, degree=3, functions=(), library=None, thresholds=None, n_points=400,
-              seed=0, max_terms=8, refine=10, holdout=0.2, ensemble=50,
-              **unknown) -> "SymbolicSummary":
+def summarize(result, *, fit_from, degree=3, functions=(), library=None, rational=False,
+              thresholds=None, n_points=400, seed=0, max_terms=8, refine=10, holdout=0.2,
+              ensemble=50, **unknown) -> "SymbolicSummary":
     """Distil the neural residual of a fitted hybrid model into sparse equations.
 
     Parameters
@@ -84,6 +86,15 @@ def summarize(result, *, fit_from, degree=3, functions=(), library=None, thresho
         Extra candidate terms over the variables the network reads, e.g.
         ``[sympy.sin(theta)]``. A numeric factor is ignored (``2*sin(theta)`` is
         ``sin(theta)``).
+    rational : bool, sequence of str or dict, default False
+        Saturating candidate terms ``m * v**n / (K**n + v**n)`` (Michaelis-Menten,
+        Monod, Hill) with a fitted half-saturation constant ``K`` (:mod:`.rational`):
+        ``True`` for every variable the network reads that is positive along the data
+        (``n = 1``), a list of names (``["S"]``), or Hill exponents per name
+        (``{"S": [1, 2]}``); the multiplier ``m`` is 1 or one of the network's
+        variables (``S*X/(K + S)``: Monod growth of ``X`` on ``S``). Each form's ``K`` is
+        profiled on the network's output and refit with the coefficients in every
+        candidate model (``K_<state>_<j>``, positive).
     thresholds : sequence of float, optional
         STLSQ thresholds relative to the largest normalised least-squares coefficient of
         each state (default: 12 values from 1e-3 to 0.9, log-spaced). Fewer thresholds
@@ -180,36 +191,28 @@ def summarize(result, *, fit_from, degree=3, functions=(), library=None, thresho
                          f"in [0, 0.5] (0 switches held-out scoring off); received "
                          f"{holdout!r}.")
     variables = [_symbol_of(model, n) for n in model.residual_inputs]
-    terms = _library_terms(model, variables, int(degree), _functions(functions, variables)
-                           + list(library or ()))
     samples = _samples(result, int(n_points))
-    theta, terms, notes = _evaluate(terms, model, samples)
-    rms = np.sqrt(np.mean(theta ** 2, axis=0))
-    theta_n = theta / rms
-    notes += _conditioning(theta_n, terms)
+    states = _residual_states(model)
+    terms, shapes, theta_n, rms, keep, targets, notes = _library(
+        model, variables, states, samples, _library_terms(
+            model, variables, int(degree), _functions(functions, variables)
+            + list(library or ())), rational)
     if not result.status.success:
         notes.insert(0, f"The hybrid fit did not succeed ({result.status.code}): the network "
                         f"summarised here may not describe the data. {result.status.advice}")
-
-    states = [_symbol_of(model, s) for s in model.residual_states]
-    keep = {s: _physics_mask(model, s, terms, variables) for s in states}
     paths = {}
     for s in states:
-        target = samples.residual[:, model.state_names.index(s.name)]
-        scale = float(np.sqrt(np.mean(target ** 2)))
-        if not scale > 0.0:
-            notes.append(f"The network residual of {s.name} is zero on the data; no terms "
-                         f"are proposed for it.")
-            scale = 1.0
-        paths[s] = (threshold_path(theta_n, target / scale, thresholds, keep[s]),
-                    forward_path(theta_n, target / scale, FORWARD_TERMS, keep[s]),
-                    scale / rms, target / scale,
-                    single_terms(theta_n, target / scale, SINGLE_TERMS, keep[s]))
+        target, scale = targets[s]
+        paths[s] = (threshold_path(theta_n, target, thresholds, keep[s]),
+                    forward_path(theta_n, target, FORWARD_TERMS, keep[s]),
+                    scale / rms, target,
+                    single_terms(theta_n, target, SINGLE_TERMS, keep[s]))
 
     options = {k: getattr(result.options, k) for k in _CARRIED if hasattr(result.options, k)}
     # (candidates start from the network's fit: no growing of the horizon)
     options.update(seed=int(seed), progress=False, throw=False, grow_horizon=False)
-    search = _Search(fit_from, result, states, terms, theta_n, keep, paths, options, int(max_terms))
+    search = _Search(fit_from, result, states, terms, theta_n, keep, paths, options,
+                     int(max_terms), shapes)
     for cand in _candidates(states, paths, thresholds):
         search.evaluate(cand["method"], cand["threshold"], cand["supports"])
     search.refine(int(refine))
@@ -219,6 +222,45 @@ def summarize(result, *, fit_from, degree=3, functions=(), library=None, thresho
 
 
 # -- options and library -----------------------------------------------------------------
+def _library(model, variables, states, samples, terms, rational):
+    """The normalised library along the data: the terms, the profiled K of each rational
+    term's placeholder (:mod:`.rational`), the columns (unit RMS) and their RMS, the
+    columns each state's known physics has (``keep``), each state's normalised target
+    ``(network residual / scale, scale)``, and notes."""
+    theta, terms, notes = _evaluate(terms, model, samples)
+    keep = {s: _physics_mask(model, s, terms, variables) for s in states}
+    targets, projected = {}, []
+    for s in states:
+        target = samples.residual[:, model.state_names.index(s.name)]
+        scale = float(np.sqrt(np.mean(target ** 2)))
+        if not scale > 0.0:
+            notes.append(f"The network residual of {s.name} is zero on the data; no terms "
+                         f"are proposed for it.")
+            scale = 1.0
+        targets[s] = (target / scale, scale)
+        q = np.linalg.qr(theta[:, keep[s]])[0] if keep[s].any() else None
+        projected.append((q, target / scale - (q @ (q.T @ target) / scale
+                                               if q is not None else 0.0)))
+    names = model.state_names + model.input_names
+    columns = {n: np.concatenate([samples.x, samples.u], axis=1)[:, i]
+               for i, n in enumerate(names)}
+    spec = rational_spec(rational, variables, columns)
+    if spec:
+        taken = {s.name for s in (*model.states, *model.inputs, *model.parameters,
+                                  *model.fixed)} | {"t"}
+        found, shapes, dropped = profile(forms(spec, variables, taken), columns, projected)
+        extra, found, more = _evaluate(found, model, samples, shapes)
+        theta, terms = np.concatenate([theta, extra], axis=1), terms + found
+        keep = {s: np.concatenate([keep[s], np.zeros(len(found), dtype=bool)]) for s in states}
+        notes += more + ([] if rational is True else unseen(spec, dropped, 1 + len(variables)))
+    else:
+        shapes = {}
+    rms = np.sqrt(np.mean(theta ** 2, axis=0))
+    theta_n = theta / rms
+    notes += _conditioning(theta_n, terms)
+    return terms, shapes, theta_n, rms, keep, targets, notes
+
+
 def _check_options(degree, library, thresholds, n_points, seed, unknown) -> list[float]:
     if unknown:
         key = next(iter(unknown))
@@ -272,10 +314,14 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
     distilled, refit, supports = fits[best]
     values = refit.parameters
     model = result.model
-    coefs = {s: [(_name(s, j, model), terms[col]) for j, col in enumerate(supports[s])]
-             for s in states}
+    coefs = {s: [(_name(s, j, model), filled(terms[col], s, j, model, values))
+                 for j, col in enumerate(supports[s])] for s in states}
     equations = {s.name: sp.Add(*[sp.Float(values[c], 15) * term for c, term in coefs[s]])
                  for s in states}
+    for s in states:      # a shared rate: the other states it is written into
+        for other, factor in _tied(model, s)[1:]:
+            equations[other.name] = factor * equations[s.name]
+            alternatives[other.name] = []
     notes.extend(describe(s.name, equations[s.name], a)
                  for s in states for a in alternatives[s.name])
     stability = _stability(refit, fits, states, alternatives, notes)
@@ -284,7 +330,7 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
                       for a in (samples.t, samples.x, samples.u))
         distilled_rhs = refit._problem.field.physics(tt, xt, ut).numpy()
     fidelity = {}
-    for s in states:
+    for s in (t for st in states for t, _ in _tied(model, st)):
         i = model.state_names.index(s.name)
         target = samples.residual[:, i]
         err = distilled_rhs[:, i] - samples.physics[:, i] - target

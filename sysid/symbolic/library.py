@@ -98,6 +98,37 @@ def _physics_mask(model, state, terms, variables) -> np.ndarray:
     return np.array([t in known for t in terms], dtype=bool)
 
 
+def _residual_states(model) -> list[sp.Symbol]:
+    """The states whose residual the summary distils: every residual state, or, where
+    the network writes one shared rate into several states (``MLP(states={X: 1, S: -2})``),
+    the one that carries the rate itself: the first with coefficient +-1, else the first.
+    The others receive the same terms times their coefficient ratio (:func:`_tied`)."""
+    names = list(model.residual_states)
+    nu = getattr(model, "residual_coefficients", None)
+    if nu is not None and len(names) > 1:
+        unit = [n for n, c in zip(names, nu) if abs(abs(float(c)) - 1.0) < 1e-12]
+        names = [unit[0] if unit else names[0]]
+    return [_symbol_of(model, n) for n in names]
+
+
+def _tied(model, state) -> list[tuple[sp.Symbol, sp.Expr]]:
+    """``[(state, factor), ...]``: where the residual terms of ``state`` are written, and
+    times what: ``[(state, 1)]``, or for a shared rate every state it is written into,
+    times its coefficient over ``state``'s (``state`` first)."""
+    nu = getattr(model, "residual_coefficients", None)
+    names = list(model.residual_states)
+    if nu is None or state.name not in names or len(names) == 1:
+        return [(state, sp.Integer(1))]
+    own = float(nu[names.index(state.name)])
+    out = [(state, sp.Integer(1))]
+    for n, c in zip(names, nu):
+        if n != state.name:
+            f = float(c) / own
+            out.append((_symbol_of(model, n),
+                        sp.Integer(int(f)) if float(f).is_integer() else sp.Float(f, 15)))
+    return out
+
+
 def _name(state, j, model) -> str:
     taken = {s.name for s in (*model.states, *model.inputs, *model.parameters, *model.fixed)}
     name = f"c_{state.name}_{j}"
@@ -147,9 +178,11 @@ def _samples(result, n_points: int) -> _Samples:
     return _Samples(t, x, u, residual, physics, domain)
 
 
-def _evaluate(terms, model, samples):
-    """Library columns on the samples; drops (and reports) unusable terms."""
-    compiled = CompiledExprs(terms, list(model.states) + list(model.inputs))
+def _evaluate(terms, model, samples, shapes=None):
+    """Library columns on the samples; drops (and reports) unusable terms. ``shapes``
+    gives the values of the placeholders of rational terms (:mod:`.rational`)."""
+    compiled = CompiledExprs([t.xreplace(shapes or {}) for t in terms],
+                             list(model.states) + list(model.inputs))
     args = [torch.as_tensor(c) for c in np.concatenate([samples.x, samples.u], axis=1).T]
     with torch.no_grad():
         theta = np.stack([c.numpy() for c in compiled(args)], axis=1)

@@ -10,7 +10,8 @@ import sympy as sp
 import torch
 
 from ..model.hybrid import HybridODE
-from .library import _name
+from .library import _name, _tied
+from .rational import bind
 
 
 #: The criterion that ranks candidates: BIC extended by the size of the search space
@@ -35,17 +36,27 @@ def _support_sets(row, states) -> str:
 
 
 def _distill(model, states, terms, supports, values) -> HybridODE:
-    """Known physics plus learnable coefficients times the selected terms, no network."""
+    """Known physics plus learnable coefficients times the selected terms, no network.
+
+    A rational term brings its own positive half-saturation constant (``K_<state>_<j>``,
+    :mod:`.rational`); those come after every coefficient in the parameters (the search's
+    linearisation counts on that order). Where the network writes one shared rate into
+    several states, the terms go into each of them times its coefficient ratio."""
     physics = dict(model.physics)
     parameters = {p: values[p.name] for p in model.parameters}
+    shapes = {}
     for s in states:
         added = []
         for j, col in enumerate(supports[s]):
             c = sp.Symbol(_name(s, j, model), real=True)
             parameters[c] = values[c.name]
-            added.append(c * terms[col])
+            term, shape = bind(terms[col], s, j, model)
+            shapes.update({K: values[K.name] for K in shape})
+            added.append(c * term)
         if added:
-            physics[s] = physics.get(s, sp.Integer(0)) + sp.Add(*added)
+            for target, factor in _tied(model, s):
+                physics[target] = physics.get(target, sp.Integer(0)) + factor * sp.Add(*added)
+    parameters.update(shapes)
     return HybridODE(states=model.states, physics=physics, parameters=parameters,
                      residual=None, inputs=model.inputs, observations=model.observations,
                      fixed=model.fixed)

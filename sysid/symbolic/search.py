@@ -14,7 +14,8 @@ from ..errors import SysidError
 from ..model.hybrid import HybridODE
 from ..problem.jacobian import linearise
 from .sparse_regression import least_squares
-from .library import _name
+from .library import _name, _tied
+from .rational import shape_name, shape_symbols
 from .scoring import (BIC_TIE, SCORE, _criteria, _distill, _holdout_error, _sparsest_close,
                       _support_text, noise_levels)
 
@@ -63,8 +64,10 @@ class _Search:
     ``hold_out`` scores the best few on held-out windows.
     """
 
-    def __init__(self, fit, result, states, terms, theta_n, keep, paths, options, max_terms):
+    def __init__(self, fit, result, states, terms, theta_n, keep, paths, options, max_terms,
+                 shapes=None):
         self.fit, self.result, self.states, self.terms = fit, result, states, terms
+        self.shapes = dict(shapes or {})     # profiled K of each rational term's placeholder
         self.theta_n, self.keep, self.paths = theta_n, keep, paths
         self.options, self.max_terms = options, max_terms
         self.rows, self.fits, self.index = [], [], {}
@@ -89,7 +92,14 @@ class _Search:
             coef = least_squares(self.theta_n, self.paths[s][3], sup, self.keep[s])
             for j, col in enumerate(sup):
                 init[_name(s, j, model)] = float(coef[col] * self.paths[s][2][col])
+                for K in shape_symbols(self.terms[col], [*model.states, *model.inputs]):
+                    init[shape_name(s, j, model)] = self.shapes[K]
         return init
+
+    def n_shape(self, col) -> int:
+        """Learnable shape parameters of library term ``col`` (1 for a rational term)."""
+        model = self.result.model
+        return len(shape_symbols(self.terms[col], [*model.states, *model.inputs]))
 
     def evaluate(self, method, threshold, supports) -> float:
         """Refit one joint support (cached); returns its BIC."""
@@ -191,7 +201,7 @@ class _Search:
             lin = self.linearised(i)
         except (SysidError, RuntimeError, ValueError, np.linalg.LinAlgError):
             return []
-        r, J, raw, current, extra, fixed = lin
+        r, J, raw, current, extra, fixed, shape_cols = lin
         current_supports = self.fits[i][2]
         n = float(r.size)
         rss0 = float(r @ r)
@@ -215,7 +225,8 @@ class _Search:
 
         candidates = []
         cur_cols = list(current.values())
-        A_all = fixed + cur_cols
+        all_shapes = [k for cols in shape_cols.values() for k in cols]
+        A_all = fixed + cur_cols + all_shapes
         Q_all = basis(A_all)
         r_perp = perp(Q_all, r)
 
@@ -226,31 +237,36 @@ class _Search:
 
         for (s, col), c in extra.items():       # additions
             sup = {**current_supports, s: tuple(sorted(current_supports[s] + (col,)))}
-            candidates.append((predicted(sup, rss0 - gain(Q_all, r_perp, c), 1), sup))
+            candidates.append((predicted(sup, rss0 - gain(Q_all, r_perp, c),
+                                         1 + self.n_shape(col)), sup))
         for (s, col), c in current.items():     # removals and swaps
-            cols = fixed + [k for k in cur_cols if k != c]
+            own = shape_cols.get((s, col), [])
+            cols = fixed + [k for k in cur_cols if k != c] + [k for k in all_shapes
+                                                              if k not in own]
             Q = basis(cols)
             rr = perp(Q, r - J[:, c] * raw[c])
             dropped = tuple(t for t in current_supports[s] if t != col)
             sup = {**current_supports, s: dropped}
             rss_drop = float(rr @ rr)
-            candidates.append((predicted(sup, rss_drop, -1), sup))
+            candidates.append((predicted(sup, rss_drop, -1 - len(own)), sup))
             for (s2, col2), c2 in extra.items():
                 if s2 != s:
                     continue
                 swapped = {**current_supports, s: tuple(sorted(dropped + (col2,)))}
-                candidates.append((predicted(swapped, rss_drop - gain(Q, rr, c2), 0),
-                                   swapped))
+                candidates.append((predicted(swapped, rss_drop - gain(Q, rr, c2),
+                                             self.n_shape(col2) - len(own)), swapped))
         candidates.sort(key=lambda t: t[0])
         return [sup for value, sup in candidates if value < BIC_TIE]
 
     def linearised(self, i):
         """Residuals and Jacobian at candidate ``i``'s refit, every other term added at 0.
 
-        Returns ``(r, J, raw, current, extra, fixed)``: standardised residuals, their
-        Jacobian (columns: raw parameters, then initial states), the raw parameter values,
-        the column of each current term ``{(state, term index): column}``, of each added
-        term, and the columns always in the model (physical parameters, initial states).
+        Returns ``(r, J, raw, current, extra, fixed, shapes)``: standardised residuals,
+        their Jacobian (columns: raw parameters, then initial states), the raw parameter
+        values, the column of each current term's coefficient ``{(state, term index):
+        column}``, of each added term, the columns always in the model (physical
+        parameters, initial states), and the columns of each current rational term's K
+        ``{(state, term index): [column]}``. An added rational term keeps its profiled K.
         """
 
         distilled, refit, supports = self.fits[i]
@@ -271,10 +287,12 @@ class _Search:
                     name += "_"
                 sym = sp.Symbol(name, real=True)
                 parameters[sym] = 0.0
-                terms.append(sym * self.terms[col])
+                terms.append(sym * self.terms[col].xreplace(self.shapes))
                 added.append((st, col))
             if terms:
-                physics[st] = physics.get(st, sp.Integer(0)) + sp.Add(*terms)
+                for target, factor in _tied(model, st):
+                    physics[target] = physics.get(target, sp.Integer(0)) \
+                        + factor * sp.Add(*terms)
         aug = HybridODE(states=distilled.states, physics=physics, parameters=parameters,
                         residual=None, inputs=distilled.inputs,
                         observations=distilled.observations, fixed=distilled.fixed)
@@ -287,14 +305,18 @@ class _Search:
         P = p.field.raw.numel()
         raw = p.field.raw.detach().numpy()
         n_phys = len(model.parameters)
-        current, k = {}, n_phys
+        current, shapes, k = {}, {}, n_phys
         for st in self.states:
             for col in supports[st]:
                 current[(st, col)] = k
                 k += 1
+        for st in self.states:          # the K's follow every coefficient (_distill)
+            for col in supports[st]:
+                shapes[(st, col)] = list(range(k, k + self.n_shape(col)))
+                k += self.n_shape(col)
         extra = {key: k + j for j, key in enumerate(added)}
         fixed = list(range(n_phys)) + list(range(P, J.shape[1]))
-        return r, J, raw, current, extra, fixed
+        return r, J, raw, current, extra, fixed, shapes
 
     def extension(self, supports) -> float:
         """EBIC's extra penalty ``2 sum_s log C(p_s, k_s)``: the log of the number of

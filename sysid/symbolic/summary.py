@@ -267,8 +267,11 @@ class SymbolicSummary:
                         text = text.replace(tag, number)
                 else:
                     text = _number(abs(float(coeff)), float("nan"), digits, False)
-                if rest != 1:
-                    text = sp.latex(rest) if text == "1" else f"{text} {sp.latex(rest)}"
+                if rest != 1:     # a fitted K inside a rational term: its number too
+                    shape = sp.latex(rest.xreplace(tags))
+                    for tag, number in texts.items():
+                        shape = shape.replace(tag, number)
+                    text = shape if text == "1" else f"{text} {shape}"
                 body += (f"{'-' if sign == '-' else ''}{text}" if not body
                          else f" {sign} {text}")
             lines.append(rf"\frac{{d {sp.latex(s)}}}{{d t}} &= {body or '0'}")
