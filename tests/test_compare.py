@@ -239,3 +239,18 @@ def test_count_noise_refuses_what_are_not_counts():
         sysid.fit(logistic(), given, progress=False, noise="poisson")
     with pytest.raises(ValueError, match="noise must be one of .*'negative_binomial'"):
         sysid.fit(logistic(), good, progress=False, noise="binomial")
+
+
+def test_noise_auto_also_tries_counts_on_integer_data():
+    data = logistic_counts(0, cap=300.0, n0=10.0, n_traj=3, size=10.0)
+    result = sysid.fit(logistic(cap=200.0), data, progress=False, noise="auto")
+    note = result.stats["noise"]
+    assert note.startswith("noise='auto': negative_binomial"), note
+    compared = note.split("measurements: ")[1].rstrip(")").split(", ")
+    scores = {part.split()[0]: float(part.split()[1]) for part in compared}
+    assert set(scores) == {"gaussian", "lognormal", "negative_binomial"}
+    assert scores["negative_binomial"] == pytest.approx(result.loglik, abs=0.05)
+    assert scores["negative_binomial"] == max(scores.values())
+    # the same counts in thousands are not counts: no count model is tried
+    result = sysid.fit(logistic(cap=0.2), data / 1000.0, progress=False, noise="auto")
+    assert "negative_binomial" not in result.stats["noise"]

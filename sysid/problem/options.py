@@ -121,8 +121,9 @@ class FitOptions:
             raise ValueError(f"fit option throw must be None, True or False; received "
                              f"{self.throw!r}.")
         if self.noise == "auto" and (self.checkpoint or self.resume):
-            raise ValueError("fit option noise='auto' fits the model twice (gaussian and "
-                             "lognormal errors) and cannot checkpoint that; give the noise "
+            raise ValueError("fit option noise='auto' fits the model two or three times "
+                             "(gaussian, lognormal and, for counts, negative_binomial "
+                             "errors) and cannot checkpoint that; give the noise "
                              "model explicitly (noise='gaussian' or 'lognormal') to use "
                              "checkpoint= or resume=.")
         if self.physics_first not in (True, False):

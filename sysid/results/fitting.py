@@ -129,8 +129,9 @@ def fit(model: HybridODE, data, **options):
         they are fitted by L-BFGS (``gauss_newton`` does not apply) and
         ``result.noise_std`` is NaN for them.
         ``"auto"`` fits the model under Gaussian and under log-normal errors (where every
-        measurement is positive) and keeps the fit under which the measurements are the
-        more likely (:mod:`sysid.training.noise_choice`; twice the fit time):
+        measurement is positive), and negative-binomial ones where every measurement is
+        a nonnegative integer, and keeps the fit under which the measurements are the
+        more likely (:mod:`sysid.training.noise_choice`; two or three fits):
         ``result.options.noise`` is the model kept, ``result.stats["noise"]`` the
         comparison.
     solver : {"auto", "dopri5", "rk4", "rosenbrock23", "bosh3", "dopri8"}
