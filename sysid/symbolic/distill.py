@@ -218,7 +218,7 @@ def summarize(result, *, fit_from, degree=3, functions=(), library=None, rationa
     search.refine(int(refine))
     search.confirm(float(holdout), int(seed))
     return _package(result, states, terms, keep, search, samples, options, notes,
-                    int(ensemble))
+                    int(ensemble), rational)
 
 
 # -- options and library -----------------------------------------------------------------
@@ -293,7 +293,8 @@ def _check_counts(**values) -> None:
                              f"{value!r}.")
 
 
-def _package(result, states, terms, keep, search, samples, options, notes, ensemble):
+def _package(result, states, terms, keep, search, samples, options, notes, ensemble,
+             rational=False):
     import pandas as pd
 
     rows, fits = search.rows, search.fits
@@ -347,7 +348,8 @@ def _package(result, states, terms, keep, search, samples, options, notes, ensem
                 f"chosen because it explains the measurements best, so either the "
                 f"network learned part of the noise, or it learned a shape that none of "
                 f"the candidate terms has: to test the second, try result.symbolic(degree=3) or add terms with functions=[...] "
-                f"or library=[...].")
+                f"or library=[...]" + ("" if rational else ", or saturating (Michaelis-Menten, "
+                                      "Monod) terms with rational=True") + ".")
     if refit.status.code != "converged":
         notes.append(f"The refit of the selected equations did not converge "
                      f"({refit.status.code}): {refit.status.message}")

@@ -23,15 +23,20 @@ class SymbolicSummary:
     Attributes
     ----------
     equations : dict[str, sympy.Expr]
-        Selected symbolic residual per state that has one (refit coefficients as Floats;
-        ``0`` where no term was selected).
+        Selected symbolic residual per state that has one (refit coefficients, and the
+        refit ``K`` of rational terms, as Floats; ``0`` where no term was selected). A
+        network that writes one rate into several states (``MLP(states={X: 1, S: -2})``)
+        is distilled as one rate: the first state with coefficient +-1 carries its terms,
+        the others the same times their coefficient ratio (its alternatives and
+        :attr:`terms` are listed under the first).
     model_equations : dict[str, sympy.Expr]
         Known physics plus the symbolic residual, all fitted values substituted.
     coefficients : dict[str, float]
         Refit coefficient of each selected term (``c_<state>_<j>``).
     parameters : dict[str, float]
-        Every refit parameter: physical parameters (refit together with the terms) and
-        coefficients.
+        Every refit parameter: physical parameters (refit together with the terms),
+        coefficients and the half-saturation constant ``K_<state>_<j>`` of each rational
+        term (``result.symbolic(rational=True)``).
     fidelity : dict[str, float]
         Per state, R^2 of the distilled model against the network on the evaluation
         samples: how much of the network residual's variance the symbolic terms (plus the
@@ -78,7 +83,8 @@ class SymbolicSummary:
     model : HybridODE
         The selected distilled model (no network), fitted values as initial guesses.
     library : dict[str, list[sympy.Expr]]
-        Candidate terms per state (terms of the known physics left out).
+        Candidate terms per state (terms of the known physics left out); a rational
+        term's ``K`` is a placeholder symbol (``S*X/(K_S_X + S)``).
 
     Examples
     --------
