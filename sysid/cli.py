@@ -36,6 +36,7 @@ _TABLE_EXAMPLES = {
     "physics": '[model.physics]\nx = "-k * x"',
     "observations": '[model.observations]\ndistance = "sqrt(x**2 + y**2)"',
     "parameters": "[model.parameters]\nk = { value = 0.5, positive = true }",
+    "algebraic": '[model.algebraic]\nz = "x**2"',
     "fixed": "[model.fixed]\ng = 9.81",
     "residual": "[model.residual]\nwidth = 32\nstates = [\"v\"]",
 }
@@ -63,9 +64,11 @@ def _valued_entries(table, where):
     for name, item in (table or {}).items():
         if isinstance(item, (int, float)) and not isinstance(item, bool):
             out.append({"name": name, "assumptions": {}, "value": float(item)})
-        elif isinstance(item, dict) and "value" in item:
-            out.append({"name": name, "value": item["value"],
-                        "assumptions": {k: v for k, v in item.items() if k != "value"}})
+        elif isinstance(item, dict) and "value" in item:   # low/high: a bounded parameter
+            out.append({"name": name, **{k: item[k] for k in ("value", "low", "high")
+                                         if k in item},
+                        "assumptions": {k: v for k, v in item.items()
+                                        if k not in ("value", "low", "high")}})
         else:
             raise SysidError(f"[{where}] {name}: give a number or a table like "
                              f"{{ value = 0.5, positive = true }}; received {item!r}.")
@@ -82,13 +85,22 @@ def model_from_toml(spec: dict):
     if residual is not None:
         residual = {"width": 32, "depth": 2, "states": None, "inputs": None,
                     "activation": "tanh", **residual}
+    algebraic = dict(_table(m, "algebraic") or {})     # z = "x**2": z solved, eliminated
+    observations = dict(_table(m, "observations") or {})
+    both = sorted(set(algebraic) & set(observations))
+    if both:
+        raise SysidError(f"[model] {both[0]!r} is both an algebraic state and an observation; "
+                         f"an algebraic state is measured under its own name already.")
+    states = [_symbol_entry(s, "states") for s in _list(m, "states")]
+    listed = {e["name"]: e for e in states}      # an algebraic state listed keeps its assumptions
     return model_from_spec({
-        "states": [_symbol_entry(s, "states") for s in _list(m, "states")],
+        "states": [e for e in states if e["name"] not in algebraic],
+        "algebraic": [listed.get(n, {"name": n, "assumptions": {}}) for n in algebraic],
         "inputs": [_symbol_entry(s, "inputs") for s in _list(m, "inputs")],
         "parameters": _valued_entries(_table(m, "parameters"), "model.parameters"),
         "fixed": _valued_entries(_table(m, "fixed"), "model.fixed"),
         "physics": dict(_table(m, "physics") or {}),
-        "observations": dict(_table(m, "observations") or {}),
+        "observations": {**observations, **algebraic},
         "residual": residual,
     })
 
@@ -247,9 +259,10 @@ SPEC.toml format (equations are text, parsed by a whitelist, never evaluated):
   lynx = "-gamma*lynx"
   [model.parameters]                        # learnable, with initial guesses
   alpha = { value = 0.5, positive = true }
-  gamma = 0.5
+  gamma = 0.5                               # or { value = 0.5, low = 0, high = 1 }
   [model.fixed]                             # known constants
   [model.observations]                      # channel = "expression of states"
+  [model.algebraic]                         # z = "x**2": an algebraic state (eliminated)
   [model.residual]                          # omit for physics only
   width = 16
   depth = 2

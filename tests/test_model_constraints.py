@@ -297,3 +297,26 @@ def test_rk4_on_a_smooth_problem_still_converges_and_the_check_is_cheap():
     cost = time.perf_counter() - start
     assert ratio < 1e-5                  # rk4 with 4 steps per sample is accurate here
     assert cost < 0.25 * wall, (cost, wall)
+
+
+def test_a_toml_spec_states_bounds_and_algebraic_states():
+    import tomllib
+    from sysid.cli import model_from_toml
+    text = """
+    [model]
+    states = ["x", { name = "z", positive = true }]
+    [model.physics]
+    x = "-k*z"
+    [model.algebraic]
+    z = "x**2"
+    [model.parameters]
+    k = { value = 0.5, low = 0, high = 1 }
+    """
+    model = model_from_toml(tomllib.loads(text))
+    assert model.state_names == ["x"] and model.bounds == {sp.Symbol("k"): (0.0, 1.0)}
+    zp = sp.Symbol("z", positive=True)
+    assert model.algebraic == {zp: x ** 2} and model.physics == {x: -sp.Symbol("k") * x ** 2}
+    with pytest.raises(ModelError, match="strictly inside"):
+        model_from_toml(tomllib.loads(text.replace("value = 0.5", "value = 1.5")))
+    with pytest.raises(sysid.errors.SysidError, match="Invalid high bound"):
+        model_from_toml(tomllib.loads(text.replace("high = 1", 'high = "one"')))

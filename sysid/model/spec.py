@@ -153,14 +153,15 @@ def model_from_spec(spec: dict) -> HybridODE:
                   for e in spec.get("parameters", [])}
         fixed = {_symbol(e, "fixed"): _value(e, "fixed") for e in spec.get("fixed", [])}
         time = [_symbol(e, "time") for e in spec.get("time", [])]
-        table = {s.name: s for s in [*states, *inputs, *params, *fixed, *time]}
+        algebraic = [_symbol(e, "algebraic") for e in spec.get("algebraic", [])]
+        table = {s.name: s for s in [*states, *algebraic, *inputs, *params, *fixed, *time]}
         table.setdefault("t", sp.Symbol("t", real=True))
         physics = {table[k]: parse_expression(v, table) for k, v in spec.get("physics", {}).items()}
         obs = {k: parse_expression(v, table) for k, v in spec.get("observations", {}).items()}
-        for z in [_symbol(e, "algebraic") for e in spec.get("algebraic", [])]:
+        for z in algebraic:     # its equation is the observation of its name
             if z.name not in obs:
-                raise FileFormatError(f"The saved algebraic state {z.name!r} has no equation "
-                                      f"among the saved observations.")
+                raise FileFormatError(f"The algebraic state {z.name!r} has no equation: give "
+                                      f"it as {z.name} = \"expression of the states\".")
             states.append(z)
             physics[z] = sp.Eq(z, obs.pop(z.name))
         res = spec.get("residual")

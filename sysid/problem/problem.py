@@ -32,8 +32,8 @@ from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial
 
 __all__ = ["Problem", "build_problem", "state_signs"]
 
-#: The knee of the softplus that keeps a signed state's start on its side of 0, in units
-#: of the state's scale (Problem.to_x).
+#: Where the map that keeps a signed state's start on its side of 0 leaves the identity, in
+#: units of the state's scale (Problem.to_x).
 KNEE = 0.1
 
 
@@ -118,16 +118,18 @@ class Problem(nn.Module):
         return self.to_x(self.z0)
 
     def to_x(self, z: torch.Tensor) -> torch.Tensor:
-        """States from scaled start variables: ``loc + scale * z``, except for a state
-        declared positive (negative, nonnegative, nonpositive), which is kept on its side
-        of 0 by a softplus of knee ``KNEE * scale`` (the identity to 5e-6 of the scale
-        above one scale from 0, smooth and one-to-one below it)."""
+        """States from scaled start variables: ``u = loc + scale * z``, except for a state
+        declared positive (negative, nonnegative, nonpositive), kept on its side of 0:
+        below the knee ``k = KNEE * scale`` (on its side) ``u`` becomes ``k exp(u / k - 1)``,
+        which meets the identity at ``u = k`` with the same slope. A start above the knee
+        is exactly ``u`` (the fit is the same as without the sign)."""
         x = self.loc + self.scale * z
         if self.signs is None:
             return x
         s, knee = self.signs, KNEE * self.scale
-        kept = s * knee * torch.nn.functional.softplus(s * x / knee)
-        return torch.where(s != 0, kept, x)
+        u = s * x / knee                                  # > 1: above the knee
+        low = s * knee * torch.exp(torch.clamp(u - 1.0, max=0.0))
+        return torch.where((s != 0) & (u < 1.0), low, x)
 
     def to_z(self, x) -> torch.Tensor:
         """The inverse of :meth:`to_x`; a start on the wrong side of 0 (or at it) is
@@ -135,9 +137,10 @@ class Problem(nn.Module):
         x = torch.as_tensor(x, dtype=torch.float64)
         if self.signs is not None:
             s, knee = self.signs, KNEE * self.scale
-            y = torch.clamp(s * x / knee, min=1e-6)
-            inner = s * knee * (y + torch.log(-torch.expm1(-y)))     # softplus^-1
-            x = torch.where(s != 0, inner, x)
+            v = s * x / knee                              # x over the knee, on its side
+            v = torch.where(v > 0, v, torch.full_like(v, 1e-6))
+            below = s * knee * (1.0 + torch.log(torch.clamp(v, max=1.0)))
+            x = torch.where((s != 0) & (v < 1.0), below, x)
         return (x - self.loc) / self.scale
 
     def dx_dz(self, z: torch.Tensor) -> torch.Tensor:
@@ -146,8 +149,8 @@ class Problem(nn.Module):
         if self.signs is None:
             return d
         s, knee = self.signs, KNEE * self.scale
-        x = self.loc + self.scale * z
-        return torch.where(s != 0, d * torch.sigmoid(s * x / knee), d)
+        u = s * (self.loc + self.scale * z) / knee
+        return torch.where((s != 0) & (u < 1.0), d * torch.exp(torch.clamp(u - 1.0, max=0.0)), d)
 
     def states(self, seg: Segments | None = None, starts=None) -> torch.Tensor:
         """States on each segment's own sample grid, (S, K, n)."""
