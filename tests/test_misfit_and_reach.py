@@ -110,3 +110,85 @@ def test_the_status_note_survives_save_and_load(tmp_path):
     assert result.status.note
     result.save(tmp_path / "r.sysid")
     assert sysid.load(tmp_path / "r.sysid").status == result.status
+
+
+def test_a_parameter_the_network_can_take_over_is_marked_confounded():
+    # A spring with an unknown drag -0.3 v|v|. A network that reads x (and v) can take over
+    # -k x, so k's value is set by the minimal-norm residual penalty, not by the data: the
+    # table marks it (a forced Duffing user got k = 2.1 with a tight interval, truth 1, marked
+    # identifiable). A network that reads v alone cannot: k is identified and unmarked.
+    from sysid.uncertainty.laplace import laplace
+
+    t = np.linspace(0.0, 15.0, 61)
+    sol = solve_ivp(lambda _, z: [z[1], -1.5 * z[0] - 0.3 * z[1] * abs(z[1])], (0.0, 15.0),
+                    [1.0, 0.0], t_eval=t, rtol=1e-10, atol=1e-12)
+    y = sol.y[0] + 0.01 * np.random.default_rng(0).normal(size=t.size)
+    data = xr.Dataset({"x": ("time", y)}, coords={"time": t})
+    x, v = sp.symbols("x v")
+    k = sp.Symbol("k", positive=True)
+
+    def fitted(reads):
+        model = sysid.HybridODE(states=[x, v], physics={x: v, v: -k * x}, parameters={k: 1.0},
+                                residual=sysid.MLP(width=16, depth=2, states=[v], inputs=reads))
+        result = sysid.fit(model, data, progress=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = result.parameter_table()
+        return result, table, [str(w.message) for w in caught]
+
+    result, table, caught = fitted([v])
+    assert result.parameters["k"] == pytest.approx(1.5, rel=0.01)
+    assert laplace(result).penalty_share[0] < 1.5
+    assert bool(table.loc["k", "identifiable"]) and not caught
+    result, table, caught = fitted([x, v])
+    assert laplace(result).penalty_share[0] > 3.0
+    assert not table.loc["k", "identifiable"]
+    assert "confounded with the residual" in table.loc["k", "note"]
+    assert any("result.symbolic()" in m for m in caught)
+
+
+def test_each_trajectory_starts_at_its_own_first_sample():
+    x, k = sp.Symbol("x"), sp.Symbol("k", positive=True)
+    t = np.linspace(0.0, 10.0, 41)
+    y = np.stack([2.0 * np.exp(-0.5 * t), 3.0 * np.exp(-0.5 * (t - 4.0))])
+    y[1, t < 4.0] = np.nan                   # the second record begins at t = 4
+    data = xr.Dataset({"x": (("trajectory", "time"), y)},
+                      coords={"time": t, "trajectory": [0, 1]})
+    result = sysid.fit(sysid.HybridODE(states=[x], physics={x: -k * x}, parameters={k: 1.0}),
+                       data, progress=False)
+    assert result.parameters["k"] == pytest.approx(0.5, rel=1e-6)
+    x0 = result.initial_states
+    assert x0["time"].values.tolist() == [0.0, 4.0]
+    assert x0["x"].values == pytest.approx([2.0, 3.0], rel=1e-6)
+    late = result.impute().sel(trajectory=1)["x"].values
+    assert late[t >= 4.0] == pytest.approx(y[1, t >= 4.0], rel=1e-6)
+
+
+def test_an_invariant_makes_a_state_algebraic_and_is_checked():
+    S, I, R = sp.symbols("S I R", nonnegative=True)
+    beta, gamma = sp.symbols("beta gamma", positive=True)
+    rates = {S: -beta * S * I, I: beta * S * I - gamma * I, R: gamma * I}
+    model = sysid.HybridODE(states=[S, I, R], physics=rates,
+                            parameters={beta: 0.5, gamma: 0.2}, invariants=[S + I + R - 1])
+    assert model.state_names == ["S", "I"] and model.algebraic == {R: 1 - S - I}
+    with pytest.raises(sysid.errors.ModelError, match=r"does not conserve.*I\*gamma"):
+        sysid.HybridODE(states=[S, I, R], physics={**rates, R: 2 * gamma * I},
+                        parameters={beta: 0.5, gamma: 0.2}, invariants=[S + I + R - 1])
+    with pytest.raises(sysid.errors.ModelError, match="must be a list"):
+        sysid.HybridODE(states=[S, I, R], physics=rates, parameters={beta: 0.5, gamma: 0.2},
+                        invariants=S + I + R - 1)
+    # the fractions of a closed population: R measured now and then pins S(0) = 1 - I - R,
+    # which I alone leaves free (beta trades with S(0): 0.265 from I alone, truth 0.3)
+    data, sol = _sir_infected_only()
+    sparse = np.full(data.sizes["time"], np.nan)
+    sparse[::4] = sol.y[2][::4] + 0.005 * np.random.default_rng(2).normal(size=sparse[::4].size)
+    data = data.assign(R=("time", sparse))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IdentifiabilityWarning)
+        result = sysid.fit(model, data, progress=False)
+    assert result.parameters["beta"] == pytest.approx(0.3, rel=0.03)
+    assert result.parameters["gamma"] == pytest.approx(0.1, rel=0.03)
+    imputed = result.impute()
+    np.testing.assert_allclose(imputed["R"].values,
+                               1.0 - imputed["S"].values - imputed["I"].values, atol=1e-12)
+    assert float(np.max(np.abs(imputed["S"].values - sol.y[0]))) < 0.02

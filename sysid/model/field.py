@@ -111,6 +111,22 @@ class HybridField(nn.Module):
             f = f + self.residual(torch.cat([x, u], dim=-1))
         return f
 
+    def algebraic(self, t, x, u) -> torch.Tensor:
+        """The model's algebraic states (``sympy.Eq`` in physics, or invariants) (..., A)
+        from the states (..., n), in the order of ``model.algebraic``."""
+        exprs = [sp.sympify(e).subs(self.model.fixed)
+                 for e in getattr(self.model, "algebraic", {}).values()]
+        if not exprs:
+            return x[..., :0]
+        if getattr(self, "_algebraic", None) is None:
+            variables = list(self.model.states) + list(self.model.inputs) + [TIME] + \
+                list(self.model.parameters)
+            n_batch = len(self.model.states) + len(self.model.inputs) + 1
+            av = _with_time(variables, exprs)
+            self.__dict__["_algebraic"] = CompiledExprs(exprs, av, batch=av[:n_batch])
+        outs = self.__dict__["_algebraic"](self._values(t, x, u))
+        return torch.stack([o.expand(x.shape[:-1]) for o in outs], dim=-1)
+
     def observe(self, t, x, u) -> torch.Tensor:
         """Predicted channels (..., C) from states (..., n)."""
         if self._observe is None:

@@ -15,7 +15,7 @@ import numpy as np
 import sympy as sp
 
 from .functions import check_expression
-from .entries import ParameterGuesses, assumption_clash, check_signs, eliminate, \
+from .entries import ParameterGuesses, assumption_clash, check_signs, eliminate, solve_for, \
     missing_physics_warning, number, parameter_entry
 from ..errors import ModelError, suggest
 
@@ -205,6 +205,16 @@ class HybridODE:
         variable named like a state measures that state unless listed here.
     fixed : dict {Symbol: float}
         Known constants substituted into the equations and not trained.
+    invariants : list of Expr (or sympy.Eq), optional
+        Quantities that stay 0 along every trajectory, e.g. ``[S + I + R - 1]`` (the
+        fractions of a closed population) or a conserved total mass. Each one is solved
+        for the last state in ``states`` that it contains and can be solved for
+        explicitly; that state becomes algebraic (as with ``sympy.Eq`` in ``physics``:
+        it leaves the state vector and stays measurable as its own channel), so the
+        invariant holds exactly and one initial state fewer is fitted. The physics given
+        must conserve it (its time derivative along the physics simplifies to 0), else a
+        ModelError shows the derivative. To pick another state, write its equation
+        instead: ``physics={S: sp.Eq(S, 1 - I - R)}``.
 
     Examples
     --------
@@ -252,7 +262,7 @@ class HybridODE:
     """
 
     def __init__(self, states, physics=None, parameters=None, residual=None, inputs=(),
-                 observations=None, fixed=None):
+                 observations=None, fixed=None, invariants=None):
         self.states = [_as_symbol(s, "states") for s in states]
         if not self.states:
             raise ModelError("A model needs at least one state; received states=[].")
@@ -276,9 +286,11 @@ class HybridODE:
                 f"residual must be sysid.MLP(...) or None; received {type(residual).__name__}.")
         self.residual = residual
         self.physics = {}
-        equations = {}                  # algebraic states: sympy.Eq in physics
+        equations = self._invariant_equations(invariants, physics or {})
         for key, expr in (physics or {}).items():
             sym = self._state_symbol(key, "physics")
+            if sym in equations and not isinstance(expr, sp.Equality):
+                continue                # its rate is implied by an invariant (checked)
             if isinstance(expr, sp.Equality):
                 equations[sym] = expr
                 continue
@@ -326,6 +338,49 @@ class HybridODE:
         self.physics = {s: self.physics[s] for s in self.states}
 
     # -- names ---------------------------------------------------------------------------
+    def _invariant_equations(self, invariants, physics: dict) -> dict:
+        """Each invariant as the equation of the state it is solved for (see ``invariants``
+        in the class docstring), after checking that the physics conserves it."""
+        if invariants is None:
+            return {}
+        if isinstance(invariants, (sp.Basic, str)) or not hasattr(invariants, "__iter__"):
+            raise ModelError(f"invariants must be a list of SymPy expressions that stay 0, e.g. "
+                             f"invariants=[S + I + R - 1]; received {invariants!r}.")
+        given = {self._state_symbol(k, "physics"): v for k, v in physics.items()}
+        out = {}
+        for k, item in enumerate(invariants):
+            where = f"invariants[{k}]"
+            expr = item.lhs - item.rhs if isinstance(item, sp.Equality) else \
+                _as_expr(item, where)
+            chosen, why = None, []
+            for sym in reversed(self.states):
+                if sym in out or not expr.has(sym) or isinstance(given.get(sym), sp.Equality):
+                    continue
+                try:
+                    solve_for(sym, sp.Eq(expr, 0), where)
+                except ModelError as err:
+                    why.append(f"{sym.name}: {str(err).split(';')[1].strip() if ';' in str(err) else err}")
+                    continue
+                chosen = sym
+                break
+            if chosen is None:
+                raise ModelError(
+                    f"{where} = {expr} cannot be solved explicitly for any state it contains "
+                    f"that is not already algebraic ({'; '.join(why) or 'it contains none'}). "
+                    f"Write the state's equation yourself: physics={{x: sp.Eq(x, ...)}}.")
+            rates = {s: given[s] for s in self.states
+                     if s in given and not isinstance(given[s], sp.Equality)}
+            if all(s in rates for s in expr.free_symbols if s in self.states):
+                drift = sp.simplify(sum(sp.diff(expr, s) * sp.sympify(r) for s, r in rates.items()))
+                if drift != 0:
+                    raise ModelError(
+                        f"The physics does not conserve {where}: d/dt ({expr}) = {drift} along "
+                        f"it, not 0. Fix the physics (or drop the invariant); sysid would "
+                        f"otherwise drop d{chosen.name}/dt and use {chosen.name} = "
+                        f"{solve_for(chosen, sp.Eq(expr, 0), where)} instead.")
+            out[chosen] = sp.Eq(chosen, solve_for(chosen, sp.Eq(expr, 0), where))
+        return out
+
     @property
     def state_names(self) -> list[str]:
         return [s.name for s in self.states]

@@ -63,7 +63,9 @@ def _steps(problem, starts: torch.Tensor, P: int, step: float) -> torch.Tensor:
     with a scale of 0.36) would otherwise be moved by 3.6e-6, two hundred times its
     own size, and through a log-normal likelihood the difference is meaningless."""
     S, n = starts.shape
-    size = problem.to_x(starts).abs() / problem.scale     # (S, n)
+    # the state's size in units of how far a unit of z moves it (its scale, except for a
+    # signed state near 0, where the softplus start moves it less: Problem.to_x)
+    size = problem.to_x(starts).abs() / problem.dx_dz(starts)     # (S, n)
     state = step * torch.clamp(100.0 * size, 1e-6, 1.0)
     return torch.cat([torch.full((P, S), step, dtype=torch.float64), state.T])
 

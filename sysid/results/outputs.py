@@ -69,6 +69,13 @@ def states_dataset(result, x, signal, tf, *, kind, template=None, raw_times=None
     for c, name in enumerate(bundle.channels):
         if name not in out:
             out[name] = (dims, squeeze(obs[..., c]), _var_attrs(template, name))
+    algebraic = [z.name for z in getattr(model, "algebraic", {})]
+    if any(name not in out for name in algebraic):      # states given by an equation
+        with torch.no_grad():
+            values = field.algebraic(t, xt, u).numpy()
+        for a, name in enumerate(algebraic):
+            if name not in out:
+                out[name] = (dims, squeeze(values[..., a]), _var_attrs(template, name))
     for j, name in enumerate(model.input_names):
         out[name] = (dims, squeeze(u[..., j].numpy()), _var_attrs(template, name))
     time_values = np.asarray(raw_times) if raw_times is not None else template["time"].values

@@ -108,6 +108,9 @@ class Curvature:
     dof: float = float("nan")
     network: bool = False
     transform: object = None    # the ParameterTransform (maps raw interval ends back)
+    #: per physical parameter, how many times wider its raw standard error is without the
+    #: residual penalty's rows (the data and the weights' prior alone); 1 without a network
+    penalty_share: np.ndarray = dc_field(default_factory=lambda: np.zeros(0))
 
     @property
     def std_errors(self) -> np.ndarray:
@@ -200,6 +203,12 @@ def _laplace(result, network: bool) -> Curvature:
         p_eff = float(np.sum(cov0 * jtj))           # tr(H^-1 J^T J)
         dof = max(n - p_eff, 1.0) if n > 0 else float("nan")
         cov_raw, condition = _inverse(jtj * (dof / n) + rest) if n > 0 else (cov0, np.inf)
+        share = np.ones(P)
+        if network and net is not None and n > 0 and jp.shape[0] > 0:
+            # what the data (and the weights' prior) alone say: where the network can take
+            # over a physical term, only the minimal-norm penalty pins the parameter
+            free, _ = _inverse(jtj * (dof / n) + np.diag(prior))
+            share = np.sqrt(np.diag(free)[:P] / np.maximum(np.diag(cov_raw)[:P], 1e-300))
     raw = field.raw.detach()
     with torch.no_grad():
         values = field.transform.forward(raw).numpy()
@@ -210,7 +219,7 @@ def _laplace(result, network: bool) -> Curvature:
                "network": slice(P + n0, D)}
     return Curvature(names, values, cov, condition, n, raw.numpy().copy(),
                      list(field.transform.kinds), cov_raw, columns, float(dof),
-                     bool(network and net is not None), field.transform)
+                     bool(network and net is not None), field.transform, share)
 
 
 def _inverse(h: np.ndarray) -> tuple[np.ndarray, float]:

@@ -17,6 +17,9 @@ from .laplace import Curvature, laplace
 REL_ERROR_LIMIT = 1.0
 CORRELATION_LIMIT = 0.99
 EIGEN_LIMIT = 1e-3
+#: A parameter whose standard error without the residual penalty is this many times its
+#: standard error with it is confounded with the network (the penalty, not the data, sets it).
+CONFOUND_LIMIT = 3.0
 
 
 # -- the parameter table ----------------------------------------------------------------------
@@ -56,6 +59,14 @@ def identifiability(curv: Curvature) -> list[str]:
         for j in range(P):
             if i != j and abs(corr[i, j]) > CORRELATION_LIMIT:
                 notes[i].append(f"correlation {corr[i, j]:+.3f} with {curv.names[j]}")
+    share = curv.penalty_share
+    for i in range(min(P, len(share))):
+        if share[i] > CONFOUND_LIMIT:
+            notes[i].append(f"confounded with the residual: the network can take over its "
+                            f"term (without the residual penalty its standard error is "
+                            f"{share[i]:.3g}x larger), so the penalty, not the data, sets its "
+                            f"value; result.symbolic() writes the network's term out and "
+                            f"refits the parameter with it")
     if P > 2:
         lam, vec = np.linalg.eigh(np.nan_to_num(corr))
         for k in np.flatnonzero(lam < EIGEN_LIMIT):
