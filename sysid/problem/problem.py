@@ -8,6 +8,7 @@ tensors, which is why scaling and initial guesses live in this folder and nowher
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import sympy as sp
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data.bundle import DataBundle
+from ..errors import ModelWarning
 from ..model.field import HybridField
 from ..model.pde import HybridPDE, local_mlp_inputs
 from ..model.pde_field import LocalResidualNet, PDEField
@@ -26,7 +28,7 @@ from ..model.parameters import transform_for
 from ..model.residual import ResidualNet
 from .segments import (Segments, holdout_windows, later_starts, segment_grid, shooting_windows,
                        window_length)
-from .timescale import residual_time_unit
+from .timescale import residual_time_unit, time_unit_note
 from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial_states,
                      input_signal)
 
@@ -270,6 +272,9 @@ def build_problem(model, bundle: DataBundle, options, like: Problem | None = Non
     else:
         x0, observed = initial_states(model, field, bundle)
         xw = None
+        note = None if field_model else time_unit_note(model, field, bundle, x0)
+        if note:                         # guesses written for another time unit?
+            warnings.warn(note, ModelWarning, stacklevel=4)
     if later and xw is None:
         xw, _ = initial_states(model, field, bundle, later)
     options = _resolve_solver(options, model, field, bundle, x0, xw, later)

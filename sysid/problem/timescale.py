@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["channel_time_scales", "dynamics_time_scale", "residual_time_unit"]
+__all__ = ["channel_time_scales", "dynamics_time_scale", "residual_time_unit",
+           "guess_speed", "time_unit_note", "FAST_GUESS"]
+
+#: A guessed model that moves every directly measured state this many times faster at
+#: the trajectories' starts than the data do is named in a warning (guesses in another
+#: time unit than the data's are 60, 1000 or 3600 times off).
+FAST_GUESS = 100.0
 
 _LAGS = (1, 2, 3)
 
@@ -120,3 +126,94 @@ def residual_time_unit(bundle) -> float:
     scale itself is kept; the pendulum's and the demo's sensitivity to a 1.1-1.6x change
     of the unit is a fragility left to issue 27."""
     return dynamics_time_scale(bundle)
+
+
+# -- guesses in another time unit --------------------------------------------------------
+#
+# Nothing in a fit depends on the unit of the time coordinate: the solver integrates each
+# sample interval on its own clock (0 to 1), parameters are searched relative to their
+# guesses, states and the network's output are scaled by the data, and every time scale
+# above is a ratio of the data's own times. A decay fitted with time in s, ms, hours,
+# integer days or datetime64 gives the same rate to about 1e-12 once converted
+# (tests/test_units.py). What a unit does change is the meaning of the guesses: a rate
+# guessed per second for data in milliseconds is 1000 times too fast. The check below
+# compares the guessed physics with the data at the trajectories' starts.
+
+def _start_slope(times, values) -> float | None:
+    """|slope| of a straight line through the first (up to) four valid samples."""
+    ok = np.isfinite(values)
+    t, v = times[ok][:4], values[ok][:4]
+    if t.size < 2 or t[-1] <= t[0]:
+        return None
+    return abs(float(np.polyfit(t - t[0], v, 1)[0]))
+
+
+def guess_speed(model, field, bundle, x0) -> tuple[float, list] | None:
+    """How many times faster the guessed physics moves the directly measured states at
+    each trajectory's start than the data do, and per state ``(name, model rate, data
+    rate)``; the ratio is the smallest over those states (each the median over
+    trajectories). The data's rate of a channel is the larger of its slope over its first
+    samples and its RMS rate over the record (a fast start, e.g. log-spaced kinetics, is
+    not mistaken for a slow record). None where no measured state tells."""
+    import torch
+
+    times = np.asarray(bundle.times, float)
+    x = torch.as_tensor(np.nan_to_num(np.asarray(x0, float)), dtype=torch.float64)
+    t = torch.as_tensor(times[bundle.t_first], dtype=torch.float64)
+    u = torch.as_tensor(np.nan_to_num(bundle.u[np.arange(len(x)), bundle.t_first]),
+                        dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            rates = np.abs(field.physics(t, x, u).numpy())
+    except Exception:          # a guess the physics cannot evaluate: the fit will say so
+        return None
+    ratios, rows = [], []
+    for i, sym in enumerate(model.states):
+        chans = [c for c, ch in enumerate(bundle.channels) if model.channels.get(ch) == sym]
+        if not chans:
+            continue
+        c = chans[0]
+        series = np.where(bundle.mask[..., c], bundle.y[..., c], np.nan)
+        overall = _channel_rate(times, series) or 0.0
+        per = []
+        for b in range(len(x)):
+            start = _start_slope(times, series[b]) or 0.0
+            data = max(start, overall)
+            if data > 0 and np.isfinite(rates[b, i]):
+                per.append((rates[b, i], data))
+        if not per:
+            continue
+        model_rate = float(np.median([m for m, _ in per]))
+        data_rate = float(np.median([d for _, d in per]))
+        ratios.append(float(np.median([m / d for m, d in per])))
+        rows.append((sym.name, model_rate, data_rate))
+    if not ratios:
+        return None
+    return min(ratios), rows
+
+
+def _unit_words(bundle) -> str:
+    a = bundle.time_attrs
+    if bundle.datetime:
+        return (f"'{a.get('time_unit')}' (the time coordinate is datetime64; choose the unit "
+                f"with sysid.fit(..., time_unit='s'|'min'|'h'|'D'))")
+    units = a.get("units")
+    return f"{units!r}, the time coordinate's units" if units else \
+        "the unit of the time coordinate's numbers"
+
+
+def time_unit_note(model, field, bundle, x0) -> str | None:
+    """A warning's text where the guessed physics is :data:`FAST_GUESS` times faster
+    than the data at their start (see :func:`guess_speed`), else None."""
+    found = guess_speed(model, field, bundle, x0)
+    if found is None or not found[0] > FAST_GUESS:
+        return None
+    ratio, rows = found
+    rates = "; ".join(f"d{n}/dt {m:.3g} against {d:.3g}" for n, m, d in rows)
+    guesses = ", ".join(f"{s.name}={float(v):.4g}" for s, v in model.parameters.items())
+    return (f"With the parameter guesses ({guesses}), the model moves the measured states "
+            f"about {ratio:.3g} times faster at the data's start than the data do ({rates}, "
+            f"per time unit). Parameters and their guesses are in the data's time unit: "
+            f"{_unit_words(bundle)}. If the guesses were written for another unit (a rate "
+            f"per second is 1000 times a rate per millisecond, 1/3600 of one per hour), "
+            f"convert them; otherwise the fit may stop far from the data.")
