@@ -201,6 +201,27 @@ def test_poisson_loglik_and_prediction_bands():
     assert (half >= 1.64 * np.sqrt(mu) - 1e-9).all()  # at least the count's own spread
 
 
+def test_poisson_standard_errors_are_the_inverse_fisher_information():
+    data = logistic_counts(0)
+    result = sysid.fit(logistic(), data, progress=False, noise="poisson")
+    t = data["time"].values
+
+    def means(theta):          # closed-form logistic growth of both trajectories
+        r, cap, *starts = theta
+        return np.concatenate([cap / (1 + (cap / n0 - 1) * np.exp(-r * t)) for n0 in starts])
+
+    theta = np.array([result.parameters["r"], result.parameters["K"],
+                      *result.initial_states["N"].values.ravel()])
+    steps = 1e-6 * np.maximum(1.0, theta)
+    jac = np.stack([(means(theta + h) - means(theta - h)) / (2 * h[i])
+                    for i, h in enumerate(np.diag(steps))], axis=1)
+    fisher = jac.T @ (jac / means(theta)[:, None])      # Poisson: 1 / mu per count
+    expected = np.sqrt(np.diag(np.linalg.inv(fisher)))[:2]
+    # sysid's Laplace curvature also widens by sqrt(n / (n - p)) = sqrt(60 / 56)
+    got = result.parameter_table()["std_error"].to_numpy()
+    assert got == pytest.approx(expected * np.sqrt(60 / 56), rel=0.01)
+
+
 def test_negative_binomial_recovers_its_dispersion_roughly(tmp_path):
     sizes = []
     for seed in range(3):
