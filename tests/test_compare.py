@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 import sympy as sp
 import xarray as xr
 from scipy import stats
@@ -300,3 +301,23 @@ def test_a_field_counts_its_grid_and_each_sensor_s_noise_level():
     # impute() integrates the field on its own grid of output times: the two solutions
     # differ by the solver's tolerance (measured: 5e-4 log-likelihood units of 299)
     assert result.loglik == pytest.approx(expected, abs=5e-3)
+
+
+@pytest.mark.parametrize("noise", ["poisson", "negative_binomial"])
+def test_a_count_noise_model_moved_to_a_device_computes_there(noise):
+    # the "meta" device stands in for a GPU: every tensor of the noise model must move
+    from sysid.data.bundle import prepare
+    from sysid.problem import FitOptions
+    from sysid.problem.placement import to_device
+    from sysid.problem.problem import build_problem
+
+    data = logistic_counts(0)
+    problem = build_problem(logistic(), prepare(logistic(), data), FitOptions(noise=noise))
+    to_device(problem, "meta")
+    seg = problem.single
+    pred = torch.zeros(seg.y.shape, dtype=torch.float64, device="meta") + 1.0
+    noise_model = problem.noise
+    assert {t.device.type for t in [*noise_model.parameters(), *noise_model.buffers()]} \
+        == {"meta"}
+    outs = [noise_model.nll(pred, seg.y, seg.mask), noise_model.residuals(pred, seg.y, seg.mask)]
+    assert all(o.device.type == "meta" for o in outs)
