@@ -102,6 +102,16 @@ def test_lognormal_loglik_is_a_density_of_the_data_themselves():
     assert result.loglik == pytest.approx(expected, abs=1e-5)
 
 
+def test_student_t_loglik_is_the_t_density_at_the_fitted_scale():
+    data = decay_data(seed=2)
+    result = sysid.fit(first_order(), data, progress=False, noise="student_t")
+    r = data["x"].values - _fitted_decay(result)
+    scale = result.noise_std["x"] / np.sqrt(2.0)        # sd = scale sqrt(4 / (4 - 2))
+    expected = float(np.sum(stats.t.logpdf(r, df=4, scale=scale)))
+    assert result.loglik == pytest.approx(expected, abs=1e-5)
+    assert result.parameter_counts["noise"] == 1
+
+
 def test_a_network_counts_every_weight_and_its_effective_count_is_smaller():
     data = decay_data()
     model = sysid.HybridODE(states=[X], physics={X: -K_RATE * X}, parameters={K_RATE: 1.0},
