@@ -174,6 +174,11 @@ def test_compare_says_what_is_wrong_with_its_arguments():
         sysid.compare([a, a], names=["a", "a"])
     with pytest.raises(TypeError, match="results of sysid.fit.*'model 1' is a dict"):
         sysid.compare([a, {}])
+    # a process-noise fit's likelihood is its Kalman filter's: not computed from the
+    # deterministic simulation
+    a.process_noise = {"x": 0.1}
+    with pytest.raises(NotImplementedError, match="process-noise"):
+        a.aic
 
 
 # -- count noise ------------------------------------------------------------------------

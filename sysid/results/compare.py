@@ -68,17 +68,34 @@ class Likelihood:
         -inf where the fitted model cannot be integrated over the record)."""
         cache = self.__dict__.setdefault("_likelihood_cache", {})
         if "loglik" not in cache:
-            try:
-                value = log_likelihood(self._problem)
-            except SolverFailure:
-                value = -math.inf
+            value = self._data_log_likelihood()
             cache["loglik"] = float(value) if np.isfinite(value) else -math.inf
         return cache["loglik"]
+
+    def _data_log_likelihood(self) -> float:
+        """The deterministic fit's likelihood. A result of another likelihood (a process
+        noise fit's Kalman filter) overrides this and :attr:`parameter_counts`."""
+        self._deterministic_only()
+        try:
+            return log_likelihood(self._problem)
+        except SolverFailure:
+            return -math.inf
+
+    def _deterministic_only(self) -> None:
+        """Refuse a result whose likelihood is not the deterministic simulation's (a
+        process-noise fit that does not override :meth:`_data_log_likelihood`)."""
+        if getattr(self, "process_noise", None) and \
+                type(self)._data_log_likelihood is Likelihood._data_log_likelihood:
+            raise NotImplementedError(
+                f"{type(self).__name__}: loglik, aic, bic and compare are not defined yet "
+                f"for a process-noise (Kalman) fit: its likelihood is the filter's, not the "
+                f"deterministic simulation's (result.stats['process_noise'] has its nll).")
 
     @property
     def parameter_counts(self) -> dict[str, int]:
         """Fitted quantities by kind: ``physical`` parameters, ``initial_states``,
         ``noise`` parameters and ``network`` weights and biases (all of them)."""
+        self._deterministic_only()
         problem = self._problem
         net = problem.field.residual
         return {"physical": int(problem.field.raw.numel()),
