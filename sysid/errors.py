@@ -47,6 +47,7 @@ __all__ = [
     "SolverError",
     "FitWarning",
     "DataWarning",
+    "LimitError",
     "ModelWarning",
     "IdentifiabilityWarning",
     "suggest",
@@ -75,6 +76,14 @@ class UnsupportedExpressionError(ExpressionError):
 
 class FileFormatError(SysidError, ValueError):
     """A saved file is not a valid sysid file (or was tampered with)."""
+
+
+class LimitError(SysidError, ValueError):
+    """A spec or a saved file asks for a size over one of sysid's limits (a network's
+    width or depth, the number of symbols, the length of the equations, the memory its
+    tensors or its training would take): refused before anything is allocated. The
+    message names the limit and the environment variable that raises it
+    (``sysid.model.limits``)."""
 
 
 class FitError(SysidError, RuntimeError):

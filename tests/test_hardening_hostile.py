@@ -521,6 +521,8 @@ def test_crafted_files_are_refused(saved, saved_mlp, tmp_path):
         assert not sentinel.exists(), f"{name} executed code"
         expected = ("FileFormatError", "ExpressionError") if name.startswith("spec_") \
             else ("FileFormatError",)
+        if name.startswith(("spec_residual_huge", "spec_residual_deep", "limit_")):
+            expected = ("LimitError",)           # a size over a limit, before allocation
         if kind not in expected or str(path) not in message or elapsed > BOUND_S:
             wrong[name] = (kind, message[:300], round(elapsed, 2))
         if hashes[name] is not None:
@@ -723,3 +725,168 @@ def test_contradictory_assumptions_in_a_spec_are_refused():
     with pytest.raises(FileFormatError, match="Contradictory assumptions for 'x'"):
         cli.model_from_toml({"model": {"states": [{"name": "x", "real": False,
                                                    "positive": True}]}})
+
+
+# == 4. sizes over the limits, refused before allocation (issue 31) ========================
+
+_SIZES_SCRIPT = r'''
+import contextlib, io, json, os, resource, sys, time
+import sysid
+from sysid import cli
+from sysid.errors import SysidError
+
+out = []
+for case in json.loads(sys.argv[1]):
+    os.environ.update(case.get("env", {}))
+    err = io.StringIO()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    try:
+        with contextlib.redirect_stderr(err):
+            if "spec" in case:
+                code = cli.main(["fit", case["spec"], case["data"], "--out", case["out"]])
+            else:
+                sysid.load(case["file"])
+                code = 0
+        message = err.getvalue()
+    except SysidError as e:
+        code, message = type(e).__name__, str(e)
+    out.append({"code": code, "message": message, "s": time.perf_counter() - start,
+                "rss_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024})
+    for key in case.get("env", {}):
+        del os.environ[key]
+print(json.dumps(out))
+'''
+
+
+def _run_sizes(cases: list, tmp_path: Path) -> list:
+    """Each case run in one fresh Python (``sysid fit`` or ``sysid.load``), in order:
+    its outcome, wall time and growth of the process's peak memory (the cases before it
+    allocate nothing, so each growth is its own)."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in ("SYSID_MAX_WIDTH", "SYSID_MAX_DEPTH", "SYSID_MAX_MEMORY_GB",
+                 "SYSID_MAX_SYMBOLS", "SYSID_MAX_EQUATION_CHARS"):
+        env.pop(name, None)
+    run = subprocess.run([sys.executable, "-c", _SIZES_SCRIPT, json.dumps(cases)],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _residual_spec(path: Path, width: int, depth: int) -> str:
+    path.write_text('[model]\nstates = ["x", "y"]\n[model.physics]\nx = "-k * x"\ny = "0"\n'
+                    f'[model.parameters]\nk = 0.5\n[model.residual]\nwidth = {width}\n'
+                    f'depth = {depth}\n')
+    return str(path)
+
+
+def _zip_bomb(path: Path, megabytes: int) -> None:
+    """A torch.save-like file whose one tensor record deflates from about 200 kB to
+    ``megabytes`` MB of zeros (torch.load inflates deflated records too), its pickle
+    declaring the full size: without a check, reading it allocates all of it."""
+    import collections
+
+    numel = megabytes * 2**20 // 8
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.DoubleStorage, "0", "cpu", numel) if obj == "S" else None
+
+    class _Tensor:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2,
+                    ("S", 0, (numel,), (1,), False, collections.OrderedDict()))
+
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=2).dump({"format": "sysid.FitResult", "version": 1,
+                                    "state": {"x": _Tensor()}})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+        info = zipfile.ZipInfo("archive/data/0")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w") as record:
+            chunk = bytes(2**20)
+            for _ in range(megabytes):
+                record.write(chunk)
+
+
+def test_huge_sizes_are_refused_before_allocation(tmp_path):
+    """``width = 1000000000, depth = 1000`` made `sysid fit` grow to 15 GB. Each hostile
+    size is refused with a LimitError that names the limit and the environment variable
+    that raises it, in under a second, the process's peak memory growing by under 100 MB;
+    raising one limit meets the next (the memory the network would take)."""
+    data = _small_data(tmp_path / "data.nc")
+    many = tmp_path / "many.toml"          # 20,001 states
+    names = [f"s{i}" for i in range(20_001)]
+    many.write_text("[model]\nstates = [" + ", ".join(f'"{n}"' for n in names) + "]\n")
+    long = tmp_path / "long.toml"          # 300 equations of 10,000 characters
+    term = " + ".join(["x"] * 2_500)
+    long.write_text('[model]\nstates = [' + ", ".join(f'"x{i}"' for i in range(300))
+                    + ', "x"]\n[model.physics]\n'
+                    + "".join(f'x{i} = "{term}"\n' for i in range(300)))
+    _zip_bomb(tmp_path / "bomb.sysid", 400)
+    legacy = tmp_path / "legacy.sysid"
+    torch.save({"format": "sysid.FitResult", "version": 1}, legacy,
+               _use_new_zipfile_serialization=False)
+    out = str(tmp_path / "out")
+    cases = [
+        {"spec": _residual_spec(tmp_path / "wide.toml", 10**9, 1000), "data": str(data),
+         "out": out},
+        {"spec": _residual_spec(tmp_path / "wide.toml", 10**9, 1000), "data": str(data),
+         "out": out, "env": {"SYSID_MAX_WIDTH": "2000000000", "SYSID_MAX_DEPTH": "1000"}},
+        {"spec": _residual_spec(tmp_path / "big.toml", 2048, 40), "data": str(data),
+         "out": out},
+        {"spec": str(many), "data": str(data), "out": out},
+        {"spec": str(long), "data": str(data), "out": out},
+        {"file": str(tmp_path / "bomb.sysid")},
+        {"file": str(legacy)},
+    ]
+    wide, raised, big, symbols, chars, bomb, old = _run_sizes(cases, tmp_path)
+    for case in (wide, raised, big, symbols, chars):
+        assert case["code"] == 2, case
+        assert case["message"].startswith("sysid: error:"), case
+        assert case["s"] < 1.0 and case["rss_mb"] < 100, case
+    assert re.search(r"width 1,000,000,000 is over the limit of 4,096 neurons per hidden "
+                     r"layer.*SYSID_MAX_WIDTH=1000000000", wide["message"], re.S)
+    for case in (raised, big):
+        assert re.search(r"would need about .* GiB to train .* over the limit of 8 GiB.*"
+                         r"SYSID_MAX_MEMORY_GB=", case["message"], re.S), case
+    assert "20,001 states, inputs, parameters and fixed values, over the limit of 10,000" \
+        in symbols["message"] and "SYSID_MAX_SYMBOLS=20001" in symbols["message"]
+    assert "SYSID_MAX_EQUATION_CHARS" in chars["message"]
+    assert bomb["code"] == "FileFormatError" and "expands from" in bomb["message"], bomb
+    assert bomb["s"] < 1.0 and bomb["rss_mb"] < 100, bomb
+    assert old["code"] == "FileFormatError" and "not a zip archive" in old["message"], old
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_limit_is_raised_by_its_environment_variable(monkeypatch):
+    from sysid.errors import LimitError
+    from sysid.model.limits import check_network, limit
+
+    with pytest.raises(LimitError, match="SYSID_MAX_WIDTH=5000"):
+        check_network(5000, 1, 2, 2)
+    monkeypatch.setenv("SYSID_MAX_WIDTH", "5000")
+    assert limit("width") == 5000
+    check_network(5000, 1, 2, 2)                 # 25,002 weights: under every limit
+    monkeypatch.setenv("SYSID_MAX_WIDTH", "lots")
+    with pytest.raises(LimitError, match=r"SYSID_MAX_WIDTH must be a positive number.*"
+                                         r"'lots'.*default, 4,096"):
+        limit("width")
+
+
+def test_a_result_file_over_the_memory_limit_is_refused(saved, monkeypatch):
+    from sysid.errors import LimitError
+
+    monkeypatch.setenv("SYSID_MAX_MEMORY_GB", "1e-6")        # about 1 kB
+    with pytest.raises(LimitError, match=r"declares [\d,]+ bytes of records, over the "
+                                         r"memory limit of 1e-06 GiB.*SYSID_MAX_MEMORY_GB="):
+        sysid.load(saved)
+    monkeypatch.delenv("SYSID_MAX_MEMORY_GB")
+    assert sysid.load(saved).parameters

@@ -14,6 +14,7 @@ import sympy as sp
 
 from ..errors import FileFormatError, SysidError
 from .hybrid import MLP, HybridODE
+from .limits import check_spec_sizes
 from .parser import expr_to_text, parse_expression
 from .pde import HybridPDE
 
@@ -146,6 +147,7 @@ def model_from_spec(spec: dict) -> HybridODE:
     """Rebuild a :class:`HybridODE` from :func:`model_to_spec` data (no code is run)."""
     if not isinstance(spec, dict):
         raise FileFormatError(f"The model spec must be a mapping; received {type(spec).__name__}.")
+    check_spec_sizes(spec)         # sizes against limits before anything is built
     try:
         states = [_symbol(e, "states") for e in spec["states"]]
         inputs = [_symbol(e, "inputs") for e in spec.get("inputs", [])]

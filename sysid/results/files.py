@@ -19,6 +19,7 @@ import xarray as xr
 
 from ..data.bundle import prepare
 from ..model.pde import local_mlp_inputs
+from ..model.limits import check_torch_file
 from ..model.spec import model_from_spec, model_to_spec
 from ..problem.options import FitOptions, FitStatus
 from ..problem.problem import build_problem
@@ -155,6 +156,9 @@ def read_result(path) -> tuple:
     :class:`~sysid.FitResult`. Raises :class:`~sysid.errors.FileFormatError` for a file
     that is not one."""
 
+    check_torch_file(path, "result file")     # declared sizes before anything is read
+    if hasattr(path, "seek"):
+        path.seek(0)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
