@@ -141,6 +141,15 @@ def test_observation_name_must_be_identifier():
         osc(observations={"bad name": x})
 
 
+def test_observation_keyed_by_a_symbol_names_the_fix():
+    """Issue 29: a Symbol as the key read 'must be valid identifiers; received cases'."""
+    cases = sp.Symbol("cases")
+    with pytest.raises(ModelError, match=r"keys are data-variable names, strings.*"
+                                         r"received cases \(Symbol\)\. Write "
+                                         r"observations=\{'cases': 2\*x\}"):
+        osc(observations={cases: 2 * x})
+
+
 def test_residual_must_be_mlp():
     with pytest.raises(ModelError, match=r"residual must be sysid\.MLP\(\.\.\.\) or None; "
                                          r"received dict"):

@@ -300,9 +300,12 @@ class HybridODE:
         self.observations = {}
         for name, expr in (observations or {}).items():
             if not isinstance(name, str) or not name.isidentifier():
+                hint = f" Write observations={{{str(name)!r}: {expr}}}." \
+                    if isinstance(name, sp.Symbol) and name.name.isidentifier() else ""
                 raise ModelError(
-                    f"Observation names must be valid identifiers (data variable names); "
-                    f"received {name!r}.")
+                    f"Observation keys are data-variable names, strings that are valid "
+                    f"identifiers (e.g. {{'y': x2}}: the variable 'y' measures x2); received "
+                    f"{name!r} ({type(name).__name__}).{hint}")
             self.observations[name] = _as_expr(expr, f"observations[{name!r}]").xreplace(
                 self.algebraic)
         for z, expr in self.algebraic.items():
