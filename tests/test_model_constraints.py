@@ -320,3 +320,44 @@ def test_a_toml_spec_states_bounds_and_algebraic_states():
         model_from_toml(tomllib.loads(text.replace("value = 0.5", "value = 1.5")))
     with pytest.raises(sysid.errors.SysidError, match="Invalid high bound"):
         model_from_toml(tomllib.loads(text.replace("high = 1", 'high = "one"')))
+
+
+def test_the_check_sums_local_errors_so_chaos_does_not_trip_it():
+    # Lorenz over 20 time units (about 20 Lyapunov times): rk4 at 4 steps per 0.05 is
+    # accurate step by step, but any difference, even rounding, grows to the attractor's
+    # size over the record; the check sums each interval's own doubling difference
+    import dataclasses
+    from sysid.data.bundle import prepare
+    from sysid.problem.options import FitOptions
+    from sysid.problem.problem import build_problem
+    from sysid.solve.integrate import solve_segments
+    from sysid.training.phases import fixed_step_status
+    s, r, b = sp.symbols("sigma rho beta", positive=True)
+    model = sysid.HybridODE(states=[x, y, z],
+                            physics={x: s * (y - x), y: x * (r - z) - y, z: x * y - b * z},
+                            parameters={s: 10.0, r: 28.0, b: 8 / 3})
+    data = sysid.datasets.simulate("lorenz", noise=0.01, seed=0, dt=0.05, t_end=20.0)
+
+    def problem(substeps, shooting="single", data=data):
+        return build_problem(model, prepare(model, data),
+                             FitOptions(solver="rk4", substeps=substeps, shooting=shooting))
+
+    p = problem(4)
+    assert fixed_step_status(p) is None                       # local sum 1.7e-4 of the range
+    with torch.no_grad():                                     # the whole record doubled:
+        a = p.states()
+        b2 = solve_segments(p.field, p.x0(), p.single.tau, p.single.inputs,
+                            dataclasses.replace(p.solver, substeps=8))
+    assert (a - b2).abs().max() > 10                          # chaos, not the steps
+    coarse = fixed_step_status(problem(1))                    # one step per 0.05: 5.5 %
+    assert coarse is not None and coarse.code == "solver_failed"
+    assert "state z moves by 0.055" in coarse.detail, coarse.detail
+    windows = problem(4, shooting=10)                         # the check on the windows
+    windows.use_windows(True)
+    assert windows.active and windows.windows.tau.shape[0] > 1
+    assert fixed_step_status(windows) is None
+    # a window adds up its own intervals only: one step per 0.1 fails there too
+    sparse = sysid.datasets.simulate("lorenz", noise=0.01, seed=0, dt=0.1, t_end=20.0)
+    coarse_windows = problem(1, shooting=10, data=sparse)
+    coarse_windows.use_windows(True)
+    assert fixed_step_status(coarse_windows).code == "solver_failed"

@@ -23,7 +23,8 @@ import sympy as sp
 from ..errors import ModelError, ModelWarning
 
 __all__ = ["number", "parameter_entry", "ParameterGuesses", "solve_for", "eliminate",
-           "missing_physics_warning", "assumption_clash", "check_signs"]
+           "missing_physics_warning", "assumption_clash", "check_signs", "as_expr",
+           "invariant_equations"]
 
 
 def number(value, what: str, name: str | None = None) -> float:
@@ -237,3 +238,64 @@ def check_signs(bounds: dict) -> None:
             raise ModelError(f"Parameter {sym.name} is declared negative but its bounds "
                              f"({low}, {high}) lie at or above 0; drop negative=True or "
                              f"give bounds below 0.")
+
+
+def as_expr(obj, what: str) -> sp.Expr:
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return sp.Float(obj) if isinstance(obj, float) else sp.Integer(obj)
+    if isinstance(obj, sp.Expr):
+        return obj
+    if isinstance(obj, sp.Basic):       # Eq(...), x > 0, And(...), True: not a number
+        kind = "an equation" if isinstance(obj, sp.Equality) else "a condition"
+        raise ModelError(
+            f"{what} is {kind} ({obj}), not an expression: each entry gives the value of "
+            f"the right-hand side. Fix: write the expression itself (e.g. -k*x); a condition "
+            f"belongs inside Piecewise((value, condition), (other, True)).")
+    raise ModelError(
+        f"{what} must be a SymPy expression; received {obj!r} of type {type(obj).__name__}. "
+        f"Write it with SymPy symbols, e.g. alpha * x.")
+
+
+def invariant_equations(states: list, invariants, physics: dict, state_symbol) -> dict:
+    """Each invariant as the equation of the state it is solved for (see ``invariants``
+    in :class:`~sysid.HybridODE`), after checking that the physics conserves it;
+    ``state_symbol(key, where)``: the declared state of a physics key."""
+    if invariants is None:
+        return {}
+    if isinstance(invariants, (sp.Basic, str)) or not hasattr(invariants, "__iter__"):
+        raise ModelError(f"invariants must be a list of SymPy expressions that stay 0, e.g. "
+                         f"invariants=[S + I + R - 1]; received {invariants!r}.")
+    given = {state_symbol(k, "physics"): v for k, v in physics.items()}
+    out = {}
+    for k, item in enumerate(invariants):
+        where = f"invariants[{k}]"
+        expr = item.lhs - item.rhs if isinstance(item, sp.Equality) else \
+            as_expr(item, where)
+        chosen, why = None, []
+        for sym in reversed(states):
+            if sym in out or not expr.has(sym) or isinstance(given.get(sym), sp.Equality):
+                continue
+            try:
+                solve_for(sym, sp.Eq(expr, 0), where)
+            except ModelError as err:
+                why.append(f"{sym.name}: {str(err).split(';')[1].strip() if ';' in str(err) else err}")
+                continue
+            chosen = sym
+            break
+        if chosen is None:
+            raise ModelError(
+                f"{where} = {expr} cannot be solved explicitly for any state it contains "
+                f"that is not already algebraic ({'; '.join(why) or 'it contains none'}). "
+                f"Write the state's equation yourself: physics={{x: sp.Eq(x, ...)}}.")
+        rates = {s: given[s] for s in states
+                 if s in given and not isinstance(given[s], sp.Equality)}
+        if all(s in rates for s in expr.free_symbols if s in states):
+            drift = sp.simplify(sum(sp.diff(expr, s) * sp.sympify(r) for s, r in rates.items()))
+            if drift != 0:
+                raise ModelError(
+                    f"The physics does not conserve {where}: d/dt ({expr}) = {drift} along "
+                    f"it, not 0. Fix the physics (or drop the invariant); sysid would "
+                    f"otherwise drop d{chosen.name}/dt and use {chosen.name} = "
+                    f"{solve_for(chosen, sp.Eq(expr, 0), where)} instead.")
+        out[chosen] = sp.Eq(chosen, solve_for(chosen, sp.Eq(expr, 0), where))
+    return out

@@ -15,8 +15,8 @@ import numpy as np
 import sympy as sp
 
 from .functions import check_expression
-from .entries import ParameterGuesses, assumption_clash, check_signs, eliminate, solve_for, \
-    missing_physics_warning, number, parameter_entry
+from .entries import ParameterGuesses, as_expr as _as_expr, assumption_clash, check_signs, \
+    eliminate, invariant_equations, missing_physics_warning, number, parameter_entry
 from ..errors import ModelError, suggest
 
 __all__ = ["HybridODE", "MLP", "t"]
@@ -151,22 +151,6 @@ def _as_symbol(obj, what: str) -> sp.Symbol:
         f"Create them with sympy.symbols('x y').")
 
 
-def _as_expr(obj, what: str) -> sp.Expr:
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        return sp.Float(obj) if isinstance(obj, float) else sp.Integer(obj)
-    if isinstance(obj, sp.Expr):
-        return obj
-    if isinstance(obj, sp.Basic):       # Eq(...), x > 0, And(...), True: not a number
-        kind = "an equation" if isinstance(obj, sp.Equality) else "a condition"
-        raise ModelError(
-            f"{what} is {kind} ({obj}), not an expression: each entry gives the value of "
-            f"the right-hand side. Fix: write the expression itself (e.g. -k*x); a condition "
-            f"belongs inside Piecewise((value, condition), (other, True)).")
-    raise ModelError(
-        f"{what} must be a SymPy expression; received {obj!r} of type {type(obj).__name__}. "
-        f"Write it with SymPy symbols, e.g. alpha * x.")
-
-
 class HybridODE:
     """A hybrid model: known physics in SymPy plus a neural residual.
 
@@ -286,7 +270,8 @@ class HybridODE:
                 f"residual must be sysid.MLP(...) or None; received {type(residual).__name__}.")
         self.residual = residual
         self.physics = {}
-        equations = self._invariant_equations(invariants, physics or {})
+        equations = invariant_equations(self.states, invariants, physics or {},
+                                        self._state_symbol)
         for key, expr in (physics or {}).items():
             sym = self._state_symbol(key, "physics")
             if sym in equations and not isinstance(expr, sp.Equality):
@@ -341,49 +326,6 @@ class HybridODE:
         self.physics = {s: self.physics[s] for s in self.states}
 
     # -- names ---------------------------------------------------------------------------
-    def _invariant_equations(self, invariants, physics: dict) -> dict:
-        """Each invariant as the equation of the state it is solved for (see ``invariants``
-        in the class docstring), after checking that the physics conserves it."""
-        if invariants is None:
-            return {}
-        if isinstance(invariants, (sp.Basic, str)) or not hasattr(invariants, "__iter__"):
-            raise ModelError(f"invariants must be a list of SymPy expressions that stay 0, e.g. "
-                             f"invariants=[S + I + R - 1]; received {invariants!r}.")
-        given = {self._state_symbol(k, "physics"): v for k, v in physics.items()}
-        out = {}
-        for k, item in enumerate(invariants):
-            where = f"invariants[{k}]"
-            expr = item.lhs - item.rhs if isinstance(item, sp.Equality) else \
-                _as_expr(item, where)
-            chosen, why = None, []
-            for sym in reversed(self.states):
-                if sym in out or not expr.has(sym) or isinstance(given.get(sym), sp.Equality):
-                    continue
-                try:
-                    solve_for(sym, sp.Eq(expr, 0), where)
-                except ModelError as err:
-                    why.append(f"{sym.name}: {str(err).split(';')[1].strip() if ';' in str(err) else err}")
-                    continue
-                chosen = sym
-                break
-            if chosen is None:
-                raise ModelError(
-                    f"{where} = {expr} cannot be solved explicitly for any state it contains "
-                    f"that is not already algebraic ({'; '.join(why) or 'it contains none'}). "
-                    f"Write the state's equation yourself: physics={{x: sp.Eq(x, ...)}}.")
-            rates = {s: given[s] for s in self.states
-                     if s in given and not isinstance(given[s], sp.Equality)}
-            if all(s in rates for s in expr.free_symbols if s in self.states):
-                drift = sp.simplify(sum(sp.diff(expr, s) * sp.sympify(r) for s, r in rates.items()))
-                if drift != 0:
-                    raise ModelError(
-                        f"The physics does not conserve {where}: d/dt ({expr}) = {drift} along "
-                        f"it, not 0. Fix the physics (or drop the invariant); sysid would "
-                        f"otherwise drop d{chosen.name}/dt and use {chosen.name} = "
-                        f"{solve_for(chosen, sp.Eq(expr, 0), where)} instead.")
-            out[chosen] = sp.Eq(chosen, solve_for(chosen, sp.Eq(expr, 0), where))
-        return out
-
     @property
     def state_names(self) -> list[str]:
         return [s.name for s in self.states]

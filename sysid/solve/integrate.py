@@ -215,34 +215,48 @@ def solve_segments(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSign
 
 def fixed_step_error(field, x0: torch.Tensor, tau: torch.Tensor, inputs: InputSignal | None,
                      options: SolverOptions) -> tuple[float, int]:
-    """Step doubling for a fixed-step (``rk4``) solve: the segments solved with the
-    options' steps and again with twice as many (``substeps`` doubled, ``max_step``
-    halved), through the same path (the C solver where the fit uses it). Returns the
-    largest change of a state, as a fraction of that state's range over the solves (of
-    its largest magnitude where it is constant), and that state's index; ``inf`` where
-    either solve is not finite or fails. rk4's error shrinks 16-fold when its steps are
-    halved, so the change is about the coarse solve's error; an unstable solve (a stiff
-    system at steps beyond rk4's stability limit) changes by about its whole range."""
+    """Step doubling for a fixed-step (``rk4``) solve: the segments are solved with the
+    options' steps, then every sample interval again from the solution's state at its
+    start, once with the same steps and once with twice as many (``substeps`` doubled,
+    ``max_step`` halved), through the same path (the C solver where the fit uses it).
+    The difference is the local error of each interval (rk4's error shrinks 16-fold when
+    its steps are halved); summed over a segment's intervals it bounds the error that
+    the steps add up to, without the growth that a chaotic system gives any difference
+    (a 20-unit Lorenz record: its whole-record doubling differs by the attractor's size
+    with accurate steps). Returns the largest sum, as a fraction of the state's range
+    over the solve (of its largest magnitude where it is constant), and that state's
+    index; ``inf`` where a solve fails or is not finite. An unstable solve (a stiff
+    system at steps beyond rk4's stability limit) gives about its whole range or more."""
+    B, K = tau.shape
+    n = x0.shape[-1]
+    if K < 2:
+        return 0.0, 0
     finer = dataclasses.replace(options, substeps=2 * int(options.substeps),
                                 max_step=None if options.max_step is None
                                 else 0.5 * options.max_step)
+    rows = torch.arange(B, device=tau.device).repeat_interleave(K - 1)
+    pairs = torch.stack([tau[:, :-1].reshape(-1), tau[:, 1:].reshape(-1)], dim=-1)
+    part = inputs.select(rows) if inputs is not None else None
     try:
         with torch.no_grad():
-            coarse = solve_segments(field, x0, tau, inputs, options)
-            fine = solve_segments(field, x0, tau, inputs, finer)
+            xs = solve_segments(field, x0, tau, inputs, options)
+            starts = xs[:, :-1].reshape(-1, n)
+            coarse = solve_segments(field, starts, pairs, part, options)[:, -1]
+            fine = solve_segments(field, starts, pairs, part, finer)[:, -1]
     except SolverFailure:
         return float("inf"), 0
-    a, b = coarse.reshape(-1, coarse.shape[-1]), fine.reshape(-1, fine.shape[-1])
-    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
-        bad = ~(torch.isfinite(a) & torch.isfinite(b)).all(dim=0)
-        return float("inf"), int(torch.nonzero(bad)[0, 0])
-    spread = b.amax(dim=0) - b.amin(dim=0)
-    size = torch.where(spread > 0, spread, b.abs().amax(dim=0))
-    change = (a - b).abs().amax(dim=0)
-    ratio = torch.where(size > 0, change / torch.where(size > 0, size, 1.0),
-                        torch.where(change > 0, float("inf"), 0.0))
-    j = int(torch.argmax(ratio)) if ratio.numel() else 0
-    return (float(ratio[j]) if ratio.numel() else 0.0), j
+    finite = torch.isfinite(xs).all(dim=(0, 1)) & torch.isfinite(coarse).all(dim=0) \
+        & torch.isfinite(fine).all(dim=0)
+    if not bool(finite.all()):
+        return float("inf"), int(torch.nonzero(~finite)[0, 0])
+    flat = xs.reshape(-1, n)
+    spread = flat.amax(dim=0) - flat.amin(dim=0)
+    size = torch.where(spread > 0, spread, flat.abs().amax(dim=0))
+    added = (coarse - fine).abs().reshape(B, K - 1, n).sum(dim=1).amax(dim=0)     # (n,)
+    ratio = torch.where(size > 0, added / torch.where(size > 0, size, 1.0),
+                        torch.where(added > 0, float("inf"), 0.0))
+    j = int(torch.argmax(ratio))
+    return float(ratio[j]), j
 
 
 def _solve(field, x0, tau, inputs, options):
