@@ -234,6 +234,17 @@ class HybridODE:
         ...
     sysid.errors.ModelError: physics[v] uses the symbol 'k', which is not a state, input, parameter or fixed constant. Add it to parameters={...} (learnable) or fixed={...} (known).
 
+    A fraction kept inside (0, 1), and an algebraic state solved for and eliminated:
+
+    >>> h, z = sp.Symbol("h"), sp.Symbol("z")
+    >>> m = sysid.HybridODE(states=[x, z], physics={x: -h * z, z: sp.Eq(z, x**2)},
+    ...                     parameters={h: (0.5, 0, 1)})
+    >>> m, m.bounds, m.algebraic
+    (HybridODE(
+      dx/dt = -h*x**2
+      z = x**2
+    ), {h: (0.0, 1.0)}, {z: x**2})
+
     A function without a torch counterpart is refused at once, not when fitting starts:
 
     >>> 'erf' in sysid.SUPPORTED_FUNCTIONS, 'besselj' in sysid.SUPPORTED_FUNCTIONS
