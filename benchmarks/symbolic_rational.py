@@ -13,8 +13,8 @@ with mu_max 0.5 /h, K_s 2 g/L, D 0.2 /h, S_in 10 g/L, Y 0.5. Three experiments f
 S never measured. The hybrid model knows the dilution terms and the yield: one network
 rate read from S and X, written into X and, times -1/Y, into S
 (``sysid.MLP(16, 2, states={X: 1, S: -2}, inputs=[S, X])``). The oracle is the true
-structure (mu_max and K_s unknown, the same data) fitted by sysid without a network: the
-data's own limit.
+structure (mu_max and K_s unknown, the same data) fitted by sysid without a network from
+three starts, the truth's among them: the data's own limit.
 """
 
 from __future__ import annotations
@@ -65,12 +65,29 @@ def hybrid_model():
                                               inputs=[S_, X_]))
 
 
-def oracle_model():
+def oracle_model(guess=(1.0, 1.0)):
     mu, K = sp.Symbol("mu_max", positive=True), sp.Symbol("K_s", positive=True)
     growth = mu * S_ / (K + S_) * X_
-    return sysid.HybridODE(states=[S_, X_], parameters={mu: 1.0, K: 1.0},
+    return sysid.HybridODE(states=[S_, X_], parameters={mu: guess[0], K: guess[1]},
                            physics={S_: D * (S_IN - S_) - growth / YIELD,
                                     X_: growth - D * X_})
+
+
+#: The oracle's starts (mu_max, K_s): a fit from (1, 1) alone can stop where an unmeasured
+#: initial S sits at 0 (measured on fb91eb3: seed 0, S(0) 3e-15 for two of the
+#: three experiments, a sum of squares above the truth's start).
+ORACLE_STARTS = ((1.0, 1.0), (MU, KS), (0.25, 8.0))
+
+
+def oracle(data):
+    """The true structure fitted from each of ORACLE_STARTS; the fit with the smallest sum
+    of squared residuals of X."""
+    def rss(fit):
+        seen = fit.impute()["X"].transpose(*data["X"].dims).values
+        return float(np.nansum((seen - data["X"].values) ** 2))
+    fits = [sysid.fit(oracle_model(g), data, seed=0, progress=False, throw=False)
+            for g in ORACLE_STARTS]
+    return min(fits, key=rss)
 
 
 def monod(expr):
@@ -134,14 +151,14 @@ def run(seed, summarize):
     result = sysid.fit(hybrid_model(), data, seed=0, progress=False, throw=False)
     fit_s = time.perf_counter() - start
     summary, sym_cpu, err = summarize(result, rational=True)
-    oracle = sysid.fit(oracle_model(), data, seed=0, progress=False, throw=False)
+    best = oracle(data)
     plain, _, _ = summarize(result)        # the polynomial library alone, as before
     nan = float("nan")
     row = {"seed": seed, "fit_s": fit_s, "sym_cpu": sym_cpu, "error": err, "eq_X": "-",
            "exact": False, "mu": nan, "K": nan, "S": {k: nan for k in ("imputed", "forecast",
                                                                          "new")},
-           "o_mu": oracle.parameters["mu_max"], "o_K": oracle.parameters["K_s"],
-           "o_S": _s_errors(oracle, data, S_true),
+           "o_mu": best.parameters["mu_max"], "o_K": best.parameters["K_s"],
+           "o_S": _s_errors(best, data, S_true),
            "p_eq": plain.equations["X"] if plain is not None else "-",
            "p_S": _s_errors(plain.result, data, S_true) if plain is not None
            else {"forecast": nan, "new": nan}}

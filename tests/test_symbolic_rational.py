@@ -112,7 +112,7 @@ def chemo():
     data, S_true = chemostat.chemostat_data(seed=0, noise=0.01)
     result = sysid.fit(chemostat.hybrid_model(), data, seed=0, progress=False)
     summary = result.symbolic(rational=True)
-    oracle = sysid.fit(chemostat.oracle_model(), data, seed=0, progress=False)
+    oracle = chemostat.oracle(data)
     return data, S_true, result, summary, oracle
 
 
