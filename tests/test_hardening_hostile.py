@@ -890,3 +890,17 @@ def test_a_result_file_over_the_memory_limit_is_refused(saved, monkeypatch):
         sysid.load(saved)
     monkeypatch.delenv("SYSID_MAX_MEMORY_GB")
     assert sysid.load(saved).parameters
+
+
+def test_a_checkpoint_zip_bomb_is_refused_before_reading(tmp_path):
+    """resume= reads a checkpoint with torch.load too: the same check first (unchecked,
+    the 200 MB record below is inflated in about 2 s)."""
+    from sysid.training.checkpoints import read_checkpoint
+
+    _zip_bomb(tmp_path / "bomb.ckpt", 200)
+    start = time.perf_counter()
+    with pytest.raises(FileFormatError, match=r"bomb\.ckpt: the record 'archive/data/0' of "
+                                              r"the checkpoint expands from [\d,]+ to "
+                                              r"209,715,200 bytes"):
+        read_checkpoint(tmp_path / "bomb.ckpt")
+    assert time.perf_counter() - start < 1.0

@@ -155,16 +155,19 @@ def check_torch_file(path, what: str = "file") -> None:
     deflated records too, and 8 GiB of zeros deflate into 8 MB), before ``torch.load``
     reads anything; and a file that is not a zip archive (``torch.save``'s format since
     PyTorch 1.6; the older format allocates each tensor at its declared size before
-    reading it)."""
+    reading it). A file object is left at the position it had."""
+    where = path.tell() if hasattr(path, "seek") else None
     try:
-        archive = zipfile.ZipFile(path)
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise FileFormatError(f"{path} is not a sysid {what} (not a zip archive as "
                               f"torch.save writes: {err}).") from None
-    with archive:
-        entries = archive.infolist()
+    finally:
+        if where is not None:
+            path.seek(where)
     total = sum(e.file_size for e in entries)
     top = limit("memory_gb")
     if total > top * 2**30:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import FileFormatError, FitError
+from ..errors import FileFormatError, FitError, LimitError
+from ..model.limits import check_torch_file
 from ..model.spec import model_to_spec
 from ..problem.options import FitOptions, FitStatus
 
@@ -36,6 +37,7 @@ def _sealed(payload: dict) -> dict:
 def read_checkpoint(path) -> dict:
     """Read a training checkpoint as plain data (no code in the file can run)."""
     try:
+        check_torch_file(path, "checkpoint")     # declared sizes before anything is read
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(ckpt, dict) and "body" in ckpt:          # sealed (version 2)
             body = ckpt["body"]
@@ -46,11 +48,12 @@ def read_checkpoint(path) -> dict:
                     f"{path} is damaged: its contents do not match the checksum written "
                     f"with them (an incomplete copy, a disk error or an edit). Resume from "
                     f"an intact copy, or start a new fit without resume=.")
+            check_torch_file(io.BytesIO(raw), f"checkpoint {path}")
             ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"No checkpoint at {path!r}: check the path given as "
                                 f"resume=.") from None
-    except FileFormatError:
+    except (FileFormatError, LimitError):
         raise
     except Exception as err:
         raise FileFormatError(f"{path} is not a sysid checkpoint (or a damaged or truncated "
