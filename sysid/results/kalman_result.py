@@ -18,6 +18,9 @@ from .trajectories import _float_times
 
 __all__ = ["KalmanResult", "fit_process_noise"]
 
+_SCALES = {"positive": "log", "negative": "log", "above": "log", "below": "log",
+           "bounded": "logit"}                   # the raw scale of each kind
+
 
 class KalmanResult(FitResult):
     """A :class:`~sysid.FitResult` of a stochastic state-space fit.
@@ -50,9 +53,8 @@ class KalmanResult(FitResult):
     def _smoothed(self, tf):
         """Smoothed means (B, T, n) and covariances (B, T, n, n) at float times ``tf``
         (None: the data's times)."""
-        o = self.options
         grid, idx = Grid.from_bundle(self._bundle, tf)
-        mean, cov = self._space.smooth(grid, o.substeps, o.max_step)
+        mean, cov = self._space.smooth(grid)
         return mean[:, idx], cov[:, idx]
 
     def impute(self, times=None, *, level=None, interval="confidence") -> xr.Dataset:
@@ -115,7 +117,7 @@ class KalmanResult(FitResult):
             t = torch.as_tensor(np.broadcast_to(tf, (B, T)).reshape(-1).copy())
             x = torch.as_tensor(mean.reshape(B * T, n))
             u = self._problem.inputs(t.reshape(B, T)).reshape(B * T, -1)
-            p = self._problem.field.parameter_values()
+            p = self._problem.field.parameter_values().unbind(0)
             _, H = space._observe(t, x, u, p)
             var = torch.einsum("bci,bij,bcj->bc", H, torch.as_tensor(cov.reshape(B * T, n, n)),
                                H).numpy().reshape(B, T, -1)
@@ -160,12 +162,11 @@ class KalmanResult(FitResult):
             jac = torch.func.jacrev(field.transform.forward)(raw).diagonal()
         std = (jac.abs() * se).numpy()
         rel = std / np.abs(value.numpy())
-        logs = [k in ("positive", "negative") for k in field.transform.kinds]
         table = pd.DataFrame({
             "value": value.numpy(), "std_error": std,
             "lower": torch.minimum(a, b).numpy(), "upper": torch.maximum(a, b).numpy(),
             "rel_error": rel, "identifiable": np.isfinite(rel) & (rel <= 1.0),
-            "scale": ["log" if f else "linear" for f in logs],
+            "scale": [_SCALES.get(k, k) for k in field.transform.kinds],
             "note": ["" if np.isfinite(r) and r <= 1 else "relative error above 100 %"
                      for r in rel]},
             index=pd.Index(self.model.parameter_names, name="parameter"))
@@ -186,7 +187,7 @@ class KalmanResult(FitResult):
 
     def _covariance(self) -> torch.Tensor:
         if getattr(self, "_cov", None) is None:
-            space, o = self._space, self.options
+            space = self._space
             names = ["problem.field.raw", "problem.z0", "log_q", "log_sigma"]
             tensors = [t.detach() for t in space.tensors()]
             sizes = [t.numel() for t in tensors]
@@ -195,8 +196,7 @@ class KalmanResult(FitResult):
             def nll(flat):
                 parts = torch.split(flat, sizes)
                 values = {k: v.reshape(t.shape) for k, v, t in zip(names, parts, tensors)}
-                return torch.func.functional_call(space, values,
-                                                  (grid, o.substeps, o.max_step))
+                return torch.func.functional_call(space, values, (grid,))
 
             hess = torch.autograd.functional.hessian(nll, torch.cat(
                 [t.reshape(-1) for t in tensors]))

@@ -38,6 +38,9 @@ from ..problem.options import FitStatus
 __all__ = ["StateSpace", "process_noise_levels", "fit_state_space", "check_model"]
 
 LEARN = "learn"
+#: RK4 step times the field's largest rate when ``substeps`` is not given (local error of
+#: a linear mode about 0.25**5 / 120 = 8e-6 of its size per step)
+STEP_RATE = 0.25
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -128,13 +131,46 @@ class StateSpace(nn.Module):
         ov = _with_time(variables, obs)
         self._observation = CompiledExprs(obs + ojac, ov, batch=ov[:n_batch])
         self.C = len(obs)
+        self.substeps: int | None = None     # RK4 steps per interval; None: from the rate
+        self.max_step: float | None = None
+        self.rate = 0.0                      # the field's largest |eigenvalue| seen
         signed = [bool(s.is_positive or s.is_nonnegative) for s in model.states]
         self.register_buffer("floored", torch.tensor(signed), persistent=False)
         self.any_floored = any(signed)
 
-    def forward(self, grid: "Grid", substeps: int, max_step: float | None) -> torch.Tensor:
+    def forward(self, grid: "Grid") -> torch.Tensor:
         """The filter's negative log-likelihood of the data on ``grid`` (see :meth:`run`)."""
-        return self.run(grid, substeps, max_step)[0]
+        return self.run(grid)[0]
+
+    def steps_for(self, dt: float) -> int:
+        """RK4 steps across an interval ``dt``: ``substeps`` if given, else enough that
+        each step times the field's largest rate :attr:`rate` is at most
+        :data:`STEP_RATE`; at least one, and none longer than ``max_step``."""
+        if self.substeps is not None:
+            k = self.substeps
+        else:
+            k = max(1, math.ceil(dt * self.rate / STEP_RATE - 1e-9))
+        if self.max_step is not None and dt > 0:
+            k = max(k, math.ceil(dt / self.max_step - 1e-9))
+        return int(k)
+
+    def measure_rate(self, grid: "Grid") -> float:
+        """The largest |eigenvalue| of the field's Jacobian along the filtered means of
+        ``grid`` (run with 4 steps per interval), kept as :attr:`rate`."""
+        keep, self.substeps = self.substeps, 4
+        try:
+            with torch.no_grad():
+                _, s = self.run(grid, keep=True)
+                p = self.problem.field.transform.forward(self.problem.field.raw).unbind(0)
+                m = torch.cat(s["mf"], 0)
+                t = grid.times.repeat_interleave(grid.B)
+                u = self.problem.inputs(t.reshape(grid.T, grid.B).T).transpose(0, 1)
+                _, F = self._field(t, m, u.reshape(grid.T * grid.B, -1), p)
+                eig = torch.linalg.eigvals(F).abs()
+            self.rate = float(torch.nan_to_num(eig, nan=0.0, posinf=0.0).max())
+        finally:
+            self.substeps = keep
+        return self.rate
 
     # -- the learned quantities ----------------------------------------------------------
     def tensors(self) -> list[nn.Parameter]:
@@ -151,7 +187,7 @@ class StateSpace(nn.Module):
     def _values(self, t, x, u, p):
         if self.any_floored:
             x = torch.where(self.floored, x.clamp_min(_FLOOR), x)
-        return [*x.unbind(-1), *u.unbind(-1), t, *p.unbind(0)]
+        return [*x.unbind(-1), *u.unbind(-1), t, *p]
 
     def _field(self, t, x, u, p):
         out = self._dynamics.stack(self._values(t, x, u, p), -1)
@@ -187,13 +223,14 @@ class StateSpace(nn.Module):
         u = None if self.problem.inputs.m else m.new_zeros(B, 0)
         h = dt / steps
         hv = h[:, None]
+        half, sixth = 0.5 * hv, hv / 6
         t = t0
         for _ in range(steps):
             k1 = self._moments(t, z, p, Q, u)
-            k2 = self._moments(t + 0.5 * h, z + (0.5 * hv) * k1, p, Q, u)
-            k3 = self._moments(t + 0.5 * h, z + (0.5 * hv) * k2, p, Q, u)
+            k2 = self._moments(t + 0.5 * h, z + half * k1, p, Q, u)
+            k3 = self._moments(t + 0.5 * h, z + half * k2, p, Q, u)
             k4 = self._moments(t + h, z + hv * k3, p, Q, u)
-            z = z + (hv / 6) * (k1 + 2 * (k2 + k3) + k4)
+            z = z + sixth * (k1 + 2 * (k2 + k3) + k4)
             t = t + h
         P = z[:, n:n + n * n].reshape(B, n, n)
         Phi = z[:, n + n * n:].reshape(B, n, n) if transition else None
@@ -221,11 +258,11 @@ class StateSpace(nn.Module):
         return m, 0.5 * (P + P.transpose(1, 2)), nll
 
     # -- along the record --------------------------------------------------------------------
-    def run(self, grid: "Grid", substeps: int, max_step: float | None, keep: bool = False):
+    def run(self, grid: "Grid", keep: bool = False):
         """The filter over ``grid``: total negative log-likelihood, and with ``keep`` the
         lists the smoother needs (predicted and filtered moments, transitions)."""
         problem = self.problem
-        p = problem.field.transform.forward(problem.field.raw)
+        p = problem.field.transform.forward(problem.field.raw).unbind(0)
         Q = torch.diag_embed(self.q() ** 2).expand(grid.B, self.n, self.n)
         sigma2 = self.sigma() ** 2
         m = problem.x0()
@@ -237,7 +274,7 @@ class StateSpace(nn.Module):
             t = grid.times[k].expand(grid.B)
             if k > 0:
                 dt = grid.steps[k - 1] * grid.running[:, k - 1]
-                n_sub = _substeps(float(grid.steps[k - 1]), substeps, max_step)
+                n_sub = self.steps_for(float(grid.steps[k - 1]))
                 m, P, Phi = self.predict(grid.times[k - 1].expand(grid.B), dt, m, P, p, Q,
                                          n_sub, transition=keep)
             if keep:
@@ -249,11 +286,11 @@ class StateSpace(nn.Module):
                 store["mf"].append(m), store["Pf"].append(P)
         return total, store
 
-    def smooth(self, grid: "Grid", substeps: int, max_step: float | None):
+    def smooth(self, grid: "Grid"):
         """Rauch-Tung-Striebel smoothed means (B, T, n) and covariances (B, T, n, n) on
         ``grid``; NaN before each trajectory's first sample."""
         with torch.no_grad():
-            _, s = self.run(grid, substeps, max_step, keep=True)
+            _, s = self.run(grid, keep=True)
             ms, Ps = s["mf"][-1], s["Pf"][-1]
             means, covs = [ms], [Ps]
             for k in range(grid.T - 2, -1, -1):
@@ -269,12 +306,6 @@ class StateSpace(nn.Module):
         before = np.arange(grid.T)[None, :] < grid.first[:, None]
         mean[before], cov[before] = np.nan, np.nan
         return mean, cov
-
-
-def _substeps(dt: float, substeps: int, max_step: float | None) -> int:
-    if max_step is None or dt <= 0:
-        return substeps
-    return max(substeps, int(math.ceil(dt / max_step - 1e-9)))
 
 
 class Grid:
@@ -310,6 +341,32 @@ class Grid:
         return cls(merged, ym, sm, where[first]), np.searchsorted(merged, extra_times)
 
 
+#: factors of the learned process noise levels' start tried before L-BFGS
+SCAN = 10.0 ** np.arange(-2.0, 1.5, 0.5)
+
+
+def scan_process_noise(space: StateSpace, grid: Grid) -> str:
+    """Start the learned process noise levels at the best of :data:`SCAN` times their
+    first guess (the other quantities as they are): the likelihood is flat in log q where
+    q is small against the measurement noise, where L-BFGS would stop. Returns a note."""
+    if space.log_q.numel() == 0:
+        return "no learned level"
+    base = space.log_q.detach().clone()
+    scores = []
+    with torch.no_grad():
+        for f in SCAN:
+            space.log_q.copy_(base + math.log(f))
+            try:
+                scores.append(float(space(grid)))
+            except torch.linalg.LinAlgError:
+                scores.append(math.inf)
+        values = np.where(np.isfinite(scores), scores, np.inf)
+        best = int(np.argmin(values)) if np.isfinite(values).any() else int(np.argmin(
+            np.abs(np.log(SCAN))))
+        space.log_q.copy_(base + math.log(SCAN[best]))
+    return f"start x{SCAN[best]:.3g} of the first guess (best of {len(SCAN)})"
+
+
 def fit_state_space(space: StateSpace, grid: Grid, opts, progress=None):
     """Maximise the filter's likelihood over ``space.tensors()`` by L-BFGS (strong Wolfe
     line search) in rounds of 10 iterations, until a round gains less than
@@ -327,7 +384,7 @@ def fit_state_space(space: StateSpace, grid: Grid, opts, progress=None):
     def closure():
         opt.zero_grad()
         try:
-            loss, _ = space.run(grid, opts.substeps, opts.max_step)
+            loss, _ = space.run(grid)
         except torch.linalg.LinAlgError:
             loss = torch.tensor(math.inf, dtype=torch.float64)
         if not torch.isfinite(loss):
@@ -386,7 +443,10 @@ def train_process_noise(model, data, process_noise, **options):
     q0 = 0.1 * problem.scale.numpy() / math.sqrt(span)
     space = StateSpace(problem, levels, learned, q0[learned], bundle.noise_std,
                        sigma0[[s is None for s in bundle.noise_std]])
+    space.substeps, space.max_step = options.get("substeps"), opts.max_step
     grid, _ = Grid.from_bundle(bundle)
+    space.measure_rate(grid)
+    scanned = scan_process_noise(space, grid)
     status, rows = fit_state_space(space, grid, opts)
     history = _joined_history(trained.history, rows, int(bundle.mask.sum()))
     stats = dict(trained.stats)
@@ -394,8 +454,11 @@ def train_process_noise(model, data, process_noise, **options):
         "deterministic_parameters": dict(zip(model.parameter_names, deterministic)),
         "deterministic_status": trained.status.code,
         "nll": float(rows[-1]["nll"]) if rows else math.nan,
-        "kalman_rounds": len(rows), "n_observations": int(bundle.mask.sum()),
-        "learned": [n for n, f in zip(model.state_names, learned) if f]})
+        "kalman_rounds": len(rows), "start_scan": scanned, "n_observations": int(bundle.mask.sum()),
+        "learned": [n for n, f in zip(model.state_names, learned) if f],
+        "substeps": space.substeps if space.substeps is not None else
+        f"auto (rate {space.rate:.3g}: {space.steps_for(float(np.max(np.diff(bundle.times), initial=0)))} "
+        f"on the longest interval)"})
     if not trained.status.success and status.success:
         status = FitStatus(status.code, f"{status.detail}; the deterministic start "
                                         f"ended {trained.status.code}")
