@@ -254,3 +254,17 @@ def test_float_data_give_no_note():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         prepare(IDENTITY, _series([1.0, 2.0, 3.0, 4.0], noise_std=0.01))
+
+
+def test_a_saved_fit_on_integer_data_loads_without_repeating_the_note(tmp_path):
+    data = xr.Dataset({"x": ("time", np.array([8, 5, 3, 2, 1]))},
+                      coords={"time": np.arange(5)})
+    model = sysid.HybridODE(states=[x], physics={x: -k * x}, parameters={k: 0.4})
+    with pytest.warns(DataWarning, match="Data variable 'x' holds integers"):
+        result = sysid.fit(model, data, progress=False)
+    result.save(tmp_path / "r.sysid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        again = sysid.load(tmp_path / "r.sysid")
+    np.testing.assert_array_equal(again.impute()["x"].values, result.impute()["x"].values)
+    assert again.impute()["time"].dtype == np.int64

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..model.limits import check_torch_file
 from ..model.spec import model_from_spec, model_to_spec
 from ..problem.options import FitOptions, FitStatus
 from ..problem.problem import build_problem
-from ..errors import FileFormatError, SysidError
+from ..errors import DataWarning, FileFormatError, SysidError
 
 __all__ = ["read_result", "save_result"]
 
@@ -193,7 +194,9 @@ def read_result(path) -> tuple:
     data = _open_netcdf(payload.get("data"), "training data", path)
     history = _open_netcdf(payload.get("history"), "training history", path)
     try:
-        bundle = prepare(model, data, time_unit=options.time_unit)
+        with warnings.catch_warnings():      # its notes were given when it was fitted
+            warnings.simplefilter("ignore", DataWarning)
+            bundle = prepare(model, data, time_unit=options.time_unit)
         problem = build_problem(model, bundle, options)
     except SysidError as err:
         raise FileFormatError(f"{path}: the saved training data do not fit the saved model "
