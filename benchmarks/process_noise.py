@@ -119,11 +119,27 @@ def run_one(key, seed):
     row = {"system": system["name"], "seed": seed}
     for name in system["truth"]:
         row[f"{name}: det / Kalman"] = f"{100 * det[name]:.1f} / {100 * kal[name]:.1f} %"
-    return {"system": system["name"], "seed": seed,
+    return {"system": system["name"], "seed": seed, "_errors": (det, kal),
             "worst det %": 100 * max(det.values()), "worst Kalman %": 100 * max(kal.values()),
             "mean det %": 100 * np.mean(list(det.values())),
             "mean Kalman %": 100 * np.mean(list(kal.values())),
             "q fitted (true)": q_fit, "status": result.status.code, "wall s": wall}, row
+
+
+def overall(errs):
+    """Per system: mean relative error over seeds and parameters, deterministic and
+    Kalman, and in how many (seed, parameter) pairs the Kalman fit is the closer."""
+    rows = []
+    for name in dict.fromkeys(e[0] for e in errs):
+        pairs = [(d[k], k_[k]) for n, d, k_ in errs if n == name for k in d]
+        det, kal = np.array(pairs).T
+        rows.append({"system": name, "fits": sum(e[0] == name for e in errs),
+                     "mean error det %": 100 * det.mean(),
+                     "mean error Kalman %": 100 * kal.mean(),
+                     "median det %": 100 * np.median(det),
+                     "median Kalman %": 100 * np.median(kal),
+                     "Kalman closer": f"{int((kal < det).sum())} of {len(det)}"})
+    return rows
 
 
 def main(argv=None):
@@ -134,17 +150,19 @@ def main(argv=None):
                                              / "process_noise.md"))
     args = parser.parse_args(argv)
     one_thread()
-    summary, detail = [], []
+    summary, detail, errs = [], [], []
     for key in args.only:
         for seed in args.seeds:
             s, d = run_one(key, seed)
+            errs.append((s["system"], *s.pop("_errors")))
             summary.append(s)
             detail.append(d)
             print(s, flush=True)
     text = ("# Process noise: deterministic fit vs Kalman likelihood\n\n"
             f"`cd benchmarks && python process_noise.py --seeds "
             f"{' '.join(map(str, args.seeds))}` (commit {git_commit()}). Relative errors "
-            f"of the fitted parameters against the truth.\n\n" + markdown(summary) +
+            f"of the fitted parameters against the truth.\n\n" + markdown(overall(errs)) +
+            "\n\nPer fit:\n\n" + markdown(summary) +
             "\n\nPer parameter (deterministic / Kalman):\n\n" +
             "\n\n".join(markdown([r for r in detail if r["system"] == name])
                         for name in dict.fromkeys(r["system"] for r in detail)) + "\n")

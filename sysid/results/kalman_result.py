@@ -4,16 +4,18 @@ and forecasts from the last filtered state (:mod:`sysid.training.kalman`)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
 from scipy.stats import norm
 
-from ..errors import DataError, ModelError
+from ..errors import DataError, FitWarning, ModelError
 from ..training.kalman import Grid, train_process_noise
 from .outputs import states_dataset
-from .result import FitResult
+from .result import FitResult, _failure
 from .trajectories import _float_times
 
 __all__ = ["KalmanResult", "fit_process_noise"]
@@ -37,8 +39,11 @@ class KalmanResult(FitResult):
         The measurement noise levels of the Kalman fit (fitted or ``attrs['noise_std']``).
     stats["process_noise"] : dict
         The deterministic fit that started it (``deterministic_parameters``,
-        ``deterministic_status``), the final negative log-likelihood ``nll`` and the
-        number of L-BFGS rounds.
+        ``deterministic_status``), the final negative log-likelihood ``nll``, the number
+        of L-BFGS rounds and the RK4 steps per interval.
+
+    ``simulate(data)`` runs the fitted drift deterministically (the mean model) from
+    initial states estimated on the new record, as for a deterministic fit.
     """
 
     def __init__(self, trained, space):
@@ -222,6 +227,15 @@ class KalmanResult(FitResult):
 
 
 def fit_process_noise(model, data, process_noise, **options) -> KalmanResult:
-    """:func:`sysid.fit` with ``process_noise``: see :mod:`sysid.training.kalman`."""
+    """:func:`sysid.fit` with ``process_noise``: see :mod:`sysid.training.kalman`. A
+    failed fit is reported as ``throw`` says, as for any fit."""
     trained, space = train_process_noise(model, data, process_noise, **options)
-    return KalmanResult(trained, space)
+    result = KalmanResult(trained, space)
+    if not result.status.success:
+        if trained.options.throw:
+            raise _failure(result)
+        if trained.options.throw is None:
+            warnings.warn(f"{result.status} The result holds the best parameters found "
+                          f"(result.raise_for_status() raises; throw=False returns "
+                          f"without this warning).", FitWarning, stacklevel=3)
+    return result

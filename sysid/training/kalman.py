@@ -9,8 +9,8 @@ the marginal likelihood of the data that an extended Kalman filter gives along e
 trajectory. Between samples, the mean ``m`` and covariance ``P`` follow the linearised
 moment equations ``m' = f(m)``, ``P' = F P + P F^T + diag(q^2)`` (``F``: the Jacobian of
 the field in the states, compiled from the same SymPy physics as the field), integrated by
-a fixed number of RK4 substeps per interval; at each sample the observed channels update
-them (NaN: not measured). :meth:`StateSpace.smooth` runs the Rauch-Tung-Striebel smoother
+RK4 steps, as many per interval as the field's fastest rate needs (or ``substeps``); at
+each sample the observed channels update them (NaN: not measured). :meth:`StateSpace.smooth` runs the Rauch-Tung-Striebel smoother
 after the filter, with the transition matrix ``Phi' = F Phi`` integrated alongside.
 
 The initial state is a parameter (its covariance starts at 0), as in the deterministic
