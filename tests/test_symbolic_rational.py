@@ -15,7 +15,7 @@ import sympy as sp
 
 import sysid
 from sysid.errors import ModelError
-from sysid.symbolic.rational import forms, profile, rational_spec
+from sysid.symbolic.rational import forms, profile, rational_spec, unseen
 from sysid.symbolic.sparse_regression import forward_path, least_squares
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -83,6 +83,14 @@ def test_a_form_without_saturation_in_the_data_is_left_out():
     terms, shapes, *_, dropped = _library(cols, [(S, 1)], 0.7 * cols["S"] * cols["X"])
     assert (S, 1) in dropped
     assert "S*X/(K_S_X + S)" not in [str(t) for t in terms]
+
+
+def test_a_named_variable_without_saturation_is_said_so():
+    cols = _columns(2)
+    *_, dropped = _library(cols, [(S, 1)], 0.7 * cols["S"] * cols["X"])
+    notes = unseen([(S, 1)], dropped, 3)          # multipliers 1, S and X
+    assert len(notes) == 1 and "shows no saturation in S" in notes[0]
+    assert unseen([(S, 1)], dropped[:-1], 3) == []     # one form kept: nothing to say
 
 
 @pytest.mark.parametrize("rational, message", [
