@@ -87,6 +87,7 @@ class Case:
 
     every = 1           # keep the states' measurements at every n-th time only
     fit = {}            # fit options besides the defaults (what the data call for)
+    misspecified = ""   # why the model is not the data's, where it is not
 
     def data(self, seed):
         data, true = sysid.datasets.simulate(seed=seed, truth=True, **self.simulate)
@@ -146,9 +147,13 @@ def duffing_x() -> Case:
     model = sysid.HybridODE(states=[x, v], inputs=[u],
                             physics={x: v, v: -delta * v - alpha * x - beta * x ** 3 + u},
                             parameters={delta: 0.5, alpha: -0.5, beta: 0.5})
-    return Case("duffing_x", "Forced Duffing, only x measured (101 samples), 5 % noise",
+    case = Case("duffing_x", "Forced Duffing, only x measured (101 samples), 5 % noise",
                 model, dict(name="duffing", noise=0.05, observed=["x"], dt=0.5),
                 {"delta": 0.3, "alpha": -1.0, "beta": 1.0}, hidden=("v",))
+    case.misspecified = ("the input cos(1.2 t) is known at the samples only and interpolated "
+                         "linearly between them (duffing_fine, the same with u on a finer "
+                         "grid, is calibrated)")
+    return case
 
 
 def duffing_fine() -> Case:
@@ -157,6 +162,7 @@ def duffing_fine() -> Case:
                                              "on a 0.1 grid (x still every 0.5)")
     case.simulate = dict(case.simulate, dt=0.1)
     case.every = 5
+    case.misspecified = ""
     return case
 
 
@@ -327,6 +333,38 @@ def summary_row(case: Case, out: dict, wall: float) -> dict:
             "case wall s": wall}
 
 
+def pooled_rows(runs: list) -> list[dict]:
+    """Coverage pooled over cases: every parameter interval (one per quantity and fit;
+    its calibrated binomial range beside it), and every hidden-state band (times pooled;
+    neighbouring times are correlated, so no range is given). Also without the cases
+    whose model is not the data's (``Case.misspecified``), whose coverage says how
+    large the model error is rather than how good the approximation is."""
+    rows = []
+    for label, keep in (("all cases", lambda c: True),
+                        ("correctly specified models", lambda c: not c.misspecified)):
+        chosen = [(c, o) for c, o in runs if keep(c)]
+        if not chosen:
+            continue
+        for what in ("parameters", "hidden-state bands"):
+            row = {"pooled over": label, "intervals": what}
+            for lv in LEVELS:
+                if what == "parameters":
+                    hits = [h for c, o in chosen for k in c.truth for h in o["hit"][k][lv]]
+                    row[f"{round(100 * lv)} %"] = _mark(hits, lv) if hits else "-"
+                    n = len(hits)
+                else:
+                    hits = [np.concatenate(o["band"][h][lv]) for c, o in chosen
+                            for h in c.hidden if o["band"][h][lv]]
+                    row[f"{round(100 * lv)} %"] = _pct(np.concatenate(hits)) if hits else "-"
+                    n = int(sum(len(o["band"][h][lv]) for c, o in chosen for h in c.hidden))
+            row["n (intervals or fits)"] = n
+            row["calibrated 68/90/95"] = "/".join(
+                "{:.0f}-{:.0f}".format(*(100 * np.array(calibrated_range(n, lv))))
+                for lv in LEVELS) if what == "parameters" and n else "(pooled times)"
+            rows.append(row)
+    return rows
+
+
 def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -347,7 +385,7 @@ def main(argv=None):
     print(f"# sysid calibration benchmark ({draws} draws per case), torch {torch.__version__}, "
           f"sysid {getattr(sysid, '__version__', '?')}, commit {commit()}, 1 thread"
           "\n")
-    summary, total = [], time.perf_counter()
+    summary, runs, total = [], [], time.perf_counter()
     for name in names:
         case = CASES[name]()
         start = time.perf_counter()
@@ -356,6 +394,9 @@ def main(argv=None):
         print(f"## {case.name}: {case.title}\n")
         print(markdown(rows_of(case, out)) + "\n", flush=True)
         summary.append(summary_row(case, out, wall))
+        runs.append((case, out))
+    print("## Pooled over the cases\n")
+    print(markdown(pooled_rows(runs)) + "\n")
     print("## Fits and times\n")
     print(markdown(summary))
     print(f"\nTotal wall time {time.perf_counter() - total:.0f} s.")

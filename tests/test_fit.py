@@ -157,7 +157,7 @@ def test_save_load_round_trip_is_bit_identical(lv_fit, tmp_path):
     np.testing.assert_array_equal(again.impute()["y"].values, result.impute()["y"].values)
 
 
-def test_load_refuses_a_pickle_payload(tmp_path):
+def test_load_refuses_a_pickle_payload(tmp_path, capsys):
     import pickle
 
     class Payload:
@@ -166,8 +166,10 @@ def test_load_refuses_a_pickle_payload(tmp_path):
 
     path = tmp_path / "evil.sysid"
     path.write_bytes(pickle.dumps({"format": "sysid.FitResult", "x": Payload()}))
-    with pytest.raises(sysid.errors.FileFormatError, match="refuses to load"):
+    # a bare pickle is not the zip archive a result is: refused before anything is read
+    with pytest.raises(sysid.errors.FileFormatError, match="not a sysid result file"):
         sysid.load(path)
+    assert "code ran" not in capsys.readouterr().out
 
 
 def test_load_refuses_a_tampered_equation(lv_fit, tmp_path):

@@ -904,3 +904,26 @@ def test_a_checkpoint_zip_bomb_is_refused_before_reading(tmp_path):
                                               r"209,715,200 bytes"):
         read_checkpoint(tmp_path / "bomb.ckpt")
     assert time.perf_counter() - start < 1.0
+
+
+def test_a_huge_network_given_in_python_is_refused_before_it_is_built():
+    import resource
+    import time
+
+    import numpy as np
+    import sympy as sp
+    import xarray as xr
+
+    from sysid.errors import LimitError
+
+    x = sp.Symbol("x")
+    t = np.linspace(0.0, 1.0, 10)
+    data = xr.Dataset({"x": ("time", np.exp(-t))}, coords={"time": t})
+    model = sysid.HybridODE(states=[x], physics={x: 0},
+                            residual=sysid.MLP(width=10**9, depth=2))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(LimitError, match="width 1,000,000,000 is over the limit"):
+        sysid.fit(model, data, progress=False)
+    assert time.perf_counter() - start < 5.0
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100   # MB

@@ -362,6 +362,33 @@ class NegativeBinomial(Poisson):
         mean = np.clip(mean, 0.0, None)
         return mean + mean ** 2 / float(self.size[c])
 
+    def profile(self, pred, y, mask) -> None:
+        """Set each channel's size to its maximum-likelihood value at the predictions
+        ``pred`` (a one-dimensional search in ``log r``). The optimiser's gradient in
+        ``r`` vanishes as the counts approach Poisson, and a channel with few values
+        (a survey every two weeks) barely moves it: a size stuck at 11 left Poisson data
+        30 log-likelihood units worse off than Poisson, which it contains."""
+        from scipy.optimize import minimize_scalar
+
+        with torch.no_grad():
+            for c in range(len(self.counts)):
+                m = mask[..., c]
+                if not bool(m.any()):
+                    continue
+                mu = self.rate(pred[..., c][m])
+                obs = y[..., c][m]
+
+                def nll(log_r, mu=mu, obs=obs):
+                    r = torch.exp(torch.as_tensor(log_r, dtype=torch.float64))
+                    total = torch.log(r + mu)
+                    return -float(torch.sum(torch.lgamma(obs + r) - torch.lgamma(r)
+                                            + r * (torch.log(r) - total)
+                                            + obs * (torch.log(mu) - total)))
+                best = minimize_scalar(nll, bounds=(-10.0, 25.0), method="bounded",
+                                       options={"xatol": 1e-6})
+                if best.success and best.fun <= nll(float(self.log_size[c])):
+                    self.log_size[c] = float(best.x)
+
 
 _MODELS = {"gaussian": Gaussian, "lognormal": LogNormal, "student_t": StudentT,
            "poisson": Poisson, "negative_binomial": NegativeBinomial}

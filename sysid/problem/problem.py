@@ -25,6 +25,7 @@ from .field_prior import FieldPrior
 from .solver_choice import choose_solver
 from .noise import noise_model
 from ..model.parameters import transform_for
+from ..model.limits import check_network
 from ..model.residual import ResidualNet
 from .segments import (Segments, holdout_windows, later_starts, segment_grid, shooting_windows,
                        window_length)
@@ -357,6 +358,8 @@ def _build_residual(model, bundle, loc, scale, gen) -> ResidualNet:
     spread = np.concatenate([scale, u_scale])
     read = [names.index(r) for r in model.residual_inputs]
     write = [model.state_names.index(s) for s in model.residual_states]
+    check_network(model.residual.width, model.residual.depth, len(read), len(write),
+                  "sysid.MLP: ")          # before anything of its size is allocated
     tau = residual_time_unit(bundle)
     out_scale = [scale[i] / tau for i in write]
     out_index = None

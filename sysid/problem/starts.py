@@ -100,6 +100,22 @@ def _other_signs(mismatch, found, ok, start, bounds, n_known, bundle) -> None:
         found[better], ok[better], cost[better] = other[better], True, c[better]
 
 
+def _channel_levels(bundle, starts, observed):
+    """The channels that measure a function of several states (an absorbance, R = N - S -
+    I), their local value at each start where they are measured there (NaN elsewhere),
+    and their spreads: the start guesses match these values too."""
+    direct = {c for c in observed if c is not None}
+    indirect = [c for c in range(len(bundle.channels)) if c not in direct]
+    level = np.full((len(starts), len(bundle.channels)), np.nan)
+    for j, (b, k) in enumerate(starts):
+        for c in indirect:
+            m = np.flatnonzero(bundle.mask[b, k:, c]) + k
+            if len(m) and bundle.times[m[0]] == bundle.times[k]:     # measured at the start
+                level[j, c] = _local_start(bundle.times[m], bundle.y[b, m, c])[0]
+    spread = np.array([_robust_std(bundle.y[..., c]) for c in range(len(bundle.channels))])
+    return indirect, level, spread
+
+
 def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     """Guess the state at each start (trajectory b, time index k), default each
     trajectory's first sample: observed states from a local fit of the next few samples,
@@ -125,12 +141,17 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
     scale = np.array([_robust_std(bundle.y[..., c]) if c is not None else 1.0 for c in observed])
     start, bounds = _sign_constrained_start(model, free, bundle)
     x0[:, free] = start        # kept where nothing else informs the guess
+    # the pull towards the start is relative to the measured channels' typical level: a
+    # pull in absolute units held a susceptible pool of 10 000 people at the start guess
+    unit = _typical_level(bundle)
+    indirect, level, c_scale = _channel_levels(bundle, starts, observed)
     groups: dict = {}          # starts with the same observed slopes are solved together
     for j in range(len(starts)):
         known = tuple(i for i in range(n) if i not in free and np.isfinite(slopes[j, i]))
-        if known:
-            groups.setdefault(known, []).append(j)
-    for known, rows in groups.items():
+        seen = tuple(c for c in indirect if np.isfinite(level[j, c]))
+        if known or seen:
+            groups.setdefault((known, seen), []).append(j)
+    for (known, seen), rows in groups.items():
         rows = np.array(rows)
         b = np.array([starts[j][0] for j in rows])
         k = np.array([starts[j][1] for j in rows])
@@ -138,20 +159,26 @@ def initial_states(model, field: HybridField, bundle: DataBundle, starts=None):
         u = torch.as_tensor(np.nan_to_num(bundle.u[b, k]))
         known = list(known)
 
-        def mismatch(v, sub=None, rows=rows, known=known, t0=t0, u=u, anchor=start):
-            """Mismatch (G, len(known) + len(free)) of the starts ``rows[sub]`` (all rows
-            for None) with their unobserved states at ``v``."""
+        seen = list(seen)
+
+        def mismatch(v, sub=None, rows=rows, known=known, seen=seen, t0=t0, u=u,
+                     anchor=start):
+            """Mismatch (G, len(known) + len(seen) + len(free)) of the starts ``rows[sub]``
+            (all rows for None) with their unobserved states at ``v``: the observed
+            slopes, the channels of several states and a weak pull towards the start."""
             if sub is not None:
                 rows, t0, u = rows[sub], t0[sub], u[sub]
             x = torch.as_tensor(x0[rows])
             x[:, free] = torch.as_tensor(v)
             with torch.no_grad():
                 f = field.physics(t0, x, u).numpy()
+                y = field.observe(t0, x, u).numpy()[:, seen] if seen else np.zeros((len(rows), 0))
             return np.concatenate([(f[:, known] - slopes[rows][:, known]) / scale[known],
-                                   1e-3 * (v - anchor)], axis=1)
+                                   (y - level[rows][:, seen]) / c_scale[seen],
+                                   1e-3 * (v - anchor) / unit], axis=1)
 
         found, ok = _batched_least_squares(mismatch, np.tile(start, (len(rows), 1)), bounds)
-        _other_signs(mismatch, found, ok, start, bounds, len(known), bundle)
+        _other_signs(mismatch, found, ok, start, bounds, len(known) + len(seen), bundle)
         x0[rows[ok][:, None], free] = found[ok]
         for r in np.flatnonzero(~ok):         # the few a batched step could not settle
             j = rows[r]

@@ -52,6 +52,20 @@ WHITENESS = 3.0
 MIN_STAGE_SAMPLES = 5
 
 
+def whole_predictions(problem):
+    """Predicted channels (B, T, C) of a simulation over whole trajectories from the
+    fitted initial states, with the data and their mask."""
+    objective = problem.objective()
+    problem.use_windows(False)
+    try:
+        with torch.no_grad():
+            seg = problem.single
+            xs = problem.states(seg)
+            return problem.field.observe(seg.tau, xs, seg.u_grid), seg.y, seg.mask
+    finally:
+        problem.use_objective(objective)
+
+
 def _whole_residuals(problem):
     """Residuals (B, T, C) of a simulation over whole trajectories from the fitted initial
     states, zero where nothing was observed, and the mask."""

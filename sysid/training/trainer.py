@@ -52,6 +52,8 @@ def train(model: HybridODE, data, x0=None, *, like=None, **options) -> Trained:
     trained = _train(model, data, x0, like=like, **options)
     if not trained.status.success or isinstance(model, HybridPDE) or trained.status.note:
         return trained
+    if hasattr(trained.problem.noise, "profile"):       # negative binomial: its size
+        trained.problem.noise.profile(*horizon.whole_predictions(trained.problem))
     note = horizon.misfit_note(trained.problem)
     return trained._replace(status=dataclasses.replace(trained.status, note=note)) \
         if note else trained
