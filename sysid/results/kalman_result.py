@@ -4,6 +4,7 @@ and forecasts from the last filtered state (:mod:`sysid.training.kalman`)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -207,6 +208,34 @@ class KalmanResult(FitResult):
                 [t.reshape(-1) for t in tensors]))
             self._cov = torch.linalg.pinv(0.5 * (hess + hess.T), hermitian=True)
         return self._cov
+
+    # -- likelihood (sysid.results.compare's hooks) ------------------------------------------
+    def _data_log_likelihood(self) -> float:
+        """The extended Kalman filter's log-likelihood of the measurements (the fit's
+        objective, constants included): a density of the same data as a deterministic
+        fit's ``loglik``, which is its special case ``q = 0``."""
+        grid, _ = Grid.from_bundle(self._bundle)
+        with torch.no_grad():
+            try:
+                return -float(self._space(grid))
+            except torch.linalg.LinAlgError:
+                return -math.inf
+
+    @property
+    def parameter_counts(self) -> dict[str, int]:
+        """Fitted quantities by kind: ``physical`` parameters, ``initial_states``,
+        measurement ``noise`` levels and ``process_noise`` levels that were estimated
+        (given ones are not counted), ``network`` (always 0)."""
+        return {"physical": int(self._problem.field.raw.numel()),
+                "initial_states": int(self._problem.z0.numel()),
+                "noise": int(self._space.log_sigma.numel()),
+                "process_noise": int(self._space.log_q.numel()), "network": 0}
+
+    @property
+    def effective_parameters(self) -> float:
+        """Every fitted quantity counts fully (no network, nothing shrunk):
+        :attr:`n_parameters`."""
+        return float(self.n_parameters)
 
     # -- what this result does not do ------------------------------------------------------
     def save(self, path) -> None:

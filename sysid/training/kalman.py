@@ -58,6 +58,9 @@ def check_model(model, options: dict) -> None:
                          "Fit the hybrid model deterministically, distil it with "
                          "result.symbolic(), and fit summary.refit(...)'s model (or the "
                          "physics alone) with process_noise.")
+    if options.get("validation", 0):
+        raise ModelError("process_noise= fits every measurement (the filter runs through "
+                         "the whole record); validation= does not apply. Drop it.")
     noise = options.get("noise", "gaussian")
     if noise != "gaussian":
         raise ModelError(f"process_noise= uses Gaussian measurement errors (the Kalman "
