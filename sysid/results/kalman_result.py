@@ -1,6 +1,7 @@
 """The result of a fit with process noise (``sysid.fit(..., process_noise=...)``): the
 Kalman likelihood's parameters, the smoothed states as the imputation with their bands,
-and forecasts from the last filtered state (:mod:`sysid.training.kalman`)."""
+and forecasts from the last filtered state (:mod:`sysid.training.kalman`,
+:mod:`sysid.training.kalman_fit`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import xarray as xr
 from scipy.stats import norm
 
 from ..errors import DataError, FitWarning, ModelError
-from ..training.kalman import Grid, train_process_noise
+from ..training.kalman import Grid
+from ..training.kalman_fit import train_process_noise
 from .outputs import states_dataset
 from .result import FitResult, _failure
 from .trajectories import _float_times
@@ -256,8 +258,9 @@ class KalmanResult(FitResult):
 
 
 def fit_process_noise(model, data, process_noise, **options) -> KalmanResult:
-    """:func:`sysid.fit` with ``process_noise``: see :mod:`sysid.training.kalman`. A
-    failed fit is reported as ``throw`` says, as for any fit."""
+    """:func:`sysid.fit` with ``process_noise``: see :mod:`sysid.training.kalman` and
+    :mod:`sysid.training.kalman_fit`. A failed fit is reported as ``throw`` says, as for
+    any fit."""
     trained, space = train_process_noise(model, data, process_noise, **options)
     result = KalmanResult(trained, space)
     if not result.status.success:
