@@ -221,3 +221,19 @@ def test_negative_binomial_counts_score_at_least_as_well_as_poisson():
     for fitted in (poisson, counts):
         assert fitted.parameters["beta"] == pytest.approx(0.3, rel=0.01)
         assert fitted.parameters["gamma"] == pytest.approx(0.1, rel=0.01)
+
+
+def test_the_symbolic_refit_keeps_a_bounded_parameter_inside_its_bounds():
+    t = np.linspace(0.0, 8.0, 41)
+    clean = 0.4 + 1.6 * np.exp(-0.5 * t)            # dx/dt = -0.5 x + 0.2
+    data = xr.Dataset({"x": ("time", clean + 0.005 * np.random.default_rng(3).normal(size=t.size))},
+                      coords={"time": t})
+    x, h = sp.Symbol("x"), sp.Symbol("h")
+    model = sysid.HybridODE(states=[x], physics={x: -h * x}, parameters={h: (0.3, 0.0, 1.0)},
+                            residual=sysid.MLP(width=8, depth=1))
+    result = sysid.fit(model, data, progress=False)
+    summary = result.symbolic()
+    refit = summary.result
+    assert refit.model.bounds[h] == (0.0, 1.0)
+    assert 0.0 < refit.parameters["h"] < 1.0
+    assert refit.parameters["h"] == pytest.approx(0.5, rel=0.05)

@@ -35,11 +35,6 @@ from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial
 
 __all__ = ["Problem", "build_problem", "state_signs"]
 
-#: Where the map that keeps a signed state's start on its side of 0 leaves the identity, in
-#: units of the state's scale (Problem.to_x).
-KNEE = 0.1
-
-
 def state_signs(model) -> np.ndarray:
     """+1 for each state declared positive or nonnegative, -1 for negative or nonpositive,
     0 for the others."""
@@ -121,39 +116,43 @@ class Problem(nn.Module):
         return self.to_x(self.z0)
 
     def to_x(self, z: torch.Tensor) -> torch.Tensor:
-        """States from scaled start variables: ``u = loc + scale * z``, except for a state
-        declared positive (negative, nonnegative, nonpositive), kept on its side of 0:
-        below the knee ``k = KNEE * scale`` (on its side) ``u`` becomes ``k exp(u / k - 1)``,
-        which meets the identity at ``u = k`` with the same slope. A start above the knee
-        is exactly ``u`` (the fit is the same as without the sign)."""
-        x = self.loc + self.scale * z
-        if self.signs is None:
-            return x
-        s, knee = self.signs, KNEE * self.scale
-        u = s * x / knee                                  # > 1: above the knee
-        low = s * knee * torch.exp(torch.clamp(u - 1.0, max=0.0))
-        return torch.where((s != 0) & (u < 1.0), low, x)
+        """States from scaled start variables: ``loc + scale * z``."""
+        return self.loc + self.scale * z
 
     def to_z(self, x) -> torch.Tensor:
-        """The inverse of :meth:`to_x`; a start on the wrong side of 0 (or at it) is
-        moved to a millionth of the knee on the right side."""
+        """The inverse of :meth:`to_x`; a signed state's start on the wrong side of 0 is
+        moved to 0 (see :meth:`project_`)."""
         x = torch.as_tensor(x, dtype=torch.float64)
         if self.signs is not None:
-            s, knee = self.signs, KNEE * self.scale
-            v = s * x / knee                              # x over the knee, on its side
-            v = torch.where(v > 0, v, torch.full_like(v, 1e-6))
-            below = s * knee * (1.0 + torch.log(torch.clamp(v, max=1.0)))
-            x = torch.where((s != 0) & (v < 1.0), below, x)
+            x = torch.where(self.signs * x < 0, torch.zeros_like(x), x)
         return (x - self.loc) / self.scale
 
     def dx_dz(self, z: torch.Tensor) -> torch.Tensor:
         """``d to_x / d z``, elementwise (the same shape as ``z``)."""
-        d = self.scale.expand_as(z)
+        return self.scale.expand_as(z)
+
+    def start_bounds(self, z: torch.Tensor) -> torch.Tensor:
+        """Per element of the scaled starts ``z`` (..., n): the state's sign (+1 for a
+        state declared positive or nonnegative, -1 for negative or nonpositive) where it
+        sits at 0, its bound, else 0."""
         if self.signs is None:
-            return d
-        s, knee = self.signs, KNEE * self.scale
-        u = s * (self.loc + self.scale * z) / knee
-        return torch.where((s != 0) & (u < 1.0), d * torch.exp(torch.clamp(u - 1.0, max=0.0)), d)
+            return torch.zeros_like(z)
+        x = self.to_x(z)
+        at = (self.signs != 0) & (self.signs * x <= 1e-12 * self.scale)
+        return torch.where(at, self.signs.expand_as(z), torch.zeros_like(z))
+
+    def project_(self) -> None:
+        """Move every signed state's start (initial and window starts) that a step took
+        past 0 back to 0: the optimisers take their steps in the plain scaled starts
+        (no transform whose slope vanishes at 0 and traps a start there) and project."""
+        if self.signs is None:
+            return
+        with torch.no_grad():
+            for z in (self.z0, self.zw):
+                if z.numel():
+                    wrong = self.signs * self.to_x(z) < 0
+                    if bool(wrong.any()):
+                        z.copy_(torch.where(wrong, -self.loc / self.scale, z))
 
     def states(self, seg: Segments | None = None, starts=None) -> torch.Tensor:
         """States on each segment's own sample grid, (S, K, n)."""

@@ -281,6 +281,8 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
     finally:
         for p in frozen:
             p.requires_grad_(True)
+    with torch.no_grad():       # a signed state's start on its side of 0
+        best["z"] = problem.to_z(problem.to_x(best["z"]))
     # the best start evaluated (the guess where even that could not be integrated)
     return problem.to_x(best["z"]).detach()
 

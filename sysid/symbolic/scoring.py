@@ -9,6 +9,7 @@ import numpy as np
 import sympy as sp
 import torch
 
+from ..model.entries import ParameterGuesses
 from ..model.hybrid import HybridODE
 from .library import _name, _tied
 from .rational import bind
@@ -57,6 +58,8 @@ def _distill(model, states, terms, supports, values) -> HybridODE:
             for target, factor in _tied(model, s):
                 physics[target] = physics.get(target, sp.Integer(0)) + factor * sp.Add(*added)
     parameters.update(shapes)
+    # the physical parameters keep their bounds (a fraction stays in (0, 1) in the refits)
+    parameters = ParameterGuesses(parameters, getattr(model.parameters, "bounds", {}))
     return HybridODE(states=model.states, physics=physics, parameters=parameters,
                      residual=None, inputs=model.inputs, observations=model.observations,
                      fixed=model.fixed)

@@ -11,6 +11,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SysidError
+from ..model.entries import ParameterGuesses
 from ..model.hybrid import HybridODE
 from ..problem.jacobian import linearise
 from .sparse_regression import least_squares
@@ -293,6 +294,7 @@ class _Search:
                 for target, factor in _tied(model, st):
                     physics[target] = physics.get(target, sp.Integer(0)) \
                         + factor * sp.Add(*terms)
+        parameters = ParameterGuesses(parameters, getattr(distilled.parameters, "bounds", {}))
         aug = HybridODE(states=distilled.states, physics=physics, parameters=parameters,
                         residual=None, inputs=distilled.inputs,
                         observations=distilled.observations, fixed=distilled.fixed)

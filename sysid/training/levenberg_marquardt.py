@@ -141,6 +141,9 @@ def _iterate(problem, iterations: int, lam: float, on_accept, tolerance: float =
         if not (np.all(np.isfinite(J)) and np.all(np.isfinite(r))):
             return LMReport(False, it - 1, evaluations, f, "non-finite Jacobian")
         A, g = J.T @ J, J.T @ r
+        # a signed state's start at 0 whose gradient pushes it past 0 is held there: its
+        # column leaves the step (the step is projected, Problem.project_)
+        A, g = _hold(_held(problem, blocks, offsets, columns, g), A, g)
         d = np.clip(np.diag(A), 1e-12 * max(float(np.max(np.diag(A))), 1e-300), None)
         accepted = False
         while lam < LAMBDA_MAX:
@@ -150,10 +153,11 @@ def _iterate(problem, iterations: int, lam: float, on_accept, tolerance: float =
                 lam, nu = lam * nu, nu * 2
                 continue
             step = np.clip(step, -MAX_STEP, MAX_STEP)
+            step = _project_step(problem, params, saved, sizes, step)
             predicted = -float(g @ step) - 0.5 * float(step @ A @ step)
             if not predicted > 0:
+                _assign(params, saved, sizes, None)
                 break
-            _assign(params, saved, sizes, step)
             try:
                 f_new, r_new, J_new = linearise(problem)
             except SolverFailure:
@@ -176,7 +180,8 @@ def _iterate(problem, iterations: int, lam: float, on_accept, tolerance: float =
             return LMReport(True, it, evaluations, f, f"stopped by the caller after {it} "
                             f"iterations")
         threshold = max(F_TOLERANCE * max(1.0, abs(f)), tolerance)
-        if gain < threshold and _remaining(J[:, columns], r) < threshold:
+        free = ~_held(problem, blocks, offsets, columns, J[:, columns].T @ r)
+        if gain < threshold and _remaining(J[:, columns][:, free], r) < threshold:
             return LMReport(True, it, evaluations, f, f"converged in {it} iterations")
     return LMReport(False, int(iterations), evaluations, f,
                     f"stopped after {int(iterations)} iterations")
@@ -195,6 +200,34 @@ def _remaining(J: np.ndarray, r: np.ndarray) -> float:
         return float("inf")
     step, *_ = np.linalg.lstsq(J, -r, rcond=None)
     return 0.5 * float(np.sum((J @ step) ** 2))
+
+
+def _held(problem, blocks, offsets, columns, g) -> np.ndarray:
+    """Per fitted column: True for a signed state's start that sits at 0 while the
+    gradient ``g`` (of the columns) points the step past 0."""
+    sign = np.zeros(int(offsets[-1]))
+    for j, block in enumerate(blocks):
+        if j and block.numel():                 # the starts (z0, zw) follow the raw ones
+            with torch.no_grad():
+                sign[offsets[j]:offsets[j + 1]] = problem.start_bounds(block).reshape(-1).numpy()
+    sign = sign[columns]
+    return (sign != 0) & (sign * g > 0)
+
+
+def _hold(held, A, g):
+    """The normal equations with the ``held`` columns out of the step (identity rows)."""
+    if held.any():
+        A[held, :], A[:, held], g = 0.0, 0.0, np.where(held, 0.0, g)
+        A[held, held] = 1.0
+    return A, g
+
+
+def _project_step(problem, params, saved, sizes, step) -> np.ndarray:
+    """Move to ``saved + step``, project the signed states' starts onto their side of 0
+    (:meth:`Problem.project_`) and return the step actually taken."""
+    _assign(params, saved, sizes, step)
+    problem.project_()
+    return np.concatenate([(p.detach() - q).reshape(-1).numpy() for p, q in zip(params, saved)])
 
 
 def _assign(params, saved, sizes, step) -> None:

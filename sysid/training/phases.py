@@ -150,6 +150,7 @@ class Phases:
                 return FitStatus("early_stopped", f"the held-out error stopped improving "
                                  f"after {self.epoch} epochs")
             opt.step()
+            self.problem.project_()            # signed states' starts stay on their side
             sched.step()
             ref = c["reference"]
             if not np.isfinite(ref) or loss_value < ref - 1e-3 * abs(ref) - 1e-12:
@@ -270,6 +271,7 @@ class Phases:
         while self.lbfgs_iters < budget:
             closure.calls = closure.failures = 0
             loss = opt.step(closure)
+            self.problem.project_()            # signed states' starts stay on their side
             if float(loss.detach()) >= 1e10:        # even the start point failed
                 self._restore()
                 return _failure_status(closure.failure, f"{phase}, at the current parameters")
