@@ -105,6 +105,36 @@ def test_filter_likelihood_equals_exact_kalman_filter():
                                        "process_noise": 0, "network": 0}
 
 
+def test_standard_errors_equal_the_exact_filters_curvature():
+    """parameter_table()'s standard errors (the inverse Hessian of the Kalman likelihood in
+    everything fitted, by autograd through the filter) equal those from the exact numpy
+    filter's Hessian in (w, c, x0, v0), by central differences at the fitted values, to
+    1e-3 relative (measured 4e-5); the noise levels are given, so those four are all that
+    is fitted."""
+    ds, _ = disturbed_oscillator(2, n=41)
+    ds["x"].attrs["noise_std"] = 0.05
+    result = sysid.fit(oscillator(1.4, 0.3), ds, process_noise={"v": 0.5}, progress=False)
+    table = result.parameter_table()
+    b = result._bundle
+
+    def nll(theta):
+        w, c, x0, v0 = theta
+        A = np.array([[0.0, 1.0], [-w ** 2, -c]])
+        return exact_kalman_nll(A, np.diag([0.0, 0.25]), np.eye(2)[[0]],
+                                np.array([[0.05 ** 2]]), np.array([[x0, v0]]), b.times,
+                                b.y, b.t_first)
+
+    theta = np.array([result.parameters["w"], result.parameters["c"],
+                      float(result.initial_states["x"]), float(result.initial_states["v"])])
+    step = 1e-4 * np.maximum(np.abs(theta), 0.1)
+    E = np.diag(step)
+    H = np.array([[(nll(theta + E[i] + E[j]) - nll(theta + E[i] - E[j])
+                    - nll(theta - E[i] + E[j]) + nll(theta - E[i] - E[j]))
+                   / (4 * step[i] * step[j]) for j in range(4)] for i in range(4)])
+    exact = np.sqrt(np.diag(np.linalg.inv(H)))[:2]
+    np.testing.assert_allclose(table["std_error"].values, exact, rtol=1e-3)
+
+
 def test_smoother_at_other_times_and_forecast_consistent():
     """The smoothed states at extra times (merged into the filter's grid) agree with those
     at the data's times where the times coincide; the forecast is the imputation past the
