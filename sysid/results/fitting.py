@@ -197,8 +197,9 @@ def fit(model: HybridODE, data, **options):
         (state units per square root of the time unit; a float for every state, or a dict
         {state: value}, states left out 0) or ``"learn"`` (fitted on the log scale). The
         parameters, initial states and learned noise levels maximise the extended Kalman
-        filter's likelihood (RK4 moment equations with ``substeps`` steps per sample
-        interval, at most ``max_step`` long), started from the deterministic fit; the
+        filter's likelihood (RK4 moment equations; steps per sample interval from the
+        field's fastest rate, or ``substeps`` if given; at most ``max_step`` long),
+        started from the deterministic fit; the
         result (:class:`~sysid.results.kalman_result.KalmanResult`) imputes the
         Rauch-Tung-Striebel smoothed states with their bands. See the guide's "Process
         noise" section and :mod:`sysid.training.kalman`.
