@@ -33,8 +33,10 @@ class KalmanResult(FitResult):
     The model is the drift of ``dx = f(x) dt + diag(q) dW``; ``parameters`` and
     ``initial_states`` maximise the extended Kalman filter's likelihood of the data.
 
-    Attributes (besides those of :class:`~sysid.FitResult`)
-    -------------------------------------------------------
+    Besides those of :class:`~sysid.FitResult`:
+
+    Attributes
+    ----------
     process_noise : dict[str, float]
         Per state, the process noise standard deviation ``q`` (state units per square
         root of the time unit), fitted or given.
