@@ -63,8 +63,10 @@ def test_the_forecast_follows_the_future_inputs_it_is_given(fitted):
         forecast = result.forecast(times, inputs=_future(later, np.full(later.size, level)))
         expect = _solve(result.parameters, x0, 20.0, np.concatenate([[20.0], times]),
                         lambda t: np.interp(t, [20.0, later[0]], [u20, level]))[1:]
-        np.testing.assert_allclose(forecast["x"].values, expect[:, 0], atol=2e-4)
-        np.testing.assert_allclose(forecast["v"].values, expect[:, 1], atol=2e-4)
+        # to the solvers' accuracy (sysid's rtol 1e-6 over 30 time units of a double well),
+        # 50x below the change that the input makes
+        np.testing.assert_allclose(forecast["x"].values, expect[:, 0], atol=1e-3)
+        np.testing.assert_allclose(forecast["v"].values, expect[:, 1], atol=1e-3)
         # and it is not the forecast with the true forcing
         assert np.max(np.abs(forecast["x"].values - with_true["x"].values)) > 0.05
     # the forcing is part of the output, over the forecast times

@@ -19,7 +19,7 @@ from ..training.kalman import Grid
 from ..training.kalman_fit import train_process_noise
 from .outputs import states_dataset
 from .result import FitResult, _failure
-from .trajectories import _float_times
+from .trajectories import _float_times, forecast_times
 
 __all__ = ["KalmanResult", "fit_process_noise"]
 
@@ -102,13 +102,7 @@ class KalmanResult(FitResult):
             raise ModelError("forecast of a process-noise fit does not take future inputs; "
                              "use result.simulate(data) with the inputs, or a fit without "
                              "process_noise.")
-        end = self._bundle.times[-1]
-        if times is None:
-            if horizon is None:
-                raise DataError("forecast needs times=[...] or horizon=...; received neither.")
-            times = np.linspace(end, end + float(horizon), int(n) + 1)[1:]
-            if self._is_datetime():
-                times = self._to_datetime(times)
+        times = forecast_times(self, times, horizon, n)
         out = self.impute(times, level=level, interval=interval)
         out.attrs["sysid_kind"] = "forecast"
         return out

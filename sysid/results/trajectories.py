@@ -114,13 +114,7 @@ class Trajectories:
         >>> bool((future["x_lower"] < future["x"]).all() and (future["x"] < future["x_upper"]).all())
         True
         """
-        end = self._bundle.times[-1]
-        if times is None:
-            if horizon is None:
-                raise DataError("forecast needs times=[...] or horizon=...; received neither.")
-            times = np.linspace(end, end + float(horizon), int(n) + 1)[1:]
-            if self._is_datetime():
-                times = self._to_datetime(times)
+        times = forecast_times(self, times, horizon, n)
         signal = self._problem.inputs
         if self.model.inputs:
             signal = _future_inputs(self, inputs, times)
@@ -213,6 +207,18 @@ def _warn_outside_training_inputs(result, bundle) -> None:
                 f"The residual network reads it and extrapolates outside that range, so the "
                 f"simulation there is less reliable; fit on data that covers it, or compare "
                 f"with a physics-only fit.", RuntimeWarning, stacklevel=3)
+
+
+def forecast_times(result, times, horizon, n):
+    """The forecast's times: ``times`` as given, else ``n`` points up to ``horizon`` past
+    the last sample (datetime64 for datetime data)."""
+    if times is not None:
+        return times
+    if horizon is None:
+        raise DataError("forecast needs times=[...] or horizon=...; received neither.")
+    end = result._bundle.times[-1]
+    times = np.linspace(end, end + float(horizon), int(n) + 1)[1:]
+    return result._to_datetime(times) if result._is_datetime() else times
 
 
 def _float_times(result, times) -> np.ndarray:
