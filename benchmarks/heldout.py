@@ -163,11 +163,16 @@ def _residuals(p: Problem, sim):
 
 def oracle(p: Problem, sim) -> dict:
     """Least squares on the true structure from the truth: every free parameter, every
-    initial state; its forecast past the data."""
+    initial state, within the signs the model declares; its forecast past the data."""
     k, B = len(p.truth), len(p.x0)
+    # the constraints the model declares: a positive (nonnegative) parameter or state stays
+    # at or above 0, as in sysid's fit of the same model
+    low = np.r_[[0.0 if q.is_positive or q.is_nonnegative else -np.inf for q in p.truth],
+                np.tile([0.0 if s.is_positive or s.is_nonnegative else -np.inf
+                         for s in p.states], B)]
     fit = least_squares(_residuals(p, sim), np.r_[list(p.truth.values()), np.ravel(p.x0)],
                         x_scale="jac", jac="3-point", diff_step=1e-5, xtol=1e-12,
-                        ftol=1e-12, gtol=1e-12, max_nfev=100)
+                        ftol=1e-12, gtol=1e-12, max_nfev=100, bounds=(low, np.inf))
     x0 = fit.x[k:].reshape(B, -1)
     ahead = [_solve(p, fit.x[:k], x0[b], sim.future, sim.knots) for b in range(B)]
     ahead = np.stack([np.full_like(sim.future_states[0], np.inf) if a is None else a

@@ -55,6 +55,20 @@ def objective_and_weights(problem, flat: torch.Tensor):
     return f, w
 
 
+def _one_sided(problem, starts: torch.Tensor, h: torch.Tensor):
+    """The steps up and down of each start component (n, S): ``h`` both ways, except for a
+    signed state within one step of 0 (where it is held by :meth:`Problem.project_`),
+    whose difference is one-sided into its own side: a step past 0 would read the physics
+    at its floor and a measurement of the state below 0 (a log-normal one: its log)."""
+    if problem.signs is None:
+        return h, h
+    signs = problem.signs.view(-1, 1)                             # (n, 1)
+    near = signs * problem.to_x(starts).T < h * problem.scale.view(-1, 1)
+    zero = torch.zeros_like(h)
+    return (torch.where(near & (signs < 0), zero, h),
+            torch.where(near & (signs > 0), zero, h))
+
+
 def _steps(problem, starts: torch.Tensor, P: int, step: float) -> torch.Tensor:
     """Central-difference step of each column and segment, (P + n, S): ``step`` for the
     raw parameters; for a start state, ``step`` in scaled units, shortened where the
@@ -105,9 +119,11 @@ def linearise(problem, step: float = STEP):
     for k in range(P):
         raw[2 * k + 1, :, k] += h[k]
         raw[2 * k + 2, :, k] -= h[k]
+    up, down = _one_sided(problem, z[source], h[P:])             # (n, S) each
     for i in range(n):
-        starts[2 * (P + i) + 1, :, i] += h[P + i]
-        starts[2 * (P + i) + 2, :, i] -= h[P + i]
+        starts[2 * (P + i) + 1, :, i] += up[i]
+        starts[2 * (P + i) + 2, :, i] -= down[i]
+    width = torch.cat([2.0 * h[:P], up + down])                    # (K, S)
     rows = torch.arange(S).repeat(copies)
     with torch.no_grad(), field.per_row_parameters(field.transform.forward(
             raw.reshape(copies * S, P))):
@@ -118,7 +134,7 @@ def linearise(problem, step: float = STEP):
         res = problem.noise.residuals(pred, seg.y[rows], seg.mask[rows])
     res = res.reshape(copies, S, *res.shape[1:])
     primal = res[0]
-    tangent = (res[1::2] - res[2::2]) / (2.0 * h.view(K, S, *([1] * (res.dim() - 2))))
+    tangent = (res[1::2] - res[2::2]) / width.view(K, S, *([1] * (res.dim() - 2)))
     mask = seg.mask
     primal = torch.where(mask, primal, torch.zeros((), dtype=primal.dtype))
     flat = primal.reshape(-1, primal.shape[-1])
