@@ -164,12 +164,9 @@ def _residuals(p: Problem, sim):
 def oracle(p: Problem, sim) -> dict:
     """Least squares on the true structure from the truth: every free parameter, every
     initial state, within the signs the model declares; its forecast past the data."""
-    k, B = len(p.truth), len(p.x0)
-    # the constraints the model declares: a positive (nonnegative) parameter or state stays
-    # at or above 0, as in sysid's fit of the same model
-    low = np.r_[[0.0 if q.is_positive or q.is_nonnegative else -np.inf for q in p.truth],
-                np.tile([0.0 if s.is_positive or s.is_nonnegative else -np.inf
-                         for s in p.states], B)]
+    k, B = len(p.truth), len(p.x0)          # the model's declared signs hold, as in sysid
+    sign = [0.0 if q.is_positive or q.is_nonnegative else -np.inf for q in [*p.truth, *p.states]]
+    low = np.r_[sign[:k], np.tile(sign[k:], B)]
     fit = least_squares(_residuals(p, sim), np.r_[list(p.truth.values()), np.ravel(p.x0)],
                         x_scale="jac", jac="3-point", diff_step=1e-5, xtol=1e-12,
                         ftol=1e-12, gtol=1e-12, max_nfev=100, bounds=(low, np.inf))

@@ -238,8 +238,8 @@ def fit(model: HybridODE, data, **options):
 def _warn_undetermined(model, data) -> None:
     """An IdentifiabilityWarning for initial states (and parameters) that nothing measured
     depends on (:mod:`sysid.problem.reach`)."""
-    if isinstance(model, HybridPDE) or not hasattr(data, "data_vars"):
-        return
+    if not isinstance(model, HybridODE) or not hasattr(data, "data_vars"):
+        return              # (a field, or input that the fit itself refuses clearly)
     measured = [str(v) for v in data.data_vars if str(v) in model.channels]
     if not measured:
         return              # the data's own check says what is missing
