@@ -131,9 +131,11 @@ def test_the_chemostat_summary_recovers_the_monod_term(chemo):
     mu, K = found
     assert mu == pytest.approx(chemostat.MU, rel=0.10)
     assert K == pytest.approx(chemostat.KS, rel=0.10)
-    # the distilled structure is the true one, so its refit is the oracle's fit
-    assert mu == pytest.approx(oracle.parameters["mu_max"], rel=1e-3)
-    assert K == pytest.approx(oracle.parameters["K_s"], rel=1e-3)
+    # the distilled structure is the true one, so its refit is the oracle's fit, to the
+    # fits' stopping rule (they stop within 0.2 % of each other; across noise seeds K_s
+    # scatters by several per cent)
+    assert mu == pytest.approx(oracle.parameters["mu_max"], rel=5e-3)
+    assert K == pytest.approx(oracle.parameters["K_s"], rel=5e-3)
     # the network's stoichiometry (S: -1/Y = -2 times the rate) is kept
     assert sp.simplify(summary.equations["S"] + 2 * summary.equations["X"]) == 0
     assert set(summary.parameters) == {"c_X_0", "K_X_0"}
@@ -156,7 +158,7 @@ def test_rational_terms_are_carried_by_latex_refit_path_and_files(chemo, tmp_pat
     assert chemostat.monod(sp.expand(uptake)) == pytest.approx(
         (summary.parameters["c_X_0"], summary.parameters["K_X_0"]), rel=1e-9)
     refit = summary.refit(data)
-    assert refit.parameters["K_X_0"] == pytest.approx(summary.parameters["K_X_0"], rel=1e-3)
+    assert refit.parameters["K_X_0"] == pytest.approx(summary.parameters["K_X_0"], rel=5e-3)
     path = tmp_path / "chemostat.sysid"
     summary.result.save(path)
     loaded = sysid.load(path)
