@@ -276,7 +276,7 @@ def _estimate_x0(result, bundle, signal, n_init) -> torch.Tensor:
         if not torch.isfinite(z.grad).all():
             z.grad = torch.zeros_like(z)
             return torch.tensor(1e10, dtype=torch.float64)
-        if float(loss) < best["loss"]:
+        if float(loss.detach()) < best["loss"]:
             best.update(loss=float(loss), z=z.detach().clone())
         return loss
 
