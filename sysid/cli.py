@@ -221,7 +221,8 @@ def _read_data(path: Path):
     if path.suffix == ".csv":
         import pandas as pd
         return xr.Dataset.from_dataframe(pd.read_csv(path).set_index("time"))
-    return xr.open_dataset(path).load()
+    with xr.open_dataset(path) as ds:          # read whole, the file closed
+        return ds.load()
 
 
 def _fit(args) -> int:

@@ -35,8 +35,8 @@ def test_cli_fit_runs_a_users_model(tmp_path):
                  "--out", str(out)]) == 0
     params = json.loads((out / "parameters.json").read_text())["parameters"]
     assert abs(params["a"] - 1.3) < 0.05 * 1.3
-    imputed = xr.open_dataset(out / "imputed.nc", engine="h5netcdf")
-    assert set(imputed.data_vars) >= {"x", "y"}
+    with xr.open_dataset(out / "imputed.nc", engine="h5netcdf") as imputed:
+        assert set(imputed.data_vars) >= {"x", "y"}
     assert (out / "forecast.nc").exists() and (out / "fit.png").stat().st_size > 10_000
     again = sysid.load(out / "result.sysid")
     assert again.parameters == params
@@ -72,7 +72,8 @@ def test_cli_demo_end_to_end(tmp_path, capsys):
     for name in ("parameters.json", "equations.txt", "imputed.nc", "forecast.nc", "fit.png",
                  "result.sysid", "symbolic.tex"):
         assert (out / name).exists(), name
-    imputed = xr.open_dataset(out / "imputed.nc", engine="h5netcdf")
-    assert imputed.sizes["time"] == 21 and not imputed["hare"].isnull().any()
-    forecast = xr.open_dataset(out / "forecast.nc", engine="h5netcdf")
+    with xr.open_dataset(out / "imputed.nc", engine="h5netcdf") as imputed:
+        assert imputed.sizes["time"] == 21 and not imputed["hare"].isnull().any()
+    forecast = xr.open_dataset(out / "forecast.nc", engine="h5netcdf").load()
+    forecast.close()
     assert float(forecast["time"].min()) > 20.0

@@ -119,7 +119,8 @@ def test_the_cli_forecasts_from_a_file_of_future_inputs_or_says_why_not(fitted, 
     assert sysid.cli.main(["fit", str(tmp_path / "model.toml"), str(tmp_path / "data.nc"),
                            "--out", str(tmp_path / "b"), "--forecast-inputs",
                            str(tmp_path / "future.nc")]) == 0
-    forecast = xr.open_dataset(tmp_path / "b" / "forecast.nc")
+    with xr.open_dataset(tmp_path / "b" / "forecast.nc") as opened:
+        forecast = opened.load()
     assert float(forecast["time"][-1]) == pytest.approx(25.0)
     np.testing.assert_allclose(forecast["u"].values, GAMMA * np.cos(W * forecast["time"].values),
                                atol=1e-3)

@@ -31,6 +31,15 @@ __all__ = ["read_result", "save_result"]
 FORMAT = "sysid.FitResult"
 VERSION = 1
 _MAX_EXPANSION = 16     # declared netCDF values may be at most this many times its bytes
+
+
+def _netcdf(raw: bytes, **options) -> xr.Dataset:
+    """A dataset read whole from netCDF bytes, its file closed (an open HDF5 handle left to
+    the garbage collector at interpreter exit can crash it)."""
+    with xr.open_dataset(io.BytesIO(raw), engine="h5netcdf", **options) as ds:
+        return ds.load()
+
+
 def _netcdf_bytes(ds: xr.Dataset) -> torch.Tensor:
     def clean(attrs):
         out = {}
@@ -90,7 +99,7 @@ def _open_netcdf(tensor, what, path) -> xr.Dataset:
                                   "them uncompressed, so the file was crafted or damaged. "
                                   "Refusing to load it.")
         try:
-            ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf").load()
+            ds = _netcdf(raw)
         except ValueError as err:       # no cftime: dates outside 1678-2262 do not decode
             if not hasattr(xr, "coders"):
                 raise
@@ -100,8 +109,7 @@ def _open_netcdf(tensor, what, path) -> xr.Dataset:
             # come back as cftime objects, without it they fail): decode them at the
             # coarser resolution the data were saved with
             try:
-                ds = xr.open_dataset(io.BytesIO(raw), engine="h5netcdf", decode_times=(
-                    xr.coders.CFDatetimeCoder(time_unit="s"))).load()
+                ds = _netcdf(raw, decode_times=xr.coders.CFDatetimeCoder(time_unit="s"))
             except ValueError:
                 if ds is None:
                     raise first_error from None
