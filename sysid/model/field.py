@@ -46,6 +46,8 @@ class HybridField(nn.Module):
         if any(i is None for i in self._identity):
             ov = _with_time(variables, obs)
             self._observe = CompiledExprs(obs, ov, batch=ov[:n_batch])
+        self._n_batch = n_batch
+        self._algebraic = None           # the algebraic states' compiled expressions
         self.nfe = 0
         self._cached: list | None = None
         # States declared positive=True or nonnegative=True: the physics sees them floored
@@ -113,18 +115,18 @@ class HybridField(nn.Module):
 
     def algebraic(self, t, x, u) -> torch.Tensor:
         """The model's algebraic states (``sympy.Eq`` in physics, or invariants) (..., A)
-        from the states (..., n), in the order of ``model.algebraic``."""
+        from the states (..., n), in the order of ``model.algebraic``; compiled on first use
+        (only outputs ask for them)."""
         exprs = [sp.sympify(e).subs(self.model.fixed)
                  for e in getattr(self.model, "algebraic", {}).values()]
         if not exprs:
             return x[..., :0]
-        if getattr(self, "_algebraic", None) is None:
+        if self._algebraic is None:
             variables = list(self.model.states) + list(self.model.inputs) + [TIME] + \
                 list(self.model.parameters)
-            n_batch = len(self.model.states) + len(self.model.inputs) + 1
             av = _with_time(variables, exprs)
-            self.__dict__["_algebraic"] = CompiledExprs(exprs, av, batch=av[:n_batch])
-        outs = self.__dict__["_algebraic"](self._values(t, x, u))
+            self._algebraic = CompiledExprs(exprs, av, batch=av[:self._n_batch])
+        outs = self._algebraic(self._values(t, x, u))
         return torch.stack([o.expand(x.shape[:-1]) for o in outs], dim=-1)
 
     def observe(self, t, x, u) -> torch.Tensor:

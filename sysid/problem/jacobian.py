@@ -77,9 +77,7 @@ def _steps(problem, starts: torch.Tensor, P: int, step: float) -> torch.Tensor:
     with a scale of 0.36) would otherwise be moved by 3.6e-6, two hundred times its
     own size, and through a log-normal likelihood the difference is meaningless."""
     S, n = starts.shape
-    # the state's size in units of how far a unit of z moves it (its scale, except for a
-    # signed state near 0, where the softplus start moves it less: Problem.to_x)
-    size = problem.to_x(starts).abs() / problem.dx_dz(starts)     # (S, n)
+    size = problem.to_x(starts).abs() / problem.scale     # (S, n)
     state = step * torch.clamp(100.0 * size, 1e-6, 1.0)
     return torch.cat([torch.full((P, S), step, dtype=torch.float64), state.T])
 
@@ -159,7 +157,6 @@ def linearise(problem, step: float = STEP):
     unit = problem.gap_unit(problem.to_x(z))     # (n,)
     width = problem.continuity * unit
     gap = ((ends[0] - problem.to_x(z[source[b]])) / width).numpy()
-    slope_b = (problem.dx_dz(z[source[b]]) / width).numpy()          # (G, n)
     d_end = ((ends[1::2] - ends[2::2]) / (2.0 * h[:, a, None]) / width).numpy()  # (K, G, n)
     G = gap.shape[0]
     Jg = np.zeros((G * n, P + M * n))
@@ -169,7 +166,7 @@ def linearise(problem, step: float = STEP):
     src_a, src_b = source[a].numpy()[:, None], source[b].numpy()[:, None]
     for i in range(n):
         Jg[rows_g, P + src_a * n + i] = d_end[P + i]
-        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= slope_b[:, i]
+        Jg[rows_g[:, i], P + src_b[:, 0] * n + i] -= (problem.scale[i] / width[i]).item()
     _unit_columns(problem, z, unit, gap, Jg, rows_g, P)
     f += 0.5 * float(np.sum(gap ** 2))
     return f, np.concatenate([r, gap.ravel()]), np.vstack([J, Jg])
@@ -186,7 +183,7 @@ def _with_prior(problem, f, r, J, P):
         rows = prior.rows(problem.x0()).numpy()
     B, n = problem.z0.shape
     Jp = np.zeros((rows.size, J.shape[1]))
-    Jp[:, P:P + B * n] = prior.jacobian(B) * problem.dx_dz(problem.z0.detach()).numpy().ravel()[None, :]
+    Jp[:, P:P + B * n] = prior.jacobian(B) * np.tile(problem.scale.numpy(), B)[None, :]
     return f + 0.5 * float(np.sum(rows ** 2)), np.concatenate([r, rows]), np.vstack([J, Jp])
 
 
@@ -198,11 +195,10 @@ def _unit_columns(problem, z, unit, gap, Jg, rows_g, P) -> None:
     if M < 2:
         return
     xz = problem.to_x(z).numpy()
-    slope = problem.dx_dz(z).numpy()                                # (M, n)
     dev = xz - xz.mean(axis=0)
     unit = unit.numpy()
     for i in np.flatnonzero(problem.unpinned.numpy()):
         # d gap / d z[m, i] = -gap / unit * d unit / d z[m, i]
-        d_unit = slope[:, i] * dev[:, i] / ((M - 1) * unit[i])     # (M,)
+        d_unit = float(problem.scale[i]) * dev[:, i] / ((M - 1) * unit[i])     # (M,)
         Jg[rows_g[:, i][:, None], P + np.arange(M)[None, :] * n + i] -= \
             (gap[:, i] / unit[i])[:, None] * d_unit[None, :]

@@ -351,12 +351,16 @@ class NegativeBinomial(Poisson):
         g = lambda x: 2.0 * torch.sqrt(r) * torch.asinh(torch.sqrt(x / r))   # noqa: E731
         return g(self.rate(pred)) - g(safe_y)
 
-    def _terms(self, pred, y, mask):
-        mu, r = self.rate(pred), self.size
-        safe_y = torch.where(mask, y, torch.zeros((), dtype=y.dtype))
+    @staticmethod
+    def _log_probability(y, mu, r):
+        """Log-probability of counts ``y`` with means ``mu`` and size ``r``, less ``log y!``."""
         log_total = torch.log(r + mu)
-        return (torch.lgamma(safe_y + r) - torch.lgamma(r) + r * (torch.log(r) - log_total)
-                + safe_y * (torch.log(mu) - log_total))
+        return (torch.lgamma(y + r) - torch.lgamma(r) + r * (torch.log(r) - log_total)
+                + y * (torch.log(mu) - log_total))
+
+    def _terms(self, pred, y, mask):
+        safe_y = torch.where(mask, y, torch.zeros((), dtype=y.dtype))
+        return self._log_probability(safe_y, self.rate(pred), self.size)
 
     def variance(self, c: int, mean: np.ndarray) -> np.ndarray:
         mean = np.clip(mean, 0.0, None)
@@ -380,10 +384,7 @@ class NegativeBinomial(Poisson):
 
                 def nll(log_r, mu=mu, obs=obs):
                     r = torch.exp(torch.as_tensor(log_r, dtype=torch.float64))
-                    total = torch.log(r + mu)
-                    return -float(torch.sum(torch.lgamma(obs + r) - torch.lgamma(r)
-                                            + r * (torch.log(r) - total)
-                                            + obs * (torch.log(mu) - total)))
+                    return -float(torch.sum(self._log_probability(obs, mu, r)))
                 best = minimize_scalar(nll, bounds=(-10.0, 25.0), method="bounded",
                                        options={"xatol": 1e-6})
                 if best.success and best.fun <= nll(float(self.log_size[c])):

@@ -31,16 +31,9 @@ from .segments import (Segments, holdout_windows, later_starts, segment_grid, sh
                        window_length)
 from .timescale import residual_time_unit, time_unit_note
 from .starts import (_physics_preview, _robust_std, _scale_zero_guesses, initial_states,
-                     input_signal)
+                     input_signal, state_signs)
 
-__all__ = ["Problem", "build_problem", "state_signs"]
-
-def state_signs(model) -> np.ndarray:
-    """+1 for each state declared positive or nonnegative, -1 for negative or nonpositive,
-    0 for the others."""
-    return np.array([1.0 if (s.is_positive or s.is_nonnegative) else
-                     -1.0 if (s.is_negative or s.is_nonpositive) else 0.0
-                     for s in model.states])
+__all__ = ["Problem", "build_problem"]
 
 
 class Problem(nn.Module):
@@ -126,10 +119,6 @@ class Problem(nn.Module):
         if self.signs is not None:
             x = torch.where(self.signs * x < 0, torch.zeros_like(x), x)
         return (x - self.loc) / self.scale
-
-    def dx_dz(self, z: torch.Tensor) -> torch.Tensor:
-        """``d to_x / d z``, elementwise (the same shape as ``z``)."""
-        return self.scale.expand_as(z)
 
     def start_bounds(self, z: torch.Tensor) -> torch.Tensor:
         """Per element of the scaled starts ``z`` (..., n): the state's sign (+1 for a

@@ -56,19 +56,24 @@ def _typical_level(bundle) -> float:
     return float(typical) if np.isfinite(typical) and typical > 0 else 1.0
 
 
+def state_signs(model) -> np.ndarray:
+    """+1 for each state declared positive or nonnegative, -1 for negative or nonpositive,
+    0 for the others: the side of 0 its start guess and its fitted starts keep."""
+    return np.array([1.0 if (s.is_positive or s.is_nonnegative) else
+                     -1.0 if (s.is_negative or s.is_nonpositive) else 0.0
+                     for s in model.states])
+
+
 def _sign_constrained_start(model, free, bundle):
     """Start and bounds of the search for unobserved states: 0 and unbounded, except for a
     state declared ``positive=True`` (``negative=True``), which starts at the typical size of
     the measured channels with that sign and stays on its side of 0 (a tank level under a
     square root, a concentration)."""
     typical = _typical_level(bundle)
-    start, low, high = np.zeros(len(free)), np.full(len(free), -np.inf), np.full(len(free), np.inf)
-    for j, i in enumerate(free):
-        sym = model.states[i]
-        if sym.is_positive or sym.is_nonnegative:
-            start[j], low[j] = typical, 1e-9 * typical
-        elif sym.is_negative or sym.is_nonpositive:
-            start[j], high[j] = -typical, -1e-9 * typical
+    sign = state_signs(model)[list(free)]
+    start = sign * typical
+    low = np.where(sign > 0, 1e-9 * typical, -np.inf)
+    high = np.where(sign < 0, -1e-9 * typical, np.inf)
     return start, (low, high)
 
 

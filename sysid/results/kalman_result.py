@@ -6,7 +6,6 @@ and forecasts from the last filtered state (:mod:`sysid.training.kalman`,
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -14,11 +13,12 @@ import torch
 import xarray as xr
 from scipy.stats import norm
 
-from ..errors import DataError, FitWarning, ModelError
+from ..errors import DataError, ModelError
 from ..training.kalman import Grid
 from ..training.kalman_fit import train_process_noise
 from .outputs import states_dataset
-from .result import FitResult, _failure
+from .failures import report_failure
+from .result import FitResult
 from .trajectories import _float_times, forecast_times
 
 __all__ = ["KalmanResult", "fit_process_noise"]
@@ -259,11 +259,5 @@ def fit_process_noise(model, data, process_noise, **options) -> KalmanResult:
     any fit."""
     trained, space = train_process_noise(model, data, process_noise, **options)
     result = KalmanResult(trained, space)
-    if not result.status.success:
-        if trained.options.throw:
-            raise _failure(result)
-        if trained.options.throw is None:
-            warnings.warn(f"{result.status} The result holds the best parameters found "
-                          f"(result.raise_for_status() raises; throw=False returns "
-                          f"without this warning).", FitWarning, stacklevel=3)
+    report_failure(result, trained.options.throw)
     return result

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import sympy as sp
 import torch
 import xarray as xr
 
 from ..data.bundle import _TIME_UNITS
-from ..errors import DataError, FitError, FitWarning
+from ..errors import DataError
 from ..model.pde import HybridPDE
 from ..problem.segments import sample_interval
 from ..solve.integrate import SolverFailure, threads_for
@@ -19,6 +17,7 @@ from ..training.trainer import train
 from ..uncertainty.tables import parameter_correlation, parameter_table
 from .compare import Likelihood
 from .field_result import FieldResult
+from .failures import fit_error, report_failure
 from .files import save_result
 from .outputs import initial_states_dataset
 from .plot import plot_result
@@ -440,7 +439,7 @@ class FitResult(Trajectories, Likelihood):
         'converged'
         """
         if not self.status.success:
-            raise _failure(self)
+            raise fit_error(self)
         return self
 
     def __repr__(self) -> str:
@@ -466,14 +465,6 @@ class FitResult(Trajectories, Likelihood):
 
 
 
-def _failure(result) -> FitError:
-    """The :class:`FitError` of a failed ``result``: its status and advice, with the
-    result attached as ``err.result``."""
-    err = FitError(f"{result.status} The best result so far is attached as err.result.")
-    err.result = result
-    return err
-
-
 def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
     """:func:`sysid.fit` starting from the initial states ``x0`` (trajectories, states), in
     physical units, instead of estimating them from the first samples (``None``: the
@@ -488,12 +479,5 @@ def fit_from(model, data, x0, *, like=None, **options) -> FitResult:
     result = FitResult(*trained)
     if field:
         result = FieldResult(result, data, fit_from)
-    if not trained.status.success:
-        if trained.options.throw:
-            raise _failure(result)
-        if trained.options.throw is None:
-            warnings.warn(f"{trained.status} The result holds the best parameters found "
-                          f"(result.status says what happened; result.raise_for_status() "
-                          f"raises, as fit(..., throw=True) does; throw=False returns "
-                          f"without this warning).", FitWarning, stacklevel=3)
+    report_failure(result, trained.options.throw)
     return result

@@ -55,26 +55,19 @@ MIN_STAGE_SAMPLES = 5
 def whole_predictions(problem):
     """Predicted channels (B, T, C) of a simulation over whole trajectories from the
     fitted initial states, with the data and their mask."""
-    objective = problem.objective()
-    problem.use_windows(False)
-    try:
-        with torch.no_grad():
-            seg = problem.single
-            xs = problem.states(seg)
-            return problem.field.observe(seg.tau, xs, seg.u_grid), seg.y, seg.mask
-    finally:
-        problem.use_objective(objective)
+    with torch.no_grad():
+        seg = problem.single
+        xs = problem.states(seg)
+        return problem.field.observe(seg.tau, xs, seg.u_grid), seg.y, seg.mask
 
 
 def _whole_residuals(problem):
     """Residuals (B, T, C) of a simulation over whole trajectories from the fitted initial
     states, zero where nothing was observed, and the mask."""
+    pred, y, mask = whole_predictions(problem)
     with torch.no_grad():
-        seg = problem.single
-        xs = problem.states(seg)
-        pred = problem.field.observe(seg.tau, xs, seg.u_grid)
-        res = problem.noise.residuals(pred, seg.y, seg.mask)
-        return torch.where(seg.mask, res, torch.zeros((), dtype=res.dtype)), seg.mask
+        res = problem.noise.residuals(pred, y, mask)
+    return torch.where(mask, res, torch.zeros((), dtype=res.dtype)), mask
 
 
 def misfit_ratios(problem) -> np.ndarray:
