@@ -124,3 +124,35 @@ def test_the_cli_forecasts_from_a_file_of_future_inputs_or_says_why_not(fitted, 
     assert float(forecast["time"][-1]) == pytest.approx(25.0)
     np.testing.assert_allclose(forecast["u"].values, GAMMA * np.cos(W * forecast["time"].values),
                                atol=1e-3)
+
+
+def test_malformed_future_inputs_are_refused_with_what_to_give(fitted, tmp_path, capsys):
+    result, data = fitted
+    with pytest.raises(DataError, match="inputs must be an xarray.Dataset; received dict"):
+        result.forecast(horizon=5.0, inputs={"u": [0.0]})
+    with pytest.raises(DataError, match="need a 'time' dimension"):
+        result.forecast(horizon=5.0, inputs=xr.Dataset({"u": ("step", np.zeros(3))}))
+    with pytest.raises(DataError, match="have a 'trajectory' dimension but the data have none"):
+        result.forecast(horizon=5.0, inputs=xr.Dataset(
+            {"u": (("trajectory", "time"), np.zeros((1, 3)))}, coords={"time": [20.0, 25.0, 30.0]}))
+    with pytest.raises(DataError, match="not past the data's last sample"):
+        result.plot(inputs=_future(np.linspace(10.0, 20.0, 5), np.zeros(5)))
+    (tmp_path / "m.toml").write_text('[model]\nstates = ["x", "v"]\ninputs = ["u"]\n'
+                                     '[model.physics]\nx = "v"\nv = "-k*x + u"\n'
+                                     '[model.parameters]\nk = 1.0\n')
+    data.to_netcdf(tmp_path / "d.nc")
+    capsys.readouterr()
+    assert sysid.cli.main(["fit", str(tmp_path / "m.toml"), str(tmp_path / "d.nc"), "--out",
+                           str(tmp_path / "o"), "--forecast-inputs",
+                           str(tmp_path / "none.nc")]) != 0
+    said = capsys.readouterr()
+    assert "future inputs file" in said.err + said.out and "does not exist" in said.err + said.out
+    assert not (tmp_path / "o").exists()           # refused before the fit
+
+
+def test_an_invariant_that_no_state_can_be_solved_from_is_refused():
+    x, y = sp.symbols("x y")
+    k = sp.Symbol("k", positive=True)
+    with pytest.raises(sysid.errors.ModelError, match="cannot be solved explicitly"):
+        sysid.HybridODE(states=[x, y], physics={x: -k * x, y: k * x}, parameters={k: 1.0},
+                        invariants=[sp.sin(x) + sp.sin(y) - 1])
